@@ -1,0 +1,102 @@
+"""Serving artifacts: a SavedModel whose signatures embed the Transform graph, plus TFLite and labels.
+
+Signatures of the SavedModel (TF-Serving style):
+  serving_default(examples: serialized tf.Example [N])  -> probabilities, class_id, class_name
+  serve_image_bytes(image_bytes: encoded images [N])    -> probabilities, class_id, class_name
+The TFLite model takes float images [N, H, W, C] in 0..255; normalization is inside it.
+"""
+import os
+from typing import Dict, Sequence, Tuple
+
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras as keras
+
+from models import features
+from models.preprocessing import ImageSpec
+
+TFLITE_FILENAME = "model.tflite"
+_RAW_KEYS_NOT_SERVED = (features.LABEL_KEY, features.CLASS_NAME_KEY, features.FILENAME_KEY)
+
+
+def write_labels(path: str, label_names: Sequence[str]) -> None:
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write("".join(f"{name}\n" for name in label_names))
+
+
+def read_labels(path: str) -> list:
+    with tf.io.gfile.GFile(path) as f:
+        return [line.rstrip("\n") for line in f if line.strip()]
+
+
+def raw_image_features(image_bytes: tf.Tensor, tf_transform_output: tft.TFTransformOutput) -> Dict[str, tf.Tensor]:
+    """Encoded images [N] -> the raw feature dict the Transform graph expects."""
+    image_spec = tf_transform_output.raw_feature_spec()[features.IMAGE_KEY]
+    return {features.IMAGE_KEY: tf.reshape(image_bytes, [-1] + list(image_spec.shape))}
+
+
+def _predictions(logits: tf.Tensor, label_names: tf.Tensor) -> Dict[str, tf.Tensor]:
+    class_id = tf.argmax(logits, axis=-1)
+    return {"probabilities": tf.nn.softmax(logits), "class_id": class_id,
+            "class_name": tf.gather(label_names, class_id)}
+
+
+def serving_signatures(model: keras.Model, tf_transform_output: tft.TFTransformOutput,
+                       label_names: Sequence[str]) -> Dict[str, tf.types.experimental.ConcreteFunction]:
+    model.tft_layer = tf_transform_output.transform_features_layer()  # tracked, so it is saved
+    model.label_names = tf.Variable(list(label_names), trainable=False, name="label_names")
+    raw_spec = {k: v for k, v in tf_transform_output.raw_feature_spec().items() if k not in _RAW_KEYS_NOT_SERVED}
+
+    def predict(raw_features):
+        transformed = model.tft_layer(raw_features)
+        return _predictions(model(transformed[features.IMAGE_XF_KEY], training=False), model.label_names)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve_examples(examples):
+        return predict(tf.io.parse_example(examples, raw_spec))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    def serve_image_bytes(image_bytes):
+        return predict(raw_image_features(image_bytes, tf_transform_output))
+
+    return {"serving_default": serve_examples.get_concrete_function(),
+            "serve_image_bytes": serve_image_bytes.get_concrete_function()}
+
+
+def normalization_constants(tf_transform_output: tft.TFTransformOutput, spec: ImageSpec) -> Tuple[float, float]:
+    """(mean, std) of the Transform graph's pixel normalization, read by probing it.
+
+    The graph maps pixel p to (p - mean) / std; transforming an all-0 and an all-255 image
+    recovers both constants exactly, so TFLite applies the very normalization serving applies.
+    """
+    layer = tf_transform_output.transform_features_layer()
+
+    def transformed_pixel(value: int) -> float:
+        png = tf.io.encode_png(tf.fill(spec.shape, tf.constant(value, tf.uint8)))
+        transformed = layer(raw_image_features(tf.reshape(png, [1]), tf_transform_output))
+        return float(tf.reduce_mean(transformed[features.IMAGE_XF_KEY]))
+
+    low, high = transformed_pixel(0), transformed_pixel(255)
+    std = 255.0 / (high - low)
+    return -low * std, std
+
+
+def convert_to_tflite(model: keras.Model, spec: ImageSpec, mean: float, std: float) -> bytes:
+    """Float images [N, H, W, C] in 0..255 -> probabilities [N, C]."""
+    @tf.function(input_signature=[tf.TensorSpec([None, *spec.shape], tf.float32, name="image")])
+    def classify(image):
+        return {"probabilities": tf.nn.softmax(model((image - mean) / std, training=False))}
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([classify.get_concrete_function()], model)
+    return converter.convert()
+
+
+def export_serving_model(model: keras.Model, tf_transform_output: tft.TFTransformOutput,
+                         label_names: Sequence[str], spec: ImageSpec, export_dir: str) -> None:
+    """Writes the SavedModel, model.tflite and labels.txt into export_dir."""
+    signatures = serving_signatures(model, tf_transform_output, label_names)
+    tf.saved_model.save(model, export_dir, signatures=signatures)
+    mean, std = normalization_constants(tf_transform_output, spec)
+    with tf.io.gfile.GFile(os.path.join(export_dir, TFLITE_FILENAME), "wb") as f:
+        f.write(convert_to_tflite(model, spec, mean, std))
+    write_labels(os.path.join(export_dir, features.LABELS_FILENAME), label_names)

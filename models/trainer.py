@@ -1,0 +1,90 @@
+"""TFX Trainer entry point (`run_fn`): a thin adapter from FnArgs to the model library."""
+import dataclasses
+import math
+import os
+from typing import Any, Dict, List
+
+from absl import logging
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras as keras
+from tfx import v1 as tfx
+from tfx_bsl.public import tfxio
+
+from models import export, features
+from models.model import ModelConfig, build_classifier
+from models.preprocessing import ImageSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    epochs: int = 15
+    batch_size: int = 64          # per replica; the global batch is this x replicas
+    learning_rate: float = 2e-3   # for one replica; scaled linearly with the replicas
+    augment: bool = True          # small shifts and rotations, training only
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size!r}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+
+
+def examples_root(split_file_pattern: str) -> str:
+    """`<examples>/Split-train/*` -> `<examples>`, where ExampleGen wrote labels.txt."""
+    return os.path.dirname(os.path.dirname(split_file_pattern))
+
+
+def count_examples(file_patterns: List[str]) -> int:
+    files = [f for pattern in file_patterns for f in tf.io.gfile.glob(pattern)]
+    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP")
+    return int(dataset.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
+
+
+def _augmenter() -> keras.Sequential:
+    return keras.Sequential([keras.layers.RandomTranslation(0.1, 0.1, fill_mode="nearest"),
+                             keras.layers.RandomRotation(0.04, fill_mode="nearest")], name="augment")
+
+
+def make_dataset(file_patterns: List[str], data_accessor: tfx.components.DataAccessor,
+                 tf_transform_output: tft.TFTransformOutput, batch_size: int, augment: bool) -> tf.data.Dataset:
+    """Transformed examples -> repeated, shuffled (image, label) batches."""
+    dataset = data_accessor.tf_dataset_factory(
+        file_patterns, tfxio.TensorFlowDatasetOptions(batch_size=batch_size, label_key=features.LABEL_KEY),
+        tf_transform_output.transformed_metadata.schema)
+    dataset = dataset.map(lambda x, y: (x[features.IMAGE_XF_KEY], y), num_parallel_calls=tf.data.AUTOTUNE)
+    if augment:
+        augmenter = _augmenter()
+        dataset = dataset.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def run_fn(fn_args: tfx.components.FnArgs) -> None:
+    config: Dict[str, Any] = fn_args.custom_config
+    spec = ImageSpec.from_config(config["image"])
+    training = TrainingConfig(**config["training"])
+    label_names = export.read_labels(os.path.join(examples_root(fn_args.train_files[0]), features.LABELS_FILENAME))
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+
+    strategy = tf.distribute.MirroredStrategy()
+    replicas = strategy.num_replicas_in_sync
+    global_batch = training.batch_size * replicas
+    num_train = count_examples(fn_args.train_files)
+    steps_per_epoch = max(1, math.ceil(num_train / global_batch))
+    logging.info("Training on %d examples, %d classes, %d replica(s), global batch %d, %d steps/epoch",
+                 num_train, len(label_names), replicas, global_batch, steps_per_epoch)
+    dataset = make_dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output, global_batch,
+                           training.augment)
+
+    with strategy.scope():
+        model = build_classifier(ModelConfig(input_shape=spec.shape, num_classes=len(label_names)))
+        schedule = keras.optimizers.schedules.CosineDecay(training.learning_rate * replicas,
+                                                          decay_steps=steps_per_epoch * training.epochs)
+        model.compile(optimizer=keras.optimizers.Adam(schedule),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    model.fit(dataset, epochs=training.epochs, steps_per_epoch=steps_per_epoch, verbose=2,
+              callbacks=[keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)])
+    export.export_serving_model(model, tf_transform_output, label_names, spec, fn_args.serving_model_dir)
