@@ -13,20 +13,11 @@ import tensorflow_transform as tft
 import tf_keras as keras
 
 from models import features
+from models.labels import write_labels
 from models.preprocessing import ImageSpec
 
 TFLITE_FILENAME = "model.tflite"
 _RAW_KEYS_NOT_SERVED = (features.LABEL_KEY, features.CLASS_NAME_KEY, features.FILENAME_KEY)
-
-
-def write_labels(path: str, label_names: Sequence[str]) -> None:
-    with tf.io.gfile.GFile(path, "w") as f:
-        f.write("".join(f"{name}\n" for name in label_names))
-
-
-def read_labels(path: str) -> list:
-    with tf.io.gfile.GFile(path) as f:
-        return [line.rstrip("\n") for line in f if line.strip()]
 
 
 def raw_image_features(image_bytes: tf.Tensor, tf_transform_output: tft.TFTransformOutput) -> Dict[str, tf.Tensor]:

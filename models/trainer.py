@@ -10,8 +10,10 @@ import tensorflow_transform as tft
 import tf_keras as keras
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
+from tensorflow_metadata.proto.v0 import schema_pb2
 
 from models import export, features
+from models.labels import read_labels
 from models.model import ModelConfig, build_classifier
 from models.preprocessing import ImageSpec
 
@@ -48,13 +50,14 @@ def _augmenter() -> keras.Sequential:
                              keras.layers.RandomRotation(0.04, fill_mode="nearest")], name="augment")
 
 
-def make_dataset(file_patterns: List[str], data_accessor: tfx.components.DataAccessor,
+def make_dataset(file_patterns: List[str], data_accessor: tfx.components.DataAccessor, schema_file: str,
                  tf_transform_output: tft.TFTransformOutput, batch_size: int, augment: bool) -> tf.data.Dataset:
-    """Transformed examples -> repeated, shuffled (image, label) batches."""
+    """Raw examples -> the Transform graph (as serving applies it) -> repeated (image, label) batches."""
+    schema = tfx.utils.parse_pbtxt_file(schema_file, schema_pb2.Schema())
     dataset = data_accessor.tf_dataset_factory(
-        file_patterns, tfxio.TensorFlowDatasetOptions(batch_size=batch_size, label_key=features.LABEL_KEY),
-        tf_transform_output.transformed_metadata.schema)
-    dataset = dataset.map(lambda x, y: (x[features.IMAGE_XF_KEY], y), num_parallel_calls=tf.data.AUTOTUNE)
+        file_patterns, tfxio.TensorFlowDatasetOptions(batch_size=batch_size, label_key=features.LABEL_KEY), schema)
+    tft_layer = tf_transform_output.transform_features_layer()
+    dataset = dataset.map(lambda x, y: (tft_layer(x)[features.IMAGE_XF_KEY], y), num_parallel_calls=tf.data.AUTOTUNE)
     if augment:
         augmenter = _augmenter()
         dataset = dataset.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
@@ -65,7 +68,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     config: Dict[str, Any] = fn_args.custom_config
     spec = ImageSpec.from_config(config["image"])
     training = TrainingConfig(**config["training"])
-    label_names = export.read_labels(os.path.join(examples_root(fn_args.train_files[0]), features.LABELS_FILENAME))
+    label_names = read_labels(os.path.join(examples_root(fn_args.train_files[0]), features.LABELS_FILENAME))
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
 
     strategy = tf.distribute.MirroredStrategy()
@@ -75,8 +78,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     steps_per_epoch = max(1, math.ceil(num_train / global_batch))
     logging.info("Training on %d examples, %d classes, %d replica(s), global batch %d, %d steps/epoch",
                  num_train, len(label_names), replicas, global_batch, steps_per_epoch)
-    dataset = make_dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output, global_batch,
-                           training.augment)
+    dataset = make_dataset(fn_args.train_files, fn_args.data_accessor, fn_args.schema_file, tf_transform_output,
+                           global_batch, training.augment)
 
     with strategy.scope():
         model = build_classifier(ModelConfig(input_shape=spec.shape, num_classes=len(label_names)))

@@ -1,0 +1,22 @@
+"""Pipeline constants. Paths belong to the runners; everything here is a plain value."""
+
+PIPELINE_NAME = "image-cnn"
+MODEL_NAME = "image_cnn"
+
+# Dotted paths of the user functions, resolved by Transform and Trainer inside the environment.
+PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
+RUN_FN = "models.trainer.run_fn"
+
+# Every image is converted to this size and these channels (1 grayscale, 3 RGB).
+IMAGE_HEIGHT = 28
+IMAGE_WIDTH = 28
+IMAGE_CHANNELS = 1
+
+EPOCHS = 15
+BATCH_SIZE = 64              # per replica
+EVAL_PERCENT = 20            # eval share of a flat (not pre-split) folder
+MIN_ACCURACY = 0.9           # absolute bound on eval accuracy for a model to be blessed
+STATS_BATCH_SIZE = 64        # small: image bytes make large TFDV batches expensive
+
+# An explicit runner: Beam's default (Prism) downloads a binary, which a closed network cannot.
+BEAM_PIPELINE_ARGS = ("--runner=DirectRunner", "--direct_running_mode=in_memory")

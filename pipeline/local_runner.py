@@ -1,0 +1,148 @@
+"""Runs the pipeline on this machine:  python -m pipeline.local_runner [--data-root DIR] [--output-dir DIR] ...
+
+Outputs under --output-dir: serving/<model>/<version>/ (pushed models), last_run.json,
+runs/<run id>.json, pipeline/ (every stage's artifacts) and metadata.sqlite (ML Metadata).
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from typing import List, Optional
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    from pipeline import configs
+    parser = argparse.ArgumentParser(prog="python -m pipeline.local_runner", description=__doc__.splitlines()[0])
+    parser.add_argument("--data-root", default=os.path.join(REPO_ROOT, "data", "mnist-sample"),
+                        help="image folder: <root>/<class>/* or <root>/train/<class>/* + <root>/test/<class>/*")
+    parser.add_argument("--output-dir", default=os.path.join(REPO_ROOT, "outputs"))
+    parser.add_argument("--epochs", type=int, default=configs.EPOCHS)
+    parser.add_argument("--batch-size", type=int, default=configs.BATCH_SIZE, help="per replica")
+    parser.add_argument("--min-accuracy", type=float, default=configs.MIN_ACCURACY,
+                        help="eval accuracy a model needs to be blessed and pushed")
+    parser.add_argument("--image-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"),
+                        default=(configs.IMAGE_HEIGHT, configs.IMAGE_WIDTH))
+    parser.add_argument("--channels", type=int, choices=(1, 3), default=configs.IMAGE_CHANNELS)
+    parser.add_argument("--eval-percent", type=int, default=configs.EVAL_PERCENT,
+                        help="eval share of a folder without train/ and test/ sub-folders")
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow, Beam and TFX logs")
+    args = parser.parse_args(argv)
+    args.data_root = os.path.abspath(args.data_root)
+    args.output_dir = os.path.abspath(args.output_dir)
+    return args
+
+
+class StageProgress(logging.Handler):
+    """Turns the orchestrator's 'Component X is running/finished' logs into one line per stage."""
+
+    def __init__(self, run_started: float):
+        super().__init__(logging.INFO)
+        self._run_started = run_started
+        self._stage_started = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg not in ("Component %s is running.", "Component %s is finished."):
+            return
+        stage, now = record.args[0], time.time()
+        if record.msg.endswith("running."):
+            self._stage_started[stage] = now
+            print(f"[{now - self._run_started:7.1f}s] {stage} started", flush=True)
+        else:
+            took = now - self._stage_started.get(stage, now)
+            print(f"[{now - self._run_started:7.1f}s] {stage} finished in {took:.1f}s", flush=True)
+
+
+def quiet_logs(verbose: bool) -> None:
+    if not verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from absl import logging as absl_logging
+    absl_logging.set_verbosity(absl_logging.INFO)
+    absl_logging.get_absl_handler().setLevel(logging.INFO if verbose else logging.ERROR)
+    logging.getLogger("absl").propagate = verbose  # a library's basicConfig would print every INFO line
+    for noisy in ("apache_beam", "tensorflow", "tensorflow_transform", "tensorflow_data_validation"):
+        logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.ERROR)
+
+
+def write_summary(summary: dict, output_dir: str) -> str:
+    runs_dir = os.path.join(output_dir, "runs")
+    os.makedirs(runs_dir, exist_ok=True)
+    text = json.dumps(summary, indent=2, sort_keys=False)
+    with open(os.path.join(runs_dir, f"{summary['run_id']}.json"), "w") as f:
+        f.write(text)
+    last = os.path.join(output_dir, "last_run.json")
+    with open(last + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(last + ".tmp", last)
+    return last
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    quiet_logs(args.verbose)
+    if not os.path.isdir(args.data_root):
+        print(f"error: data root {args.data_root!r} does not exist or is not a folder", file=sys.stderr)
+        return 2
+
+    from tfx import v1 as tfx
+    from components.image_example_gen import folder_layout
+    from models.preprocessing import ImageSpec
+    from models.trainer import TrainingConfig
+    from pipeline import configs, pipeline, run_summary
+
+    try:  # validate flags and layout before anything runs
+        image_spec = ImageSpec(height=args.image_size[0], width=args.image_size[1], channels=args.channels)
+        training = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size)
+        folder_layout.discover(args.data_root)
+        pipeline.eval_config(args.min_accuracy)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    started = time.time()
+    run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(started))
+    metadata_path = os.path.join(args.output_dir, "metadata.sqlite")
+    os.makedirs(args.output_dir, exist_ok=True)
+    logging.getLogger("absl").addHandler(StageProgress(started))
+    print(f"Pipeline {configs.PIPELINE_NAME}: data {args.data_root} -> outputs {args.output_dir}", flush=True)
+    error = None
+    try:
+        tfx.orchestration.LocalDagRunner().run(pipeline.create_pipeline(
+            pipeline_name=configs.PIPELINE_NAME,
+            pipeline_root=os.path.join(args.output_dir, "pipeline"),
+            data_root=args.data_root,
+            serving_dir=os.path.join(args.output_dir, "serving", configs.MODEL_NAME),
+            image_spec=image_spec, training=training, min_accuracy=args.min_accuracy,
+            eval_percent=args.eval_percent,
+            metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path)))
+    except Exception as caught:  # reported in last_run.json and below, then the exit code says failed
+        error = caught
+    summary = run_summary.summarize(run_summary.latest_run(metadata_path, configs.PIPELINE_NAME),
+                                    run_id=run_id, data_root=args.data_root, output_dir=args.output_dir,
+                                    started=started, error=error)
+    summary["wall_seconds"] = round(time.time() - started, 1)
+    last = write_summary(summary, args.output_dir)
+    print_outcome(summary, last)
+    return 1 if error else 0
+
+
+def print_outcome(summary: dict, last_run_path: str) -> None:
+    evaluation = summary.get("evaluation") or {}
+    if summary.get("rejected_files"):
+        print(f"{len(summary['rejected_files'])} file(s) rejected, listed in {last_run_path}")
+    if evaluation.get("accuracy") is not None:
+        print(f"eval accuracy {evaluation['accuracy']:.4f}; blessed: {summary['blessed']}")
+    for failure in evaluation.get("validation_failures", []):
+        print(f"  threshold not met: {failure}")
+    if summary["status"] == "pushed":
+        print(f"pushed: {summary['pushed_paths']['saved_model']}")
+    if summary["error"]:
+        print(f"error: {summary['error']}", file=sys.stderr)
+    print(f"status: {summary['status']} in {summary['wall_seconds']:.0f}s; summary: {last_run_path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

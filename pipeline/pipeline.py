@@ -1,0 +1,70 @@
+"""create_pipeline: pure wiring of the stages. Runners own paths and the orchestrator."""
+import dataclasses
+from typing import Sequence
+
+import tensorflow_data_validation as tfdv
+import tensorflow_model_analysis as tfma
+from tfx import v1 as tfx
+
+from components.image_example_gen.component import ImageFolderExampleGen
+from components.validation_gate import AnomaliesGate
+from models import features
+from models.preprocessing import ImageSpec
+from models.trainer import TrainingConfig
+from pipeline import configs
+
+
+def eval_config(min_accuracy: float) -> tfma.EvalConfig:
+    """Overall and per-class (sliced by class name) accuracy; blessed only at >= min_accuracy."""
+    if not 0 <= min_accuracy <= 1:
+        raise ValueError(f"min_accuracy must be between 0 and 1, got {min_accuracy!r}")
+    return tfma.EvalConfig(
+        model_specs=[tfma.ModelSpec(signature_name="serving_default", label_key=features.LABEL_KEY,
+                                    prediction_key="probabilities")],
+        slicing_specs=[tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=[features.CLASS_NAME_KEY])],
+        metrics_specs=[tfma.MetricsSpec(metrics=[
+            tfma.MetricConfig(class_name="ExampleCount"),
+            tfma.MetricConfig(class_name="SparseCategoricalAccuracy", per_slice_thresholds=[
+                tfma.PerSliceMetricThreshold(  # the bound applies to the whole eval split, not per class
+                    slicing_specs=[tfma.SlicingSpec()],
+                    threshold=tfma.MetricThreshold(value_threshold=tfma.GenericValueThreshold(
+                        lower_bound={"value": min_accuracy})))]),
+        ])])
+
+
+def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: str, serving_dir: str,
+                    image_spec: ImageSpec, training: TrainingConfig, min_accuracy: float,
+                    eval_percent: int = configs.EVAL_PERCENT,
+                    metadata_connection_config=None,
+                    beam_pipeline_args: Sequence[str] = configs.BEAM_PIPELINE_ARGS,
+                    enable_cache: bool = False) -> tfx.dsl.Pipeline:
+    example_gen = ImageFolderExampleGen(input_base=data_root, eval_percent=eval_percent)
+    statistics_gen = tfx.components.StatisticsGen(
+        examples=example_gen.outputs["examples"],
+        stats_options=tfdv.StatsOptions(desired_batch_size=configs.STATS_BATCH_SIZE))
+    schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"],
+                                          infer_feature_shape=True)
+    example_validator = tfx.components.ExampleValidator(statistics=statistics_gen.outputs["statistics"],
+                                                        schema=schema_gen.outputs["schema"])
+    anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
+        preprocessing_fn=configs.PREPROCESSING_FN, materialize=False,
+        custom_config={"image": image_spec.to_config()})
+    transform.add_upstream_node(anomalies_gate)
+    trainer = tfx.components.Trainer(
+        run_fn=configs.RUN_FN, examples=example_gen.outputs["examples"],
+        transform_graph=transform.outputs["transform_graph"], schema=schema_gen.outputs["schema"],
+        custom_config={"image": image_spec.to_config(), "training": dataclasses.asdict(training)})
+    evaluator = tfx.components.Evaluator(examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
+                                         eval_config=eval_config(min_accuracy))
+    pusher = tfx.components.Pusher(
+        model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)))
+    return tfx.dsl.Pipeline(
+        pipeline_name=pipeline_name, pipeline_root=pipeline_root,
+        components=[example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate, transform,
+                    trainer, evaluator, pusher],
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=list(beam_pipeline_args), enable_cache=enable_cache)

@@ -1,0 +1,122 @@
+"""Builds last_run.json from what the run recorded in ML Metadata and wrote in its artifacts."""
+import datetime
+import json
+import os
+from typing import Any, Dict, List, Optional
+
+import tensorflow as tf
+import tensorflow_data_validation as tfdv
+import tensorflow_model_analysis as tfma
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+from models import features
+
+OUTPUT_EVENTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
+
+
+def _node_outputs(store: metadata_store.MetadataStore, execution_id: int) -> Dict[str, List[Any]]:
+    """{output key: [artifact]} of one execution."""
+    events = [e for e in store.get_events_by_execution_ids([execution_id]) if e.type in OUTPUT_EVENTS]
+    artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
+    outputs: Dict[str, List[Any]] = {}
+    for event in events:
+        key = event.path.steps[0].key if event.path.steps else ""
+        outputs.setdefault(key, []).append(artifacts[event.artifact_id])
+    return outputs
+
+
+def latest_run(metadata_path: str, pipeline_name: str) -> Dict[str, Dict[str, Any]]:
+    """{node id: {'seconds', 'state', 'outputs'}} for the newest run of the pipeline."""
+    store = metadata_store.MetadataStore(metadata_store_pb2.ConnectionConfig(
+        sqlite=metadata_store_pb2.SqliteMetadataSourceConfig(filename_uri=metadata_path)))
+    runs = store.get_contexts_by_type("pipeline_run")
+    if not runs:
+        return {}
+    run = max(runs, key=lambda c: c.create_time_since_epoch)
+    run_execution_ids = {e.id for e in store.get_executions_by_context(run.id)}
+    nodes = {}
+    prefix = f"{pipeline_name}."
+    for node in store.get_contexts_by_type("node"):
+        if not node.name.startswith(prefix):
+            continue
+        executions = [e for e in store.get_executions_by_context(node.id) if e.id in run_execution_ids]
+        if not executions:
+            continue
+        execution = max(executions, key=lambda e: e.id)
+        nodes[node.name[len(prefix):]] = {
+            "seconds": round((execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000, 1),
+            "state": metadata_store_pb2.Execution.State.Name(execution.last_known_state),
+            "outputs": _node_outputs(store, execution.id),
+        }
+    return nodes
+
+
+def _single(node: Optional[Dict[str, Any]], key: str):
+    artifacts = (node or {}).get("outputs", {}).get(key)
+    return artifacts[0] if artifacts else None
+
+
+def _split_counts(statistics) -> Dict[str, int]:
+    counts = {}
+    for split in json.loads(statistics.properties["split_names"].string_value):
+        stats = tfdv.load_stats_binary(os.path.join(statistics.uri, f"Split-{split}", "FeatureStats.pb"))
+        counts[split] = int(stats.datasets[0].num_examples)
+    return counts
+
+
+def _evaluation(evaluation_uri: str) -> Dict[str, Any]:
+    result = tfma.load_eval_result(evaluation_uri)
+    overall, per_class = None, {}
+    for slice_key, metrics in result.slicing_metrics:
+        values = next(iter(metrics.values()))[""]  # output name "" -> {metric: {"doubleValue": x}}
+        accuracy = values.get("sparse_categorical_accuracy", {}).get("doubleValue")
+        if not slice_key:
+            overall = accuracy
+        else:
+            per_class[slice_key[0][1].decode() if isinstance(slice_key[0][1], bytes) else str(slice_key[0][1])] = accuracy
+    validation = tfma.load_validation_result(evaluation_uri)
+    failures = [f"{f.metric_key.name} = {f.metric_value.double_value.value:.4f}, needs >= "
+                f"{f.metric_threshold.value_threshold.lower_bound.value:.4f}"
+                for v in validation.metric_validations_per_slice for f in v.failures]
+    return {"accuracy": overall, "per_class_accuracy": dict(sorted(per_class.items())),
+            "validation_failures": failures}
+
+
+def summarize(nodes: Dict[str, Dict[str, Any]], *, run_id: str, data_root: str, output_dir: str,
+              started: float, error: Optional[BaseException] = None) -> Dict[str, Any]:
+    summary: Dict[str, Any] = {
+        "run_id": run_id, "status": "failed" if error else "not_blessed",
+        "started_at": datetime.datetime.fromtimestamp(started, datetime.timezone.utc).isoformat(timespec="seconds"),
+        "data_root": data_root, "output_dir": output_dir,
+        "error": f"{type(error).__name__}: {error}" if error else None,
+        "stage_seconds": {name: node["seconds"] for name, node in nodes.items()},
+        "blessed": False, "pushed": False, "pushed_paths": {},
+    }
+    examples = _single(nodes.get("ImageFolderExampleGen"), "examples")
+    if examples is not None:
+        report_path = os.path.join(examples.uri, features.INGEST_REPORT_FILENAME)
+        if tf.io.gfile.exists(report_path):
+            with tf.io.gfile.GFile(report_path) as f:
+                report = json.load(f)
+            summary.update(classes=report["classes"], layout=report["layout"],
+                           ingested_per_class=report["accepted"], rejected_files=report["rejected"])
+    statistics = _single(nodes.get("StatisticsGen"), "statistics")
+    if statistics is not None:
+        summary["examples_per_split"] = _split_counts(statistics)
+    evaluation = _single(nodes.get("Evaluator"), "evaluation")
+    if evaluation is not None:
+        summary["evaluation"] = _evaluation(evaluation.uri)
+    blessing = _single(nodes.get("Evaluator"), "blessing")
+    if blessing is not None:
+        summary["blessed"] = blessing.custom_properties["blessed"].int_value == 1
+    pushed = _single(nodes.get("Pusher"), "pushed_model")
+    if pushed is not None and pushed.custom_properties["pushed"].int_value == 1:
+        version_dir = pushed.custom_properties["pushed_destination"].string_value
+        summary["pushed"] = True
+        summary["pushed_paths"] = {"saved_model": version_dir,
+                                   "tflite": os.path.join(version_dir, "model.tflite"),
+                                   "labels": os.path.join(version_dir, features.LABELS_FILENAME)}
+    if not error:
+        summary["status"] = "pushed" if summary["pushed"] else "not_blessed"
+    return summary
