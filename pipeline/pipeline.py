@@ -4,6 +4,7 @@ from typing import Sequence
 
 import tensorflow_data_validation as tfdv
 import tensorflow_model_analysis as tfma
+from tensorflow_model_analysis.proto import config_pb2  # tfma lists PerSliceMetricThreshold but does not export it
 from tfx import v1 as tfx
 
 from components.image_example_gen.component import ImageFolderExampleGen
@@ -25,7 +26,7 @@ def eval_config(min_accuracy: float) -> tfma.EvalConfig:
         metrics_specs=[tfma.MetricsSpec(metrics=[
             tfma.MetricConfig(class_name="ExampleCount"),
             tfma.MetricConfig(class_name="SparseCategoricalAccuracy", per_slice_thresholds=[
-                tfma.PerSliceMetricThreshold(  # the bound applies to the whole eval split, not per class
+                config_pb2.PerSliceMetricThreshold(  # the whole eval split, not each class
                     slicing_specs=[tfma.SlicingSpec()],
                     threshold=tfma.MetricThreshold(value_threshold=tfma.GenericValueThreshold(
                         lower_bound={"value": min_accuracy})))]),

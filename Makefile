@@ -1,0 +1,14 @@
+# The two everyday commands: `make run` and `make test`. The environment is created on first use.
+.PHONY: setup run test bench
+
+setup:
+	bash bin/setup-env
+
+run: setup
+	bin/in-env python -m pipeline.local_runner $(ARGS)
+
+test: setup
+	bin/in-env python -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	bin/in-env python bench/pipeline_vs_keras.py

@@ -1,0 +1,41 @@
+"""Synthetic image folders for tests: the network is closed, so tests make their own data."""
+import os
+from typing import Dict, Sequence
+
+import numpy as np
+import pytest
+from PIL import Image
+
+# Class -> the colour its images are made of (with noise); learnable in a few epochs.
+COLOURS = {"blue": (30, 60, 220), "green": (40, 200, 60), "red": (220, 40, 30)}
+
+
+def write_image(path: str, colour: Sequence[int], size: Sequence[int], seed: int) -> str:
+    """An RGB image of the given colour plus noise; the format follows the file extension."""
+    rng = np.random.default_rng(seed)
+    height, width = size
+    pixels = np.clip(np.array(colour)[None, None, :] + rng.normal(0, 25, (height, width, 3)), 0, 255)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(pixels.astype(np.uint8)).save(path)
+    return path
+
+
+def make_class_folder(root: str, per_class: int, seed: int = 0, colours: Dict = None) -> Dict[str, list]:
+    """<root>/<class>/img_<i>.png|jpg in mixed sizes; returns {class: [paths]}."""
+    files = {}
+    for class_index, (name, colour) in enumerate(sorted((colours or COLOURS).items())):
+        files[name] = []
+        for i in range(per_class):
+            size = (20 + (7 * i) % 41, 24 + (11 * i) % 37)
+            ext = ".jpg" if i % 3 == 0 else ".png"
+            files[name].append(write_image(os.path.join(root, name, f"img_{i:03d}{ext}"), colour, size,
+                                           seed=seed * 100003 + class_index * 1009 + i))
+    return files
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """A flat class-per-folder tree of 3 RGB classes, 6 images each."""
+    root = str(tmp_path / "images")
+    make_class_folder(root, per_class=6)
+    return root

@@ -1,0 +1,117 @@
+"""ImageFolderExampleGen at three levels: the PTransform, Executor.Do, and the component."""
+import json
+import os
+
+import apache_beam as beam
+from apache_beam.testing.util import assert_that, equal_to
+import pytest
+import tensorflow as tf
+from tfx.proto import example_gen_pb2
+from tfx.types import artifact_utils, standard_artifacts, standard_component_specs
+from tfx.utils import proto_utils
+
+from components.image_example_gen import executor, folder_layout
+from components.image_example_gen.component import ImageFolderExampleGen, hash_split_config
+from models import features
+from tests.conftest import make_class_folder
+
+BEAM_ARGS = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
+
+
+def _summary(example: tf.train.Example):
+    f = example.features.feature
+    return (f[features.FILENAME_KEY].bytes_list.value[0].decode(), f[features.LABEL_KEY].int64_list.value[0],
+            f[features.CLASS_NAME_KEY].bytes_list.value[0].decode())
+
+
+def test_ptransform_turns_each_file_into_a_labelled_example(image_folder, tmp_path):
+    (tmp_path / "images" / "red" / "notes.txt").write_text("not an image")
+    (tmp_path / "images" / "green" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    exec_properties = {standard_component_specs.INPUT_BASE_KEY: image_folder,
+                       executor.CLASS_NAMES_PROPERTY: ["blue", "green", "red"],
+                       executor.REPORT_DIR_PROPERTY: str(tmp_path / "report")}
+    expected = [(f"{name}/img_{i:03d}{'.jpg' if i % 3 == 0 else '.png'}", label, name)
+                for label, name in enumerate(["blue", "green", "red"]) for i in range(6)]
+    with beam.Pipeline(options=beam.options.pipeline_options.PipelineOptions(BEAM_ARGS)) as pipeline:
+        examples = pipeline | executor.ImageFolderToExample(exec_properties, json.dumps(["all", ""]))
+        assert_that(examples | beam.Map(_summary), equal_to(expected))
+    layout = folder_layout.discover(image_folder)
+    summary = executor.summarize_ingest(str(tmp_path / "report"), layout)
+    assert summary["accepted"] == {"all": {"blue": 6, "green": 6, "red": 6}}
+    rejected = {r["file"]: r["reason"] for r in summary["rejected"]}
+    assert set(rejected) == {"red/notes.txt", "green/broken.png"}
+    assert "unsupported file type '.txt'" in rejected["red/notes.txt"]
+    assert rejected["green/broken.png"].startswith("cannot decode image")
+
+
+def _run_executor(data_root: str, output_dir: str):
+    examples = standard_artifacts.Examples()
+    examples.uri = output_dir
+    exec_properties = {
+        standard_component_specs.INPUT_BASE_KEY: data_root,
+        standard_component_specs.INPUT_CONFIG_KEY: "{}",
+        standard_component_specs.OUTPUT_CONFIG_KEY: proto_utils.proto_to_json(hash_split_config(20)),
+        standard_component_specs.OUTPUT_DATA_FORMAT_KEY: 6,  # FORMAT_TF_EXAMPLE
+    }
+    context = executor.Executor.Context(beam_pipeline_args=BEAM_ARGS, tmp_dir=os.path.join(output_dir, ".tmp"))
+    executor.Executor(context).Do({}, {standard_component_specs.EXAMPLES_KEY: [examples]}, exec_properties)
+    return examples
+
+
+def _count_records(split_dir: str) -> int:
+    files = tf.io.gfile.glob(os.path.join(split_dir, "*"))
+    return sum(1 for _ in tf.data.TFRecordDataset(files, compression_type="GZIP"))
+
+
+def test_executor_writes_presplit_folders_as_train_and_eval(tmp_path):
+    make_class_folder(str(tmp_path / "data" / "train"), per_class=4)
+    make_class_folder(str(tmp_path / "data" / "test"), per_class=2, seed=1)
+    examples = _run_executor(str(tmp_path / "data"), str(tmp_path / "out"))
+    assert artifact_utils.decode_split_names(examples.split_names) == ["train", "eval"]
+    assert _count_records(str(tmp_path / "out" / "Split-train")) == 12
+    assert _count_records(str(tmp_path / "out" / "Split-eval")) == 6
+    assert (tmp_path / "out" / "labels.txt").read_text() == "blue\ngreen\nred\n"
+    report = json.loads((tmp_path / "out" / "ingest_report.json").read_text())
+    assert report["layout"] == "pre-split" and report["rejected"] == []
+
+
+def test_executor_hash_splits_a_flat_folder_deterministically(tmp_path):
+    make_class_folder(str(tmp_path / "data"), per_class=20)
+    first = _run_executor(str(tmp_path / "data"), str(tmp_path / "out1"))
+    _run_executor(str(tmp_path / "data"), str(tmp_path / "out2"))
+    assert artifact_utils.decode_split_names(first.split_names) == ["train", "eval"]
+    counts = [_count_records(str(tmp_path / "out1" / f"Split-{s}")) for s in ("train", "eval")]
+    assert sum(counts) == 60 and 0 < counts[1] < counts[0]
+
+    def eval_files(out):
+        files = tf.io.gfile.glob(str(tmp_path / out / "Split-eval" / "*"))
+        return sorted(tf.train.Example.FromString(r.numpy()).features.feature[features.FILENAME_KEY]
+                      .bytes_list.value[0] for r in tf.data.TFRecordDataset(files, compression_type="GZIP"))
+    assert eval_files("out1") == eval_files("out2")
+
+
+def test_executor_stops_on_a_class_without_usable_images(tmp_path):
+    make_class_folder(str(tmp_path / "data"), per_class=3)
+    os.makedirs(tmp_path / "data" / "yellow")
+    (tmp_path / "data" / "yellow" / "empty.png").write_bytes(b"")
+    with pytest.raises(folder_layout.ImageFolderError, match=r"\['yellow'\] have no usable training images"):
+        _run_executor(str(tmp_path / "data"), str(tmp_path / "out"))
+    report = json.loads((tmp_path / "out" / "ingest_report.json").read_text())
+    assert report["rejected"] == [{"split": "all", "file": "yellow/empty.png", "reason": "empty file (0 bytes)"}]
+
+
+def test_component_declares_examples_output_and_hash_split():
+    component = ImageFolderExampleGen(input_base="/data/images", eval_percent=10)
+    assert component.outputs["examples"].type == standard_artifacts.Examples
+    assert component.exec_properties[standard_component_specs.INPUT_BASE_KEY] == "/data/images"
+    output_config = proto_utils.json_to_proto(
+        component.exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY], example_gen_pb2.Output())
+    assert [(s.name, s.hash_buckets) for s in output_config.split_config.splits] == [("train", 90), ("eval", 10)]
+    assert output_config.split_config.partition_feature_name == features.FILENAME_KEY
+    assert component.EXECUTOR_SPEC.executor_class is executor.Executor
+
+
+@pytest.mark.parametrize("bad", [0, 51, 2.5])
+def test_component_rejects_bad_eval_percent(bad):
+    with pytest.raises(ValueError, match="eval_percent"):
+        ImageFolderExampleGen(input_base="/data", eval_percent=bad)

@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models.model import ModelConfig, build_classifier, depthwise_separable_block, expected_parameter_count
+import tf_keras as keras
+
+
+@pytest.mark.parametrize("input_shape, strides, se_ratio", [
+    ((28, 28, 1), (1, 2, 1, 2, 1), 0.25),
+    ((32, 48, 3), (2, 2, 2, 1, 1), None),
+    ((64, 64, 3), (1, 1, 1, 1, 1), 0.5),
+])
+def test_classifier_gives_logits_per_class_and_matches_hand_count(input_shape, strides, se_ratio):
+    config = ModelConfig(input_shape=input_shape, num_classes=7, stage_strides=strides, se_ratio=se_ratio)
+    model = build_classifier(config)
+    assert model(np.zeros((2,) + input_shape, np.float32)).shape == (2, 7)
+    assert model.count_params() == expected_parameter_count(config)
+
+
+def test_default_config_parameter_count_is_pinned():
+    # By hand (dw = depthwise 3x3, pw = pointwise 1x1, BN = 4 per channel, SE = two 1x1 convs with bias):
+    stem = 9 * 32 + 4 * 32                                                                    # 416
+    block0 = (288 + 128) + (32 * 32 + 128) + (32 * 8 + 8 + 8 * 32 + 32)                       # 2,120
+    block1 = (288 + 128) + (32 * 64 + 256) + (64 * 16 + 16 + 16 * 64 + 64) + (32 * 64 + 256)  # 7,152
+    block2 = (576 + 256) + (64 * 64 + 256) + (64 * 16 + 16 + 16 * 64 + 64)                    # 7,312
+    block3 = (576 + 256) + (64 * 128 + 512) + (128 * 32 + 32 + 32 * 128 + 128) + (64 * 128 + 512)  # 26,592
+    block4 = (1152 + 512) + (128 * 128 + 512) + (128 * 32 + 32 + 32 * 128 + 128)              # 26,912
+    head = 128 * 10 + 10                                                                      # 1,290
+    assert stem + block0 + block1 + block2 + block3 + block4 + head == 71_794
+    assert expected_parameter_count(ModelConfig()) == 71_794
+    assert build_classifier(ModelConfig()).count_params() == 71_794
+
+
+@pytest.mark.parametrize("stride, filters, expected_shape", [(1, 16, (8, 8, 16)), (2, 32, (4, 4, 32))])
+def test_block_output_shape_and_layer_names(stride, filters, expected_shape):
+    inputs = keras.Input((8, 8, 16))
+    outputs = depthwise_separable_block(inputs, filters, stride, se_ratio=0.25, bn_momentum=0.9, name="b")
+    model = keras.Model(inputs, outputs)
+    assert outputs.shape[1:] == expected_shape
+    assert all(layer.name.startswith("b_") for layer in model.layers[1:])
+    assert any(layer.name == "b_proj" for layer in model.layers) == (stride != 1 or filters != 16)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"num_classes": 1}, "num_classes"), ({"stage_strides": (1, 3, 1, 1, 1)}, "stage_strides"),
+    ({"stage_filters": (8,)}, "equal length"), ({"se_ratio": 0}, "se_ratio"),
+    ({"bn_momentum": 1.0}, "bn_momentum"), ({"input_shape": (28, 28)}, "input_shape")])
+def test_config_rejects_bad_values_naming_them(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ModelConfig(**kwargs)
+
+
+def test_save_and_load_round_trip_gives_the_same_outputs(tmp_path):
+    model = build_classifier(ModelConfig(input_shape=(16, 16, 3), num_classes=4))
+    images = np.random.default_rng(0).normal(size=(3, 16, 16, 3)).astype(np.float32)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(images, np.array([0, 1, 2]), epochs=1, verbose=0)  # moves BN statistics off their defaults
+    expected = model(images, training=False).numpy()
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 16, 16, 3], tf.float32)])
+    def serve(x):
+        return {"logits": model(x, training=False)}
+
+    tf.saved_model.save(model, str(tmp_path), signatures={"serving_default": serve})
+    loaded = tf.saved_model.load(str(tmp_path))
+    np.testing.assert_allclose(loaded.signatures["serving_default"](tf.constant(images))["logits"].numpy(),
+                               expected, rtol=1e-5, atol=1e-5)
