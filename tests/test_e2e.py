@@ -33,7 +33,7 @@ def test_pipeline_pushes_a_model_that_classifies_held_out_images(tmp_path):
     (tmp_path / "data" / "red" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     held_out = make_class_folder(str(tmp_path / "held_out"), per_class=4, seed=7)
 
-    exit_code = local_runner.main(["--data-root", data_root, "--output-dir", output_dir, "--epochs", "6",
+    exit_code = local_runner.main(["--data-root", data_root, "--output-dir", output_dir, "--epochs", "8", "--batch-size", "8",
                                    "--image-size", "32", "32", "--channels", "3", "--min-accuracy", "0.8"])
 
     with open(os.path.join(output_dir, "last_run.json")) as f:
