@@ -27,7 +27,7 @@ def main() -> None:
     def load(split, shuffle):
         return keras.utils.image_dataset_from_directory(
             os.path.join(args.data_root, split), image_size=(28, 28), color_mode="grayscale",
-            batch_size=args.batch_size, shuffle=shuffle, seed=0, verbose=False)
+            batch_size=args.batch_size, shuffle=shuffle, seed=0)
 
     train, test = load("train", True), load("test", False)
     inputs = keras.Input((28, 28, 1))
