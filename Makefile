@@ -8,6 +8,7 @@ run: setup
 	bin/in-env python -m pipeline.local_runner $(ARGS)
 
 test: setup
+	bash tests/test_in_env.sh
 	bin/in-env python -m pytest $(PYTEST_ARGS)
 
 bench: setup

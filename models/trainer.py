@@ -13,6 +13,7 @@ from tfx_bsl.public import tfxio
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from models import export, features
+from models.distribution import training_strategy
 from models.labels import read_labels
 from models.model import ModelConfig, build_classifier
 from models.preprocessing import ImageSpec
@@ -24,8 +25,8 @@ CACHE_BYTES = 2 << 30  # decoded training images up to this size stay in memory 
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:
     epochs: int = 15
-    batch_size: int = 64          # per replica; the global batch is this x replicas
-    learning_rate: float = 3e-3   # for one replica; scaled linearly with the replicas
+    batch_size: int = 32          # per replica; the global batch is this x replicas
+    learning_rate: float = 5e-3   # for one replica; scaled linearly with the replicas
     augment: bool = True          # small shifts and rotations, training only
 
     def __post_init__(self):
@@ -84,13 +85,13 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     label_names = read_labels(os.path.join(examples_root(fn_args.train_files[0]), features.LABELS_FILENAME))
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
 
-    strategy = tf.distribute.MirroredStrategy()
+    strategy = training_strategy()
     replicas = strategy.num_replicas_in_sync
     global_batch = training.batch_size * replicas
     num_train = count_examples(fn_args.train_files)
     steps_per_epoch = max(1, math.ceil(num_train / global_batch))
-    logging.info("Training on %d examples, %d classes, %d replica(s), global batch %d, %d steps/epoch",
-                 num_train, len(label_names), replicas, global_batch, steps_per_epoch)
+    logging.info("Training on %d examples, %d classes, %s with %d replica(s), global batch %d, %d steps/epoch",
+                 num_train, len(label_names), type(strategy).__name__, replicas, global_batch, steps_per_epoch)
     dataset = make_dataset(fn_args.train_files, fn_args.data_accessor, fn_args.schema_file, tf_transform_output,
                            spec, num_train, global_batch, training.augment)
 

@@ -13,7 +13,7 @@ IMAGE_WIDTH = 28
 IMAGE_CHANNELS = 1
 
 EPOCHS = 15
-BATCH_SIZE = 64              # per replica
+BATCH_SIZE = 32              # per replica
 EVAL_PERCENT = 20            # eval share of a flat (not pre-split) folder
 MIN_ACCURACY = 0.9           # absolute bound on eval accuracy for a model to be blessed
 STATS_BATCH_SIZE = 64        # small: image bytes make large TFDV batches expensive

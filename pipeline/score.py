@@ -1,0 +1,95 @@
+"""Scores a pushed model on a folder of labelled images, through both deployable artifacts:
+
+    python -m pipeline.score --model outputs/serving/image_cnn/<version> --data-root DIR [--split test]
+
+Prints the SavedModel's accuracy (serve_image_bytes on raw file bytes) and how often model.tflite
+gives the same top-1 class. Images are read from <data-root>/<split>/<class>/ (or <data-root>/<class>/).
+"""
+import argparse
+import json
+import os
+import sys
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+
+def labelled_files(folder: str, label_names: Sequence[str]) -> List[tuple]:
+    from components.image_example_gen import folder_layout
+    files = []
+    for name in sorted(os.listdir(folder)):
+        if folder_layout.is_hidden(name) or not os.path.isdir(os.path.join(folder, name)):
+            continue
+        if name not in label_names:
+            raise ValueError(f"class folder {name!r} in {folder} is not one of the model's classes {list(label_names)}")
+        files += [(path, name) for path in folder_layout.walk_files(os.path.join(folder, name))
+                  if folder_layout.is_image_name(path)]
+    return files
+
+
+def saved_model_predictions(model_dir: str, paths: Sequence[str], batch_size: int = 256) -> Dict[str, np.ndarray]:
+    import tensorflow as tf
+    serve = tf.saved_model.load(model_dir).signatures["serve_image_bytes"]
+    outputs = {"class_id": [], "class_name": []}
+    for start in range(0, len(paths), batch_size):
+        batch = [tf.io.gfile.GFile(p, "rb").read() for p in paths[start:start + batch_size]]
+        result = serve(image_bytes=tf.constant(batch))
+        outputs["class_id"].append(result["class_id"].numpy())
+        outputs["class_name"].append([n.decode() for n in result["class_name"].numpy()])
+    return {k: np.concatenate(v) for k, v in outputs.items()}
+
+
+def tflite_top1(tflite_path: str, paths: Sequence[str]) -> np.ndarray:
+    """Top-1 class of model.tflite; images decoded and resized to its input size, as a client would."""
+    import tensorflow as tf
+    from models.preprocessing import ImageSpec, decode_image
+    interpreter = tf.lite.Interpreter(model_path=tflite_path)
+    interpreter.allocate_tensors()
+    (input_detail,), (output_detail,) = interpreter.get_input_details(), interpreter.get_output_details()
+    _, height, width, channels = input_detail["shape"]
+    spec = ImageSpec(height=int(height), width=int(width), channels=int(channels))
+    top1 = []
+    for path in paths:
+        interpreter.set_tensor(input_detail["index"], decode_image(tf.io.read_file(path), spec).numpy()[None])
+        interpreter.invoke()
+        top1.append(int(np.argmax(interpreter.get_tensor(output_detail["index"])[0])))
+    return np.array(top1)
+
+
+def score(model_dir: str, folder: str) -> Dict[str, float]:
+    from models import features
+    from models.labels import read_labels
+    label_names = read_labels(os.path.join(model_dir, features.LABELS_FILENAME))
+    files = labelled_files(folder, label_names)
+    if not files:
+        raise ValueError(f"no images under {folder}/<class>/")
+    paths, truth = [p for p, _ in files], np.array([n for _, n in files])
+    saved = saved_model_predictions(model_dir, paths)
+    lite = tflite_top1(os.path.join(model_dir, "model.tflite"), paths)
+    return {"images": len(paths), "saved_model_accuracy": float(np.mean(saved["class_name"] == truth)),
+            "tflite_accuracy": float(np.mean(np.array(label_names)[lite] == truth)),
+            "tflite_agreement": float(np.mean(lite == saved["class_id"]))}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.score", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="a pushed version folder: serving/<model>/<version>")
+    parser.add_argument("--data-root", required=True)
+    parser.add_argument("--split", default="test", help="sub-folder to score; '' for the data root itself")
+    args = parser.parse_args(argv)
+    folder = os.path.join(args.data_root, args.split) if args.split else args.data_root
+    for path, what in ((args.model, "model folder"), (folder, "image folder")):
+        if not os.path.isdir(path):
+            print(f"error: {what} {path!r} does not exist", file=sys.stderr)
+            return 2
+    try:
+        result = score(args.model, folder)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

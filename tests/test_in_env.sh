@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Checks bin/in-env from the host side: cwd and host paths unchanged, exit codes kept, the Keras
+# choice set, and no mount left behind on the host after a command is killed.
+set -uo pipefail
+IN_ENV="$(cd "$(dirname "$0")/.." && pwd)/bin/in-env"
+. "$(dirname "$IN_ENV")/env-lib.sh"
+passed=0 failed=0
+check() {  # check NAME EXPECTED ACTUAL
+  if [ "$2" = "$3" ]; then passed=$((passed + 1)); echo "ok   $1"
+  else failed=$((failed + 1)); echo "FAIL $1: expected [$2], got [$3]"; fi
+}
+scratch=$(mktemp -d /tmp/in-env-test.XXXXXX)
+trap 'rm -rf "$scratch"' EXIT
+echo hello > "$scratch/in.txt"
+
+check "keeps the working directory" "$scratch" "$(cd "$scratch" && "$IN_ENV" pwd)"
+check "reads host paths unchanged" "hello" "$("$IN_ENV" cat "$scratch/in.txt")"
+"$IN_ENV" sh -c "echo written > '$scratch/out.txt'"
+check "writes host paths unchanged" "written" "$(cat "$scratch/out.txt" 2>/dev/null)"
+check "uses Keras 2 everywhere" "1" "$("$IN_ENV" sh -c 'echo $TF_USE_LEGACY_KERAS')"
+"$IN_ENV" sh -c 'exit 3'; check "passes the exit code through" "3" "$?"
+( "$IN_ENV" sh -c 'kill -KILL $$' ) 2>/dev/null; code=$?
+check "a killed command fails" "1" "$([ "$code" -ne 0 ] && echo 1 || echo 0)"
+if host_is_native; then leftover=0; else leftover=$(grep -c " $ROOT_DIR/" /proc/self/mounts || true); fi
+check "no mount left on the host" "0" "$leftover"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
