@@ -24,10 +24,11 @@ CACHE_BYTES = 2 << 30  # decoded training images up to this size stay in memory 
 
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:
-    epochs: int = 15
+    epochs: int = 20
     batch_size: int = 32          # per replica; the global batch is this x replicas
     learning_rate: float = 5e-3   # for one replica; scaled linearly with the replicas
     augment: bool = True          # small shifts and rotations, training only
+    seed: int = 0                 # weights, shuffling and augmentation
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -85,6 +86,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     label_names = read_labels(os.path.join(examples_root(fn_args.train_files[0]), features.LABELS_FILENAME))
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
 
+    keras.utils.set_random_seed(training.seed)
     strategy = training_strategy()
     replicas = strategy.num_replicas_in_sync
     global_batch = training.batch_size * replicas

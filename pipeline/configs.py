@@ -12,7 +12,7 @@ IMAGE_HEIGHT = 28
 IMAGE_WIDTH = 28
 IMAGE_CHANNELS = 1
 
-EPOCHS = 15
+EPOCHS = 20
 BATCH_SIZE = 32              # per replica
 EVAL_PERCENT = 20            # eval share of a flat (not pre-split) folder
 MIN_ACCURACY = 0.9           # absolute bound on eval accuracy for a model to be blessed

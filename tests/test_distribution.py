@@ -1,0 +1,35 @@
+"""The Trainer's strategy: MirroredStrategy over several devices, the default one on a single CPU."""
+import subprocess
+import sys
+import textwrap
+
+_TWO_LOGICAL_CPUS = textwrap.dedent("""
+    import numpy as np, tensorflow as tf, tf_keras as keras
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from models.distribution import training_strategy
+    from models.model import ModelConfig, build_classifier
+    strategy = training_strategy()
+    assert isinstance(strategy, tf.distribute.MirroredStrategy), type(strategy)
+    assert strategy.num_replicas_in_sync == 2, strategy.num_replicas_in_sync
+    with strategy.scope():
+        model = build_classifier(ModelConfig(input_shape=(16, 16, 1), num_classes=3))
+        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    images = np.random.default_rng(0).normal(size=(16, 16, 16, 1)).astype("float32")
+    history = model.fit(images, np.arange(16) % 3, batch_size=8, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    print("mirrored ok")
+""")
+
+
+def test_two_logical_cpus_train_under_mirrored_strategy():
+    result = subprocess.run([sys.executable, "-c", _TWO_LOGICAL_CPUS], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "mirrored ok" in result.stdout
+
+
+def test_single_cpu_uses_the_default_strategy():
+    import tensorflow as tf
+    from models.distribution import training_strategy
+    assert [d.device_type for d in tf.config.list_logical_devices()] == ["CPU"]
+    assert training_strategy() is tf.distribute.get_strategy()
