@@ -16,24 +16,25 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data-root", required=True)
     parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--epochs", type=int, required=True)
     args = parser.parse_args()
     started = time.time()
     import tensorflow as tf
     import tf_keras as keras
     from models.model import ModelConfig, build_classifier
+    from models.trainer import TrainingConfig
+    training = TrainingConfig(epochs=args.epochs)  # the pipeline's batch size and learning rate
 
     def load(split, shuffle):
         return keras.utils.image_dataset_from_directory(
             os.path.join(args.data_root, split), image_size=(28, 28), color_mode="grayscale",
-            batch_size=args.batch_size, shuffle=shuffle, seed=0)
+            batch_size=training.batch_size, shuffle=shuffle, seed=0)
 
     train, test = load("train", True), load("test", False)
     inputs = keras.Input((28, 28, 1))
     classifier = build_classifier(ModelConfig(num_classes=len(train.class_names)))
     model = keras.Model(inputs, classifier(keras.layers.Rescaling(1 / 255.0)(inputs)))
-    model.compile(keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(3e-3, len(train) * args.epochs)),
+    model.compile(keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(training.learning_rate, len(train) * args.epochs)),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     model.fit(train.cache().prefetch(tf.data.AUTOTUNE), epochs=args.epochs, verbose=0)
     _, accuracy = model.evaluate(test, verbose=0)
