@@ -1,10 +1,15 @@
 """Synthetic image folders for tests: the network is closed, so tests make their own data."""
 import os
+import sys
 from typing import Dict, Sequence
 
 import numpy as np
 import pytest
 from PIL import Image
+
+# TFX's Beam executors parse absl flags from sys.argv, where pytest's own options would be read
+# (`-v` is absl's --verbosity). pytest has parsed them already; hide them from absl.
+del sys.argv[1:]
 
 # Class -> the colour its images are made of (with noise); learnable in a few epochs.
 COLOURS = {"blue": (30, 60, 220), "green": (40, 200, 60), "red": (220, 40, 30)}
