@@ -1,4 +1,8 @@
-"""AnomaliesGate: stops the run before Transform when ExampleValidator found anomalies."""
+"""DataGate: stops the run before Transform on data that must not reach training.
+
+It fails on a class without usable training images (ExampleGen's ingest report) and on any
+anomaly ExampleValidator found against the schema, listing every one.
+"""
 import os
 from typing import Dict, List
 
@@ -6,6 +10,8 @@ import tensorflow as tf
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx import v1 as tfx
 from tfx.types import artifact_utils
+
+from components.image_example_gen import executor
 
 
 class DataAnomaliesError(RuntimeError):
@@ -34,7 +40,9 @@ def format_anomalies(found: Dict[str, List[str]]) -> str:
 
 
 @tfx.dsl.components.component
-def AnomaliesGate(anomalies: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies]):
+def DataGate(examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
+             anomalies: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies]):
+    executor.check_classes_have_training_images(executor.read_ingest_report(examples.uri))
     found = read_anomalies(anomalies.uri, artifact_utils.decode_split_names(anomalies.split_names))
     if found:
         raise DataAnomaliesError(format_anomalies(found))

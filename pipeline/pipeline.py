@@ -8,7 +8,7 @@ from tensorflow_model_analysis.proto import config_pb2  # tfma lists PerSliceMet
 from tfx import v1 as tfx
 
 from components.image_example_gen.component import ImageFolderExampleGen
-from components.validation_gate import AnomaliesGate
+from components.validation_gate import DataGate
 from models import features
 from models.preprocessing import ImageSpec
 from models.trainer import TrainingConfig
@@ -47,12 +47,12 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: str, s
                                           infer_feature_shape=True)
     example_validator = tfx.components.ExampleValidator(statistics=statistics_gen.outputs["statistics"],
                                                         schema=schema_gen.outputs["schema"])
-    anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
+    data_gate = DataGate(examples=example_gen.outputs["examples"], anomalies=example_validator.outputs["anomalies"])
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
         preprocessing_fn=configs.PREPROCESSING_FN, materialize=False,
         custom_config={"image": image_spec.to_config()})
-    transform.add_upstream_node(anomalies_gate)
+    transform.add_upstream_node(data_gate)
     trainer = tfx.components.Trainer(
         run_fn=configs.RUN_FN, examples=example_gen.outputs["examples"],
         transform_graph=transform.outputs["transform_graph"], schema=schema_gen.outputs["schema"],
@@ -65,7 +65,7 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: str, s
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)))
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name, pipeline_root=pipeline_root,
-        components=[example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate, transform,
+        components=[example_gen, statistics_gen, schema_gen, example_validator, data_gate, transform,
                     trainer, evaluator, pusher],
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=list(beam_pipeline_args), enable_cache=enable_cache)

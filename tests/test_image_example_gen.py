@@ -90,14 +90,28 @@ def test_executor_hash_splits_a_flat_folder_deterministically(tmp_path):
     assert eval_files("out1") == eval_files("out2")
 
 
-def test_executor_stops_on_a_class_without_usable_images(tmp_path):
+def test_executor_keeps_the_report_of_a_class_without_usable_images_for_the_gate(tmp_path):
     make_class_folder(str(tmp_path / "data"), per_class=3)
     os.makedirs(tmp_path / "data" / "yellow")
     (tmp_path / "data" / "yellow" / "empty.png").write_bytes(b"")
+    (tmp_path / "data" / "yellow" / "junk.png").write_bytes(b"junk")
+    _run_executor(str(tmp_path / "data"), str(tmp_path / "out"))
+    report = executor.read_ingest_report(str(tmp_path / "out"))
+    assert report["rejected"] == [
+        {"split": "all", "file": "yellow/empty.png", "reason": "empty file (0 bytes)"},
+        {"split": "all", "file": "yellow/junk.png", "reason": "cannot decode image: Unknown image file format. "
+                                                            "One of JPEG, JPEG XL, PNG, GIF, BMP, WebP required."}]
     with pytest.raises(folder_layout.ImageFolderError, match=r"\['yellow'\] have no usable training images"):
+        executor.check_classes_have_training_images(report)
+
+
+def test_executor_stops_when_a_split_has_no_usable_images(tmp_path):
+    make_class_folder(str(tmp_path / "data" / "train"), per_class=2)
+    for name in ("blue", "green", "red"):
+        os.makedirs(tmp_path / "data" / "test" / name)
+        (tmp_path / "data" / "test" / name / "x.png").write_bytes(b"")
+    with pytest.raises(folder_layout.ImageFolderError, match=r"split 'eval' has no usable images \(3 files rejected"):
         _run_executor(str(tmp_path / "data"), str(tmp_path / "out"))
-    report = json.loads((tmp_path / "out" / "ingest_report.json").read_text())
-    assert report["rejected"] == [{"split": "all", "file": "yellow/empty.png", "reason": "empty file (0 bytes)"}]
 
 
 def test_component_declares_examples_output_and_hash_split():

@@ -1,3 +1,4 @@
+import json
 import os
 
 import pytest
@@ -5,6 +6,7 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx.types import artifact_utils, standard_artifacts
 
 from components import validation_gate
+from components.image_example_gen import folder_layout
 
 
 def _write(uri, split, anomalies):
@@ -23,18 +25,25 @@ def test_anomalies_are_read_per_split_and_listed_in_one_message(tmp_path):
     assert "[eval] class_name: Examples contain values missing" in validation_gate.format_anomalies(found)
 
 
-def test_gate_raises_on_anomalies_and_passes_clean_data(tmp_path):
+def _artifacts(tmp_path, name, anomalies, training_counts):
+    anomalies_artifact = standard_artifacts.ExampleAnomalies()
+    anomalies_artifact.uri = str(tmp_path / name / "anomalies")
+    anomalies_artifact.split_names = artifact_utils.encode_split_names(["train"])
+    _write(anomalies_artifact.uri, "train", anomalies)
+    examples = standard_artifacts.Examples()
+    examples.uri = str(tmp_path / name / "examples")
+    os.makedirs(examples.uri)
+    with open(os.path.join(examples.uri, "ingest_report.json"), "w") as f:
+        json.dump({"accepted": {"train": training_counts}, "rejected": []}, f)
+    return {"examples": [examples], "anomalies": [anomalies_artifact]}
+
+
+def test_gate_passes_clean_data_and_stops_on_anomalies_or_classes_without_images(tmp_path):
     bad = anomalies_pb2.Anomalies()
     bad.anomaly_info["label"].short_description = "Out-of-range values"
-    _write(str(tmp_path / "bad"), "train", bad)
-    _write(str(tmp_path / "good"), "train", anomalies_pb2.Anomalies())
-    artifact = standard_artifacts.ExampleAnomalies()
-    artifact.split_names = artifact_utils.encode_split_names(["train"])
-    gate = validation_gate.AnomaliesGate.EXECUTOR_SPEC.executor_class()
-    for name, fails in (("good", False), ("bad", True)):
-        artifact.uri = str(tmp_path / name)
-        if fails:
-            with pytest.raises(validation_gate.DataAnomaliesError, match="label: Out-of-range values"):
-                gate.Do({"anomalies": [artifact]}, {}, {})
-        else:
-            gate.Do({"anomalies": [artifact]}, {}, {})
+    gate = validation_gate.DataGate.EXECUTOR_SPEC.executor_class()
+    gate.Do(_artifacts(tmp_path, "good", anomalies_pb2.Anomalies(), {"a": 3, "b": 2}), {}, {})
+    with pytest.raises(validation_gate.DataAnomaliesError, match="label: Out-of-range values"):
+        gate.Do(_artifacts(tmp_path, "anomalous", bad, {"a": 3, "b": 2}), {}, {})
+    with pytest.raises(folder_layout.ImageFolderError, match=r"\['b'\] have no usable training images"):
+        gate.Do(_artifacts(tmp_path, "empty_class", anomalies_pb2.Anomalies(), {"a": 3, "b": 0}), {}, {})

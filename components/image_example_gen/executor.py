@@ -6,6 +6,7 @@ a run-time parameter. Splitting, hashing and writing are inherited from BaseExam
 import collections
 import json
 import os
+import re
 from typing import Any, Dict, Iterable, List
 
 import apache_beam as beam
@@ -38,6 +39,12 @@ def image_example(image_bytes: bytes, label: int, class_name: str, relative_path
     }))
 
 
+def _decoder_message(error: tf.errors.OpError) -> str:
+    """The decoder's own words, without TensorFlow's function-node and op decorations."""
+    message = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\]", "", error.message.splitlines()[0])
+    return message.strip()
+
+
 def rejection_reason(path: str, image_bytes: bytes) -> str:
     """'' when the file decodes with the decoder Transform uses, else why not."""
     if not folder_layout.is_image_name(path):
@@ -48,7 +55,7 @@ def rejection_reason(path: str, image_bytes: bytes) -> str:
     try:
         tf.io.decode_image(image_bytes, expand_animations=False)
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as error:
-        return f"cannot decode image: {error.message.splitlines()[0]}"
+        return f"cannot decode image: {_decoder_message(error)}"
     return ""
 
 
@@ -129,19 +136,33 @@ def summarize_ingest(report_dir: str, layout: folder_layout.FolderLayout) -> Dic
             "rejected": sorted(rejected, key=lambda r: r["file"])}
 
 
-def check_usable(summary: Dict[str, Any]) -> None:
-    """Every class needs training images and every split needs images, else the run stops."""
-    train_split = folder_layout.TRAIN_SPLIT if folder_layout.TRAIN_SPLIT in summary["accepted"] \
-        else folder_layout.UNSPLIT
+def _common_reasons(summary: Dict[str, Any]) -> List[str]:
+    return [reason for reason, _ in collections.Counter(r["reason"] for r in summary["rejected"]).most_common(3)]
+
+
+def check_splits_have_images(summary: Dict[str, Any]) -> None:
+    """A split without a single usable image cannot be written or validated: stop in ExampleGen."""
     for split, counts in summary["accepted"].items():
         if not sum(counts.values()):
-            raise folder_layout.ImageFolderError(f"split {split!r} has no usable images "
-                                                 f"({len(summary['rejected'])} files rejected)")
+            raise folder_layout.ImageFolderError(
+                f"split {split!r} has no usable images ({len(summary['rejected'])} files rejected; "
+                f"most common reasons: {_common_reasons(summary)})")
+
+
+def check_classes_have_training_images(summary: Dict[str, Any]) -> None:
+    """Every class needs usable training images. Checked after ExampleGen, so its report is kept."""
+    train_split = folder_layout.TRAIN_SPLIT if folder_layout.TRAIN_SPLIT in summary["accepted"] \
+        else folder_layout.UNSPLIT
     empty = [c for c, n in summary["accepted"][train_split].items() if n == 0]
     if empty:
-        reasons = sorted({r["reason"] for r in summary["rejected"]})[:3]
-        raise folder_layout.ImageFolderError(f"class(es) {empty} have no usable training images; "
-                                             f"rejections seen: {reasons}")
+        raise folder_layout.ImageFolderError(
+            f"class(es) {empty} have no usable training images; every rejected file and its reason is "
+            f"listed in last_run.json; most common reasons: {_common_reasons(summary)}")
+
+
+def read_ingest_report(examples_uri: str) -> Dict[str, Any]:
+    with tf.io.gfile.GFile(os.path.join(examples_uri, features.INGEST_REPORT_FILENAME)) as f:
+        return json.load(f)
 
 
 class Executor(base_example_gen_executor.BaseExampleGenExecutor):
@@ -168,4 +189,4 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         with tf.io.gfile.GFile(os.path.join(examples_uri, features.INGEST_REPORT_FILENAME), "w") as f:
             json.dump(summary, f, indent=2)
         write_labels(os.path.join(examples_uri, features.LABELS_FILENAME), layout.class_names)
-        check_usable(summary)
+        check_splits_have_images(summary)
