@@ -76,6 +76,13 @@ def _to_record(item: Dict[str, Any], root: str) -> Dict[str, Any]:
             "example": image_example(image_bytes, item["label"], item["class_name"], relative)}
 
 
+def _outcome(record: Dict[str, Any]) -> str:
+    """The report line of a record: the rejection itself, or the accepted file's class (to count)."""
+    if record["status"] == REJECTED:
+        return json.dumps(record, sort_keys=True)
+    return json.dumps({"status": ACCEPTED, "split": record["split"], "class_name": record["class_name"]})
+
+
 @beam.ptransform_fn
 @beam.typehints.with_input_types(beam.Pipeline)
 @beam.typehints.with_output_types(tf.train.Example)
@@ -99,9 +106,7 @@ def ImageFolderToExample(pipeline: beam.Pipeline, exec_properties: Dict[str, Any
                | "ReadAndCheck" >> beam.Map(_to_record, root))
     report_prefix = os.path.join(exec_properties[REPORT_DIR_PROPERTY], split_name)
     _ = (records
-         | "Outcome" >> beam.Map(lambda r: json.dumps(
-             {k: v for k, v in r.items() if k != "example"}, sort_keys=True) if r["status"] == REJECTED
-             else json.dumps({"status": ACCEPTED, "split": r["split"], "class_name": r["class_name"]}))
+         | "Outcome" >> beam.Map(_outcome)
          | "CountOutcomes" >> beam.combiners.Count.PerElement()
          | "Format" >> beam.MapTuple(lambda line, count: json.dumps({"count": count, **json.loads(line)}))
          | "WriteReport" >> beam.io.WriteToText(report_prefix, file_name_suffix=".jsonl"))
