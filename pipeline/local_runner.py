@@ -120,7 +120,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path)))
     except Exception as caught:  # reported in last_run.json and below, then the exit code says failed
         error = caught
-    summary = run_summary.summarize(run_summary.latest_run(metadata_path, configs.PIPELINE_NAME),
+    summary = run_summary.summarize(run_summary.latest_run(metadata_path, configs.PIPELINE_NAME, since=started),
                                     run_id=run_id, data_root=args.data_root, output_dir=args.output_dir,
                                     started=started, error=error)
     summary["wall_seconds"] = round(time.time() - started, 1)

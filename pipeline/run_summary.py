@@ -26,11 +26,12 @@ def _node_outputs(store: metadata_store.MetadataStore, execution_id: int) -> Dic
     return outputs
 
 
-def latest_run(metadata_path: str, pipeline_name: str) -> Dict[str, Dict[str, Any]]:
-    """{node id: {'seconds', 'state', 'outputs'}} for the newest run of the pipeline."""
+def latest_run(metadata_path: str, pipeline_name: str, since: float) -> Dict[str, Dict[str, Any]]:
+    """{node id: {'seconds', 'state', 'outputs'}} for the newest run of the pipeline started after `since`
+    (epoch seconds); {} when the run recorded nothing, so an older run is never reported as this one."""
     store = metadata_store.MetadataStore(metadata_store_pb2.ConnectionConfig(
         sqlite=metadata_store_pb2.SqliteMetadataSourceConfig(filename_uri=metadata_path)))
-    runs = store.get_contexts_by_type("pipeline_run")
+    runs = [r for r in store.get_contexts_by_type("pipeline_run") if r.create_time_since_epoch >= since * 1000]
     if not runs:
         return {}
     run = max(runs, key=lambda c: c.create_time_since_epoch)

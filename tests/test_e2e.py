@@ -50,6 +50,25 @@ def test_pipeline_pushes_a_model_that_classifies_held_out_images(tmp_path):
     assert scores["tflite_agreement"] == 1.0       # model.tflite gives the same top-1 on each
 
 
+def test_a_model_below_the_accuracy_bar_is_not_pushed_and_the_reason_is_recorded(tmp_path, capsys):
+    same_colour = {"left": (120, 120, 120), "right": (120, 120, 120)}  # nothing to learn: about 50 %
+    make_class_folder(str(tmp_path / "data"), per_class=30, colours=same_colour)
+    output_dir = str(tmp_path / "out")
+
+    exit_code = local_runner.main(["--data-root", str(tmp_path / "data"), "--output-dir", output_dir,
+                                   "--epochs", "1", "--batch-size", "8", "--min-accuracy", "0.99"])
+
+    with open(os.path.join(output_dir, "last_run.json")) as f:
+        summary = json.load(f)
+    assert exit_code == 0, summary["error"]
+    assert summary["status"] == "not_blessed" and not summary["blessed"] and not summary["pushed"]
+    assert summary["evaluation"]["accuracy"] < 0.99
+    assert summary["evaluation"]["validation_failures"] == [
+        f"sparse_categorical_accuracy = {summary['evaluation']['accuracy']:.4f}, needs >= 0.9900"]
+    assert not os.path.exists(os.path.join(output_dir, "serving"))
+    assert "threshold not met: sparse_categorical_accuracy" in capsys.readouterr().out
+
+
 def test_missing_data_root_fails_fast_with_one_clear_message(tmp_path, capsys):
     assert local_runner.main(["--data-root", str(tmp_path / "missing"), "--output-dir", str(tmp_path)]) == 2
     assert "does not exist" in capsys.readouterr().err
