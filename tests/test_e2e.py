@@ -12,7 +12,7 @@ from tests.conftest import make_class_folder
 pytestmark = pytest.mark.e2e
 
 
-def test_pipeline_pushes_a_model_that_classifies_held_out_images(tmp_path):
+def test_pipeline_pushes_a_model_that_classifies_held_out_images(tmp_path, capsys):
     data_root, output_dir = str(tmp_path / "data"), str(tmp_path / "out")
     make_class_folder(data_root, per_class=24)
     (tmp_path / "data" / "red" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
@@ -20,6 +20,7 @@ def test_pipeline_pushes_a_model_that_classifies_held_out_images(tmp_path):
 
     exit_code = local_runner.main(["--data-root", data_root, "--output-dir", output_dir, "--epochs", "8", "--batch-size", "8",
                                    "--image-size", "32", "32", "--channels", "3", "--min-accuracy", "0.8"])
+    capsys.readouterr()
 
     with open(os.path.join(output_dir, "last_run.json")) as f:
         summary = json.load(f)
@@ -44,7 +45,8 @@ def test_pipeline_pushes_a_model_that_classifies_held_out_images(tmp_path):
     assert predictions["probabilities"].shape == (len(paths), 3)
     np.testing.assert_allclose(predictions["probabilities"].numpy().sum(axis=1), 1.0, rtol=1e-5)
 
-    scores = score.score(version_dir, str(tmp_path / "held_out"))
+    assert score.main(["--model", version_dir, "--data-root", str(tmp_path), "--split", "held_out"]) == 0
+    scores = json.loads(capsys.readouterr().out)  # the README's `python -m pipeline.score` command
     assert scores["images"] == 12
     assert scores["saved_model_accuracy"] == 1.0   # every held-out file classified from its raw bytes
     assert scores["tflite_agreement"] == 1.0       # model.tflite gives the same top-1 on each
