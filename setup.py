@@ -7,7 +7,6 @@ setuptools.setup(
     description="TFX pipeline that trains a custom CNN on a folder of labelled images.",
     packages=setuptools.find_packages(include=["pipeline", "pipeline.*", "components", "components.*",
                                                "models", "models.*"]),
-    package_data={"": ["*.pbtxt"]},
     python_requires=">=3.10",
     install_requires=["tfx==1.21.0", "tf-keras==2.21.*", "tensorboard", "pillow"],
 )

@@ -13,7 +13,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from pipeline import configs  # noqa: E402  (after the path is set)
+from models.trainer import TrainingConfig  # noqa: E402  (after the path is set)
 
 
 def timed(cmd) -> tuple:
@@ -26,7 +26,7 @@ def timed(cmd) -> tuple:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data-root", default=os.path.join(REPO, "data", "mnist-sample"))
-    parser.add_argument("--epochs", type=int, default=configs.EPOCHS)
+    parser.add_argument("--epochs", type=int, default=TrainingConfig.epochs)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         peer_out, pipe_out = os.path.join(tmp, "peer"), os.path.join(tmp, "pipeline")

@@ -7,13 +7,8 @@ MODEL_NAME = "image_cnn"
 PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
 RUN_FN = "models.trainer.run_fn"
 
-# Every image is converted to this size and these channels (1 grayscale, 3 RGB).
-IMAGE_HEIGHT = 28
-IMAGE_WIDTH = 28
-IMAGE_CHANNELS = 1
-
-EPOCHS = 20
-BATCH_SIZE = 32              # per replica
+# Image size, channels, epochs and batch size default to models.preprocessing.ImageSpec and
+# models.trainer.TrainingConfig (28x28x1, 20 epochs, 32 per replica); the runners' flags override them.
 EVAL_PERCENT = 20            # eval share of a flat (not pre-split) folder
 MIN_ACCURACY = 0.9           # absolute bound on eval accuracy for a model to be blessed
 STATS_BATCH_SIZE = 64        # small: image bytes make large TFDV batches expensive

@@ -20,13 +20,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--data-root", default=os.path.join(REPO_ROOT, "data", "mnist-sample"),
                         help="image folder: <root>/<class>/* or <root>/train/<class>/* + <root>/test/<class>/*")
     parser.add_argument("--output-dir", default=os.path.join(REPO_ROOT, "outputs"))
-    parser.add_argument("--epochs", type=int, default=configs.EPOCHS)
-    parser.add_argument("--batch-size", type=int, default=configs.BATCH_SIZE, help="per replica")
+    # Left unset, training and image settings take the defaults of TrainingConfig and ImageSpec.
+    parser.add_argument("--epochs", type=int, help="default: TrainingConfig.epochs (20)")
+    parser.add_argument("--batch-size", type=int, help="per replica; default: TrainingConfig.batch_size (32)")
     parser.add_argument("--min-accuracy", type=float, default=configs.MIN_ACCURACY,
                         help="eval accuracy a model needs to be blessed and pushed")
     parser.add_argument("--image-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"),
-                        default=(configs.IMAGE_HEIGHT, configs.IMAGE_WIDTH))
-    parser.add_argument("--channels", type=int, choices=(1, 3), default=configs.IMAGE_CHANNELS)
+                        help="default: ImageSpec's (28 28)")
+    parser.add_argument("--channels", type=int, choices=(1, 3), help="default: ImageSpec.channels (1)")
     parser.add_argument("--eval-percent", type=int, default=configs.EVAL_PERCENT,
                         help="eval share of a folder without train/ and test/ sub-folders")
     parser.add_argument("--verbose", action="store_true", help="show TensorFlow, Beam and TFX logs")
@@ -34,6 +35,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     args.data_root = os.path.abspath(args.data_root)
     args.output_dir = os.path.abspath(args.output_dir)
     return args
+
+
+def _given(**values):
+    """The flags the user set; the rest keep the library's defaults."""
+    return {key: value for key, value in values.items() if value is not None}
 
 
 class StageProgress(logging.Handler):
@@ -94,8 +100,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     from pipeline import configs, pipeline, run_summary
 
     try:  # validate flags and layout before anything runs
-        image_spec = ImageSpec(height=args.image_size[0], width=args.image_size[1], channels=args.channels)
-        training = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size)
+        height, width = args.image_size or (None, None)
+        image_spec = ImageSpec(**_given(height=height, width=width, channels=args.channels))
+        training = TrainingConfig(**_given(epochs=args.epochs, batch_size=args.batch_size))
         folder_layout.discover(args.data_root)
         pipeline.eval_config(args.min_accuracy)
     except ValueError as error:
