@@ -1,10 +1,17 @@
 """DataGate: stops the run before Transform on data that must not reach training.
 
-It fails on a class without usable training images (ExampleGen's ingest report) and on any
-anomaly ExampleValidator found against the schema, listing every one.
+It collects every problem, then fails once with one message listing them:
+- anomalies ExampleValidator found against the curated schema (a class the schema does not know,
+  a label out of range, an empty split, ...);
+- classes of the schema with no images, and classes without usable training images;
+- class-balance drift against the previous accepted run over a bound;
+- with strict, any rejected file.
+When the data passes, its class counts become the baseline of the next run's drift check.
 """
+import datetime
+import json
 import os
-from typing import Dict, List
+from typing import Any, Dict, List, Optional
 
 import tensorflow as tf
 from tensorflow_metadata.proto.v0 import anomalies_pb2
@@ -13,9 +20,11 @@ from tfx.types import artifact_utils
 
 from components.image_example_gen import executor
 
+_LISTED_FILES = 20  # a message names at most this many files; last_run.json has them all
 
-class DataAnomaliesError(RuntimeError):
-    """The data does not match the schema; the message lists every anomaly."""
+
+class DataValidationError(RuntimeError):
+    """The data must not reach training; the message lists every reason."""
 
 
 def read_anomalies(anomalies_uri: str, split_names: List[str]) -> Dict[str, List[str]]:
@@ -34,15 +43,82 @@ def read_anomalies(anomalies_uri: str, split_names: List[str]) -> Dict[str, List
     return found
 
 
-def format_anomalies(found: Dict[str, List[str]]) -> str:
-    lines = [f"  [{split}] {message}" for split, messages in found.items() for message in messages]
-    return "data validation found anomalies against the schema:\n" + "\n".join(lines)
+def class_counts(report: Dict[str, Any]) -> Dict[str, int]:
+    """Usable images per class over all splits."""
+    return {c: sum(counts.get(c, 0) for counts in report["accepted"].values()) for c in report["classes"]}
+
+
+def class_balance(previous: Optional[Dict[str, int]], current: Dict[str, int]) -> Dict[str, Any]:
+    """Largest change of a class's share (L-infinity, as TFDV's drift comparator), over the classes
+    both runs have: new and missing classes are the schema check's business."""
+    if not previous:
+        return {"drift": None, "shares": {}}
+    shared = sorted(set(previous) & set(current))
+    totals = (sum(previous[c] for c in shared) or 1, sum(current[c] for c in shared) or 1)
+    shares = {c: [round(previous[c] / totals[0], 4), round(current[c] / totals[1], 4)] for c in shared}
+    drift = max((abs(after - before) for before, after in shares.values()), default=0.0)
+    return {"drift": round(drift, 4), "shares": shares}
+
+
+def problems(report: Dict[str, Any], anomalies: Dict[str, List[str]], balance: Dict[str, Any],
+             max_class_drift: float, strict: bool) -> List[str]:
+    found = []
+    counts = class_counts(report)
+    missing = [c for c in report.get("schema_classes", []) if counts.get(c, 0) == 0]
+    if missing:
+        found.append(f"class(es) {missing} are in the schema but have no usable images in the data root")
+    training = report["accepted"][executor.training_split(report)]
+    empty = [c for c in report["classes"] if training.get(c, 0) == 0 and c not in missing]
+    if empty:
+        found.append(f"class(es) {empty} have no usable training images; most common rejection reasons: "
+                     f"{executor.common_reasons(report)}")
+    found += [f"[{split}] {message}" for split, messages in anomalies.items() for message in messages]
+    if report.get("new_classes"):
+        found.append(f"class folder(s) {report['new_classes']} are not in the schema; if intended, accept them "
+                     f"with: python -m pipeline.schema --schema <schema file> --data-root <data root>")
+    if balance["drift"] is not None and balance["drift"] > max_class_drift:
+        worst = max(balance["shares"].items(), key=lambda item: abs(item[1][1] - item[1][0]))
+        found.append(f"class balance drifted by {balance['drift']:.3f} (bound {max_class_drift}): class "
+                     f"{worst[0]!r} went from {worst[1][0]:.1%} to {worst[1][1]:.1%} of the images since the "
+                     f"previous accepted run")
+    if strict and report["rejected"]:
+        names = [f"{r['file']} ({r['reason']})" for r in report["rejected"][:_LISTED_FILES]]
+        more = len(report["rejected"]) - len(names)
+        found.append(f"strict mode: {len(report['rejected'])} file(s) rejected: " + "; ".join(names)
+                     + (f"; and {more} more" if more > 0 else ""))
+    return found
+
+
+def _read_baseline(path: str) -> Optional[Dict[str, int]]:
+    if not path or not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)["class_counts"]
+
+
+def _write_baseline(path: str, counts: Dict[str, int]) -> None:
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.gfile.GFile(path + ".tmp", "w") as f:
+        json.dump({"class_counts": counts,
+                   "accepted_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}, f)
+    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
 
 
 @tfx.dsl.components.component
 def DataGate(examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
-             anomalies: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies]):
-    executor.check_classes_have_training_images(executor.read_ingest_report(examples.uri))
-    found = read_anomalies(anomalies.uri, artifact_utils.decode_split_names(anomalies.split_names))
+             anomalies: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies],
+             baseline_path: tfx.dsl.components.Parameter[str] = "",
+             max_class_drift: tfx.dsl.components.Parameter[float] = 1.0,
+             strict: tfx.dsl.components.Parameter[int] = 0,
+             ) -> tfx.dsl.components.OutputDict(class_balance=str):
+    report = executor.read_ingest_report(examples.uri)
+    found_anomalies = read_anomalies(anomalies.uri, artifact_utils.decode_split_names(anomalies.split_names))
+    counts = class_counts(report)
+    balance = class_balance(_read_baseline(baseline_path), counts)
+    found = problems(report, found_anomalies, balance, max_class_drift, bool(strict))
     if found:
-        raise DataAnomaliesError(format_anomalies(found))
+        raise DataValidationError("data validation stopped the run before Transform:\n"
+                                  + "\n".join(f"  - {line}" for line in found))
+    if baseline_path:
+        _write_baseline(baseline_path, counts)
+    return {"class_balance": json.dumps({**balance, "bound": max_class_drift})}

@@ -11,6 +11,8 @@ RUN_FN = "models.trainer.run_fn"
 # models.trainer.TrainingConfig (28x28x1, 20 epochs, 32 per replica); the runners' flags override them.
 EVAL_PERCENT = 20            # eval share of a flat (not pre-split) folder
 MIN_ACCURACY = 0.9           # absolute bound on eval accuracy for a model to be blessed
+MAX_CLASS_DRIFT = 0.05       # largest change of a class's share of the images since the last accepted run
+CLASS_BALANCE_BASELINE = "class_balance_baseline.json"  # under the pipeline root: the last accepted counts
 STATS_BATCH_SIZE = 64        # small: image bytes make large TFDV batches expensive
 
 # An explicit runner: Beam's default (Prism) downloads a binary, which a closed network cannot.

@@ -20,6 +20,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--data-root", default=os.path.join(REPO_ROOT, "data", "mnist-sample"),
                         help="image folder: <root>/<class>/* or <root>/train/<class>/* + <root>/test/<class>/*")
     parser.add_argument("--output-dir", default=os.path.join(REPO_ROOT, "outputs"))
+    parser.add_argument("--schema", help="curated schema to validate against; default: schemas/mnist-sample.pbtxt "
+                                         "for the embedded data, else <output-dir>/schema.pbtxt, created by "
+                                         "the first run from the folder's classes")
+    parser.add_argument("--strict", action="store_true", help="fail the run if any file is rejected")
+    parser.add_argument("--max-class-drift", type=float, default=configs.MAX_CLASS_DRIFT,
+                        help="largest change of a class's share of the images since the last accepted run")
+    parser.add_argument("--max-image-pixels", type=int,
+                        help="images with more pixels are rejected without being decoded (default 25000000)")
     # Left unset, training and image settings take the defaults of TrainingConfig and ImageSpec.
     parser.add_argument("--epochs", type=int, help="default: TrainingConfig.epochs (20)")
     parser.add_argument("--batch-size", type=int, help="per replica; default: TrainingConfig.batch_size (32)")
@@ -34,6 +42,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.data_root = os.path.abspath(args.data_root)
     args.output_dir = os.path.abspath(args.output_dir)
+    if args.schema is None:
+        from pipeline import schema
+        embedded = args.data_root == os.path.join(REPO_ROOT, "data", "mnist-sample")
+        args.schema = schema.EMBEDDED_SCHEMA if embedded else os.path.join(args.output_dir, "schema.pbtxt")
+    args.schema = os.path.abspath(args.schema)
     return args
 
 
@@ -97,38 +110,44 @@ def main(argv: Optional[List[str]] = None) -> int:
     from components.image_example_gen import folder_layout
     from models.preprocessing import ImageSpec
     from models.trainer import TrainingConfig
-    from pipeline import configs, pipeline, run_summary
+    from pipeline import configs, pipeline, run_summary, schema
 
-    try:  # validate flags and layout before anything runs
+    metadata_path = os.path.join(args.output_dir, "metadata.sqlite")
+    try:  # validate flags, layout and schema before anything runs
         height, width = args.image_size or (None, None)
-        image_spec = ImageSpec(**_given(height=height, width=width, channels=args.channels))
-        training = TrainingConfig(**_given(epochs=args.epochs, batch_size=args.batch_size))
         folder_layout.discover(args.data_root)
-        pipeline.eval_config(args.min_accuracy)
+        if not os.path.exists(args.schema):
+            added, _ = schema.accept_classes(args.schema, args.data_root)
+            print(f"schema: created {args.schema} with this folder's classes {added}; later runs with it stop "
+                  f"if the class set changes", flush=True)
+        image_cnn_pipeline = pipeline.create_pipeline(
+            pipeline_name=configs.PIPELINE_NAME,
+            pipeline_root=os.path.join(args.output_dir, "pipeline"),
+            data_root=args.data_root, schema_file=args.schema,
+            serving_dir=os.path.join(args.output_dir, "serving", configs.MODEL_NAME),
+            image_spec=ImageSpec(**_given(height=height, width=width, channels=args.channels)),
+            training=TrainingConfig(**_given(epochs=args.epochs, batch_size=args.batch_size)),
+            min_accuracy=args.min_accuracy, eval_percent=args.eval_percent,
+            max_class_drift=args.max_class_drift, strict=args.strict,
+            **_given(max_image_pixels=args.max_image_pixels),
+            metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path))
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
     started = time.time()
     run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(started))
-    metadata_path = os.path.join(args.output_dir, "metadata.sqlite")
     os.makedirs(args.output_dir, exist_ok=True)
     logging.getLogger("absl").addHandler(StageProgress(started))
     print(f"Pipeline {configs.PIPELINE_NAME}: data {args.data_root} -> outputs {args.output_dir}", flush=True)
     error = None
     try:
-        tfx.orchestration.LocalDagRunner().run(pipeline.create_pipeline(
-            pipeline_name=configs.PIPELINE_NAME,
-            pipeline_root=os.path.join(args.output_dir, "pipeline"),
-            data_root=args.data_root,
-            serving_dir=os.path.join(args.output_dir, "serving", configs.MODEL_NAME),
-            image_spec=image_spec, training=training, min_accuracy=args.min_accuracy,
-            eval_percent=args.eval_percent,
-            metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path)))
+        tfx.orchestration.LocalDagRunner().run(image_cnn_pipeline)
     except Exception as caught:  # reported in last_run.json and below, then the exit code says failed
         error = caught
     summary = run_summary.summarize(run_summary.latest_run(metadata_path, configs.PIPELINE_NAME, since=started),
                                     run_id=run_id, data_root=args.data_root, output_dir=args.output_dir,
+                                    schema_file=args.schema,
                                     started=started, error=error)
     summary["wall_seconds"] = round(time.time() - started, 1)
     last = write_summary(summary, args.output_dir)
@@ -138,8 +157,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def print_outcome(summary: dict, last_run_path: str) -> None:
     evaluation = summary.get("evaluation") or {}
-    if summary.get("rejected_files"):
-        print(f"{len(summary['rejected_files'])} file(s) rejected, listed in {last_run_path}")
+    counts = summary.get("file_counts")
+    if counts:
+        print(f"files: {counts['seen']} seen = {counts['ingested']} ingested + {counts['rejected']} rejected + "
+              f"{counts['ignored']} ignored (rejected and ignored files are listed with reasons in {last_run_path})")
     if evaluation.get("accuracy") is not None:
         print(f"eval accuracy {evaluation['accuracy']:.4f}; blessed: {summary['blessed']}")
     for failure in evaluation.get("validation_failures", []):
@@ -148,6 +169,9 @@ def print_outcome(summary: dict, last_run_path: str) -> None:
         print(f"pushed: {summary['pushed_paths']['saved_model']}")
     if summary["error"]:
         print(f"error: {summary['error']}", file=sys.stderr)
+        if "not in the schema" in summary["error"] or "are in the schema" in summary["error"]:
+            print(f"if the class change is intended: bin/in-env python -m pipeline.schema --schema {summary['schema']} "
+                  f"--data-root {summary['data_root']}", file=sys.stderr)
     print(f"status: {summary['status']} in {summary['wall_seconds']:.0f}s; summary: {last_run_path}")
 
 

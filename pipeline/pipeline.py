@@ -1,5 +1,6 @@
 """create_pipeline: pure wiring of the stages. Runners own paths and the orchestrator."""
 import dataclasses
+import os
 from typing import Sequence
 
 import tensorflow_data_validation as tfdv
@@ -8,11 +9,12 @@ from tensorflow_model_analysis.proto import config_pb2  # tfma lists PerSliceMet
 from tfx import v1 as tfx
 
 from components.image_example_gen.component import ImageFolderExampleGen
+from components.image_example_gen.image_check import DEFAULT_MAX_IMAGE_PIXELS
 from components.validation_gate import DataGate
 from models import features
 from models.preprocessing import ImageSpec
 from models.trainer import TrainingConfig
-from pipeline import configs
+from pipeline import configs, schema
 
 
 def eval_config(min_accuracy: float) -> tfma.EvalConfig:
@@ -34,20 +36,28 @@ def eval_config(min_accuracy: float) -> tfma.EvalConfig:
 
 
 def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: str, serving_dir: str,
-                    image_spec: ImageSpec, training: TrainingConfig, min_accuracy: float,
+                    schema_file: str, image_spec: ImageSpec, training: TrainingConfig, min_accuracy: float,
                     eval_percent: int = configs.EVAL_PERCENT,
+                    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+                    max_class_drift: float = configs.MAX_CLASS_DRIFT,
+                    strict: bool = False,
                     metadata_connection_config=None,
                     beam_pipeline_args: Sequence[str] = configs.BEAM_PIPELINE_ARGS,
                     enable_cache: bool = False) -> tfx.dsl.Pipeline:
-    example_gen = ImageFolderExampleGen(input_base=data_root, eval_percent=eval_percent)
+    if not 0 <= max_class_drift <= 1:
+        raise ValueError(f"max_class_drift must be between 0 and 1, got {max_class_drift!r}")
+    example_gen = ImageFolderExampleGen(input_base=data_root, eval_percent=eval_percent,
+                                        known_classes=schema.class_names(schema.load(schema_file)),
+                                        max_image_pixels=max_image_pixels)
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_file)
     statistics_gen = tfx.components.StatisticsGen(
-        examples=example_gen.outputs["examples"],
+        examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
         stats_options=tfdv.StatsOptions(desired_batch_size=configs.STATS_BATCH_SIZE))
-    schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"],
-                                          infer_feature_shape=True)
     example_validator = tfx.components.ExampleValidator(statistics=statistics_gen.outputs["statistics"],
                                                         schema=schema_gen.outputs["schema"])
-    data_gate = DataGate(examples=example_gen.outputs["examples"], anomalies=example_validator.outputs["anomalies"])
+    data_gate = DataGate(examples=example_gen.outputs["examples"], anomalies=example_validator.outputs["anomalies"],
+                         baseline_path=os.path.join(pipeline_root, "DataGate", configs.CLASS_BALANCE_BASELINE),
+                         max_class_drift=max_class_drift, strict=int(strict))
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
         preprocessing_fn=configs.PREPROCESSING_FN, materialize=False,
@@ -65,7 +75,7 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: str, s
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)))
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name, pipeline_root=pipeline_root,
-        components=[example_gen, statistics_gen, schema_gen, example_validator, data_gate, transform,
+        components=[example_gen, schema_gen, statistics_gen, example_validator, data_gate, transform,
                     trainer, evaluator, pusher],
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=list(beam_pipeline_args), enable_cache=enable_cache)

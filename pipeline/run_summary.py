@@ -85,11 +85,11 @@ def _evaluation(evaluation_uri: str) -> Dict[str, Any]:
 
 
 def summarize(nodes: Dict[str, Dict[str, Any]], *, run_id: str, data_root: str, output_dir: str,
-              started: float, error: Optional[BaseException] = None) -> Dict[str, Any]:
+              schema_file: str, started: float, error: Optional[BaseException] = None) -> Dict[str, Any]:
     summary: Dict[str, Any] = {
         "run_id": run_id, "status": "failed" if error else "not_blessed",
         "started_at": datetime.datetime.fromtimestamp(started, datetime.timezone.utc).isoformat(timespec="seconds"),
-        "data_root": data_root, "output_dir": output_dir,
+        "data_root": data_root, "output_dir": output_dir, "schema": schema_file,
         "error": f"{type(error).__name__}: {error}" if error else None,
         "stage_seconds": {name: node["seconds"] for name, node in nodes.items()},
         "blessed": False, "pushed": False, "pushed_paths": {},
@@ -100,11 +100,16 @@ def summarize(nodes: Dict[str, Dict[str, Any]], *, run_id: str, data_root: str, 
         if tf.io.gfile.exists(report_path):
             with tf.io.gfile.GFile(report_path) as f:
                 report = json.load(f)
-            summary.update(classes=report["classes"], layout=report["layout"],
-                           ingested_per_class=report["accepted"], rejected_files=report["rejected"])
+            summary.update(classes=report["classes"], layout=report["layout"], file_counts=report["counts"],
+                           ingested_per_class=report["accepted"], rejected_files=report["rejected"],
+                           ignored_files=report["ignored"], converted_files=report["converted"])
     statistics = _single(nodes.get("StatisticsGen"), "statistics")
     if statistics is not None:
         summary["examples_per_split"] = _split_counts(statistics)
+    class_balance = _single(nodes.get("DataGate"), "class_balance")
+    if class_balance is not None:
+        with tf.io.gfile.GFile(class_balance.uri) as f:  # a value artifact: the uri is the file
+            summary["class_balance"] = json.load(f)
     evaluation = _single(nodes.get("Evaluator"), "evaluation")
     if evaluation is not None:
         summary["evaluation"] = _evaluation(evaluation.uri)

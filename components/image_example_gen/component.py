@@ -1,15 +1,25 @@
 """ImageFolderExampleGen: a FileBasedExampleGen over class-per-folder image trees."""
-from typing import Optional
+import json
+from typing import Optional, Sequence
 
 from tfx.components.example_gen.component import FileBasedExampleGen
-from tfx.dsl.components.base import executor_spec
+from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.proto import example_gen_pb2
+from tfx.types import channel, component_spec, standard_artifacts, standard_component_specs
 
-from components.image_example_gen import executor
+from components.image_example_gen import executor, image_check
 from models import features
 
 # Matches class folders (pre-split layout) or files (flat layout); the driver fingerprints these.
 _FINGERPRINT_PATTERN = "*/*"
+
+
+class ImageFolderExampleGenSpec(standard_component_specs.FileBasedExampleGenSpec):
+    PARAMETERS = {
+        **standard_component_specs.FileBasedExampleGenSpec.PARAMETERS,
+        executor.KNOWN_CLASSES_KEY: component_spec.ExecutionParameter(type=str, optional=True),
+        executor.MAX_IMAGE_PIXELS_KEY: component_spec.ExecutionParameter(type=int, optional=True),
+    }
 
 
 def hash_split_config(eval_percent: int) -> example_gen_pb2.Output:
@@ -25,15 +35,28 @@ def hash_split_config(eval_percent: int) -> example_gen_pb2.Output:
 class ImageFolderExampleGen(FileBasedExampleGen):
     """Outputs Examples with image bytes, an int64 label, the class name and the file name.
 
-    Beside the splits, the Examples artifact holds labels.txt and ingest_report.json.
+    known_classes (the schema's, in label order) fix the class ids; folders new to them get the
+    next ids. Beside the splits, the Examples artifact holds labels.txt and ingest_report.json.
     """
+    SPEC_CLASS = ImageFolderExampleGenSpec
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
-    def __init__(self, input_base, eval_percent: int = 20, output_config: Optional[example_gen_pb2.Output] = None):
+    def __init__(self, input_base, eval_percent: int = 20, known_classes: Sequence[str] = (),
+                 max_image_pixels: int = image_check.DEFAULT_MAX_IMAGE_PIXELS,
+                 output_config: Optional[example_gen_pb2.Output] = None):
         if isinstance(input_base, str) and not input_base:
             raise ValueError("input_base must name the image folder, got an empty string")
-        super().__init__(
+        if not isinstance(max_image_pixels, int) or max_image_pixels < 1:
+            raise ValueError(f"max_image_pixels must be a positive integer, got {max_image_pixels!r}")
+        spec = ImageFolderExampleGenSpec(
             input_base=input_base,
             input_config=example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(
                 name="all", pattern=_FINGERPRINT_PATTERN)]),
-            output_config=output_config or hash_split_config(eval_percent))
+            output_config=output_config or hash_split_config(eval_percent),
+            output_data_format=example_gen_pb2.FORMAT_TF_EXAMPLE,
+            output_file_format=example_gen_pb2.FORMAT_TFRECORDS_GZIP,
+            known_classes=json.dumps(list(known_classes)),
+            max_image_pixels=max_image_pixels,
+            examples=channel.Channel(type=standard_artifacts.Examples))
+        # FileBasedExampleGen.__init__ builds its own spec; this one adds two parameters.
+        base_beam_component.BaseBeamComponent.__init__(self, spec=spec)  # pylint: disable=non-parent-init-called

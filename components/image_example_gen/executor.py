@@ -6,7 +6,6 @@ a run-time parameter. Splitting, hashing and writing are inherited from BaseExam
 import collections
 import json
 import os
-import re
 from typing import Any, Dict, Iterable, List
 
 import apache_beam as beam
@@ -16,14 +15,18 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
-from components.image_example_gen import folder_layout
+from components.image_example_gen import folder_layout, image_check
 from models import features
 from models.labels import write_labels
 
 # Private exec properties set by Executor.Do for the PTransform.
 CLASS_NAMES_PROPERTY = "_class_names"
 REPORT_DIR_PROPERTY = "_ingest_report_dir"
-ACCEPTED, REJECTED = "accepted", "rejected"
+# Public parameters of ImageFolderExampleGen.
+KNOWN_CLASSES_KEY = "known_classes"         # JSON list: the schema's classes, in label order
+MAX_IMAGE_PIXELS_KEY = "max_image_pixels"
+ACCEPTED = "accepted"
+REJECTED, IGNORED = folder_layout.REJECTED, folder_layout.IGNORED
 
 
 def _bytes_feature(value: bytes) -> tf.train.Feature:
@@ -39,48 +42,32 @@ def image_example(image_bytes: bytes, label: int, class_name: str, relative_path
     }))
 
 
-def _decoder_message(error: tf.errors.OpError) -> str:
-    """The decoder's own words, without TensorFlow's function-node and op decorations."""
-    message = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\]", "", error.message.splitlines()[0])
-    return message.strip()
+def _class_entries(class_dir: Dict[str, Any], root: str) -> Iterable[Dict[str, Any]]:
+    for entry in folder_layout.walk(class_dir["path"], root):
+        yield dict(class_dir, path=entry.path, kind=entry.kind, reason=entry.reason)
 
 
-def rejection_reason(path: str, image_bytes: bytes) -> str:
-    """'' when the file decodes with the decoder Transform uses, else why not."""
-    if not folder_layout.is_image_name(path):
-        return f"unsupported file type {os.path.splitext(path)[1] or '(no extension)'!r}; " \
-               f"supported: {', '.join(folder_layout.IMAGE_EXTENSIONS)}"
-    if not image_bytes:
-        return "empty file (0 bytes)"
-    try:
-        tf.io.decode_image(image_bytes, expand_animations=False)
-    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as error:
-        return f"cannot decode image: {_decoder_message(error)}"
-    return ""
-
-
-def _class_files(class_dir: Dict[str, Any]) -> Iterable[Dict[str, Any]]:
-    for path in folder_layout.walk_files(class_dir["path"]):
-        yield dict(class_dir, path=path)
-
-
-def _to_record(item: Dict[str, Any], root: str) -> Dict[str, Any]:
-    """A file -> {'status': accepted, 'example': ...} or {'status': rejected, 'reason': ...}."""
+def _to_record(item: Dict[str, Any], root: str, max_pixels: int) -> Dict[str, Any]:
+    """An entry -> {'status': accepted, 'example': ...} or {'status': rejected|ignored, 'reason': ...}."""
     relative = os.path.relpath(item["path"], root)
+    if item["kind"] != folder_layout.FILE:
+        return {"status": item["kind"], "split": item["split"], "file": relative, "reason": item["reason"]}
     with tf.io.gfile.GFile(item["path"], "rb") as f:
-        image_bytes = f.read()
-    reason = rejection_reason(item["path"], image_bytes)
+        stored, reason, note = image_check.check_image(f.read(), max_pixels)
     if reason:
         return {"status": REJECTED, "split": item["split"], "file": relative, "reason": reason}
-    return {"status": ACCEPTED, "split": item["split"], "class_name": item["class_name"],
-            "example": image_example(image_bytes, item["label"], item["class_name"], relative)}
+    return {"status": ACCEPTED, "split": item["split"], "class_name": item["class_name"], "file": relative,
+            "note": note, "example": image_example(stored, item["label"], item["class_name"], relative)}
 
 
 def _outcome(record: Dict[str, Any]) -> str:
-    """The report line of a record: the rejection itself, or the accepted file's class (to count)."""
-    if record["status"] == REJECTED:
+    """The report line of a record: a skipped or changed file itself, or the accepted file's class."""
+    if record["status"] != ACCEPTED:
         return json.dumps(record, sort_keys=True)
-    return json.dumps({"status": ACCEPTED, "split": record["split"], "class_name": record["class_name"]})
+    line = {"status": ACCEPTED, "split": record["split"], "class_name": record["class_name"]}
+    if record["note"]:
+        line.update(file=record["file"], note=record["note"])
+    return json.dumps(line, sort_keys=True)
 
 
 @beam.ptransform_fn
@@ -90,20 +77,21 @@ def ImageFolderToExample(pipeline: beam.Pipeline, exec_properties: Dict[str, Any
                          split_pattern: str) -> beam.pvalue.PCollection:
     """Reads <input_base>/<split_pattern>/<class>/** into tf.Examples.
 
-    Only class folder names pass through the driver; files are listed and read on the workers.
-    Per-class counts and rejected files are written under the report dir for Executor.Do.
+    Only class folder names pass through the driver; files are listed, read and checked on the
+    workers. Per-class counts and every rejected or ignored file go to the report dir.
     """
     root = exec_properties[standard_component_specs.INPUT_BASE_KEY]
+    max_pixels = int(exec_properties.get(MAX_IMAGE_PIXELS_KEY) or image_check.DEFAULT_MAX_IMAGE_PIXELS)
     split_name, split_dir = json.loads(split_pattern)
     class_dirs = [{"split": split_name, "class_name": name, "label": label,
                    "path": os.path.join(root, split_dir, name)}
                   for label, name in enumerate(exec_properties[CLASS_NAMES_PROPERTY])
-                  if tf.io.gfile.isdir(os.path.join(root, split_dir, name))]
+                  if folder_layout.has_files(os.path.join(root, split_dir, name), root)]
     records = (pipeline
                | "ClassFolders" >> beam.Create(class_dirs)
-               | "ListFiles" >> beam.FlatMap(_class_files)
+               | "ListFiles" >> beam.FlatMap(_class_entries, root)
                | "Redistribute" >> beam.Reshuffle()
-               | "ReadAndCheck" >> beam.Map(_to_record, root))
+               | "ReadAndCheck" >> beam.Map(_to_record, root, max_pixels))
     report_prefix = os.path.join(exec_properties[REPORT_DIR_PROPERTY], split_name)
     _ = (records
          | "Outcome" >> beam.Map(_outcome)
@@ -122,47 +110,45 @@ def input_config_for(layout: folder_layout.FolderLayout) -> example_gen_pb2.Inpu
         for name, folder in layout.splits])
 
 
-def summarize_ingest(report_dir: str, layout: folder_layout.FolderLayout) -> Dict[str, Any]:
-    """Merges the report shards into {'classes', 'accepted': {split: {class: n}}, 'rejected': [...]}."""
-    accepted: Dict[str, Dict[str, int]] = collections.defaultdict(dict)
-    rejected: List[Dict[str, str]] = [{"split": "", "file": f, "reason": "file outside any class folder"}
-                                      for f in layout.stray_files]
+def summarize_ingest(report_dir: str, layout: folder_layout.FolderLayout,
+                     known_classes: List[str]) -> Dict[str, Any]:
+    """Merges the report shards into one account of every file under the data root."""
+    accepted: Dict[str, Dict[str, int]] = collections.defaultdict(lambda: collections.defaultdict(int))
+    listed: Dict[str, List[Dict[str, str]]] = {REJECTED: [], IGNORED: [], "converted": []}
+    for entry in layout.outside_classes:
+        listed[entry.kind].append({"split": "", "file": os.path.relpath(entry.path, layout.root),
+                                   "reason": entry.reason})
     for path in sorted(tf.io.gfile.glob(os.path.join(report_dir, "*.jsonl"))):
         with tf.io.gfile.GFile(path) as f:
             for line in f:
                 entry = json.loads(line)
                 if entry["status"] == ACCEPTED:
-                    accepted[entry["split"]][entry["class_name"]] = entry["count"]
+                    accepted[entry["split"]][entry["class_name"]] += entry["count"]
+                    if "note" in entry:
+                        listed["converted"].append({"file": entry["file"], "note": entry["note"]})
                 else:
-                    rejected.append({k: entry[k] for k in ("split", "file", "reason")})
-    return {"classes": list(layout.class_names), "layout": "pre-split" if layout.presplit else "hash-split",
-            "accepted": {split: {c: accepted[split].get(c, 0) for c in layout.class_names}
-                         for split, _ in layout.splits},
-            "rejected": sorted(rejected, key=lambda r: r["file"])}
+                    listed[entry["status"]].append({k: entry[k] for k in ("split", "file", "reason")})
+    ingested = sum(n for counts in accepted.values() for n in counts.values())
+    return {
+        "classes": list(layout.class_names),
+        "schema_classes": list(known_classes),
+        "new_classes": list(layout.new_classes),
+        "layout": "pre-split" if layout.presplit else "hash-split",
+        "counts": {"seen": ingested + len(listed[REJECTED]) + len(listed[IGNORED]), "ingested": ingested,
+                   "rejected": len(listed[REJECTED]), "ignored": len(listed[IGNORED])},
+        "accepted": {split: {c: accepted[split][c] for c in layout.class_names} for split, _ in layout.splits},
+        "rejected": sorted(listed[REJECTED], key=lambda r: r["file"]),
+        "ignored": sorted(listed[IGNORED], key=lambda r: r["file"]),
+        "converted": sorted(listed["converted"], key=lambda r: r["file"]),
+    }
 
 
-def _common_reasons(summary: Dict[str, Any]) -> List[str]:
+def common_reasons(summary: Dict[str, Any]) -> List[str]:
     return [reason for reason, _ in collections.Counter(r["reason"] for r in summary["rejected"]).most_common(3)]
 
 
-def check_splits_have_images(summary: Dict[str, Any]) -> None:
-    """A split without a single usable image cannot be written or validated: stop in ExampleGen."""
-    for split, counts in summary["accepted"].items():
-        if not sum(counts.values()):
-            raise folder_layout.ImageFolderError(
-                f"split {split!r} has no usable images ({len(summary['rejected'])} files rejected; "
-                f"most common reasons: {_common_reasons(summary)})")
-
-
-def check_classes_have_training_images(summary: Dict[str, Any]) -> None:
-    """Every class needs usable training images. Checked after ExampleGen, so its report is kept."""
-    train_split = folder_layout.TRAIN_SPLIT if folder_layout.TRAIN_SPLIT in summary["accepted"] \
-        else folder_layout.UNSPLIT
-    empty = [c for c, n in summary["accepted"][train_split].items() if n == 0]
-    if empty:
-        raise folder_layout.ImageFolderError(
-            f"class(es) {empty} have no usable training images; every rejected file and its reason is "
-            f"listed in last_run.json; most common reasons: {_common_reasons(summary)}")
+def training_split(summary: Dict[str, Any]) -> str:
+    return folder_layout.TRAIN_SPLIT if folder_layout.TRAIN_SPLIT in summary["accepted"] else folder_layout.UNSPLIT
 
 
 def read_ingest_report(examples_uri: str) -> Dict[str, Any]:
@@ -171,13 +157,17 @@ def read_ingest_report(examples_uri: str) -> Dict[str, Any]:
 
 
 class Executor(base_example_gen_executor.BaseExampleGenExecutor):
-    """Resolves the folder layout, runs the PTransform, then writes labels.txt and the ingest report."""
+    """Resolves the folder layout, runs the PTransform, then writes labels.txt and the ingest report.
+
+    A split or class without usable images is written as it is (possibly empty) and stopped by the
+    data gate, so the report of every rejected file is kept."""
 
     def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
         return ImageFolderToExample
 
     def Do(self, input_dict, output_dict, exec_properties: Dict[str, Any]) -> None:
-        layout = folder_layout.discover(exec_properties[standard_component_specs.INPUT_BASE_KEY])
+        known_classes = json.loads(exec_properties.get(KNOWN_CLASSES_KEY) or "[]")
+        layout = folder_layout.discover(exec_properties[standard_component_specs.INPUT_BASE_KEY], known_classes)
         examples_uri = artifact_utils.get_single_uri(output_dict[standard_component_specs.EXAMPLES_KEY])
         report_dir = os.path.join(examples_uri, "ingest_shards")
         exec_properties = dict(exec_properties)
@@ -190,8 +180,7 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
                 example_gen_pb2.Output())
         super().Do(input_dict, output_dict, exec_properties)
 
-        summary = summarize_ingest(report_dir, layout)
+        summary = summarize_ingest(report_dir, layout, known_classes)
         with tf.io.gfile.GFile(os.path.join(examples_uri, features.INGEST_REPORT_FILENAME), "w") as f:
             json.dump(summary, f, indent=2)
         write_labels(os.path.join(examples_uri, features.LABELS_FILENAME), layout.class_names)
-        check_splits_have_images(summary)

@@ -1,21 +1,30 @@
-"""How an image folder is laid out: its splits and classes. Plain functions, no Beam, no TFX.
+"""How an image folder is laid out: its splits, classes and files. Plain functions, no Beam, no TFX.
 
-Supported layouts (as Keras' image_dataset_from_directory):
-  <root>/train/<class>/**/<image>  plus  <root>/<test|eval|validation|val>/<class>/**/<image>
-  <root>/<class>/**/<image>        (split into train/eval by a hash of the file path)
-Names starting with "." are ignored (.DS_Store, .git, ...). Class ids follow sorted folder names.
+Layouts (as Keras' image_dataset_from_directory):
+  <root>/train/<class>/**  plus  <root>/<test|eval|validation|val>/<class>/**   (pre-split)
+  <root>/<class>/**        (split into train/eval by a hash of each file's path)
+
+File policy: every file below the root is ingested, rejected with a reason, or ignored by a rule:
+- ignored: names starting with "." (.DS_Store, ._*, .git/), OS metadata (Thumbs.db, desktop.ini,
+  __MACOSX/), a folder with no files at all (not a class), a folder already read through a symlink;
+- images in nested folders inside a class belong to that class;
+- symlinks are followed only when their target stays inside the data root; others are rejected;
+- files beside the class folders (outside any class) are rejected.
+Class ids follow the order of the known classes (the schema's), then the new folders, sorted.
 """
 import dataclasses
 import os
-from typing import Iterator, List, Tuple
+from typing import Iterator, List, Optional, Sequence, Set, Tuple
 
 import tensorflow as tf
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 TRAIN_DIR = "train"
 EVAL_DIRS = ("test", "eval", "validation", "val")
 TRAIN_SPLIT, EVAL_SPLIT = "train", "eval"
 UNSPLIT = "all"  # input split name of a flat folder, before the hash split
+OS_METADATA_NAMES = ("thumbs.db", "desktop.ini", "__macosx")
+
+FILE, IGNORED, REJECTED = "file", "ignored", "rejected"
 
 
 class ImageFolderError(ValueError):
@@ -27,59 +36,106 @@ _EXPECTED = ("expected <root>/<class>/<image files> or <root>/train/<class>/... 
 
 
 @dataclasses.dataclass(frozen=True)
+class Entry:
+    """A file (or an ignored folder) found below the data root, before any image is read."""
+    path: str
+    kind: str          # FILE, IGNORED or REJECTED
+    reason: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
 class FolderLayout:
     root: str
     splits: Tuple[Tuple[str, str], ...]   # (input split name, folder relative to root)
-    class_names: Tuple[str, ...]
-    stray_files: Tuple[str, ...]          # files outside any class folder, relative to root
+    class_names: Tuple[str, ...]          # label order: known classes first, then new ones sorted
+    new_classes: Tuple[str, ...]          # class folders not among the known classes (if any are known)
+    outside_classes: Tuple[Entry, ...]    # entries beside the class folders, relative to root
 
     @property
     def presplit(self) -> bool:
         return len(self.splits) > 1
 
 
-def is_hidden(name: str) -> bool:
-    return name.startswith(".")
+def ignore_reason(name: str) -> str:
+    """Why a file or folder name is skipped, or '' when it is read."""
+    if name.startswith("."):
+        return "hidden name (starts with '.')"
+    if name.lower() in OS_METADATA_NAMES:
+        return "operating-system metadata"
+    return ""
 
 
-def is_image_name(name: str) -> bool:
-    return name.lower().endswith(IMAGE_EXTENSIONS)
+def _is_local(path: str) -> bool:
+    return "://" not in path
 
 
-def _entries(folder: str) -> Tuple[List[str], List[str]]:
-    """(sub-folders, files) of a folder, hidden names left out, sorted."""
-    dirs, files = [], []
+def _symlink_rejection(path: str, root: str) -> str:
+    """'' unless path is a symlink that is broken or leaves the data root."""
+    if not (_is_local(path) and os.path.islink(path)):
+        return ""
+    target = os.path.realpath(path)
+    if not os.path.exists(target):
+        return f"broken symlink (target {os.readlink(path)!r} does not exist)"
+    real_root = os.path.realpath(root)
+    if os.path.commonpath([target, real_root]) != real_root:
+        return f"symlink to {target}, outside the data root (only links inside it are followed)"
+    return ""
+
+
+def entries(folder: str, root: str) -> Tuple[List[str], List[str], List[Entry]]:
+    """(sub-folders, files, skipped entries) of one folder, sorted; skipped are ignored or rejected."""
+    dirs, files, skipped = [], [], []
     for name in sorted(tf.io.gfile.listdir(folder)):
         name = name.rstrip("/")
-        if is_hidden(name):
+        path = os.path.join(folder, name)
+        reason = ignore_reason(name)
+        if reason:
+            skipped.append(Entry(path, IGNORED, reason))
             continue
-        (dirs if tf.io.gfile.isdir(os.path.join(folder, name)) else files).append(name)
-    return dirs, files
+        reason = _symlink_rejection(path, root)
+        if reason:
+            skipped.append(Entry(path, REJECTED, reason))
+            continue
+        (dirs if tf.io.gfile.isdir(path) else files).append(name)
+    return dirs, files, skipped
 
 
-def walk_files(folder: str) -> Iterator[str]:
-    """Every non-hidden file below folder, in sorted order, hidden folders skipped."""
-    dirs, files = _entries(folder)
+def walk(folder: str, root: str, _visited: Optional[Set[str]] = None) -> Iterator[Entry]:
+    """Every entry below folder in sorted order: files to read, and what was skipped and why."""
+    visited = set() if _visited is None else _visited
+    if _is_local(folder):
+        real = os.path.realpath(folder)
+        if real in visited:
+            yield Entry(folder, IGNORED, f"folder already read as {real} (symlink)")
+            return
+        visited.add(real)
+    dirs, files, skipped = entries(folder, root)
+    yield from skipped
     for name in files:
-        yield os.path.join(folder, name)
+        yield Entry(os.path.join(folder, name), FILE)
     for name in dirs:
-        yield from walk_files(os.path.join(folder, name))
+        yield from walk(os.path.join(folder, name), root, visited)
 
 
-def _has_any_file(folder: str) -> bool:
-    return next(walk_files(folder), None) is not None
+def has_files(folder: str, root: str) -> bool:
+    return any(entry.kind != IGNORED for entry in walk(folder, root))
 
 
-def discover(root: str) -> FolderLayout:
-    """Reads only folder names (and top-level files), never the images themselves."""
+def class_order(known_classes: Sequence[str], folder_classes: Sequence[str]) -> Tuple[str, ...]:
+    """Known classes keep their ids; classes new to them follow, sorted."""
+    return tuple(known_classes) + tuple(sorted(set(folder_classes) - set(known_classes)))
+
+
+def discover(root: str, known_classes: Sequence[str] = ()) -> FolderLayout:
+    """Reads folder names (and what lies beside the class folders), never the images themselves."""
     if not tf.io.gfile.exists(root):
         raise ImageFolderError(f"data root {root!r} does not exist")
     if not tf.io.gfile.isdir(root):
         raise ImageFolderError(f"data root {root!r} is not a folder; {_EXPECTED}")
-    top_dirs, top_files = _entries(root)
+    top_dirs, top_files, outside = entries(root, root)
+    outside = list(outside)
     eval_dirs = [d for d in top_dirs if d.lower() in EVAL_DIRS]
     train_dirs = [d for d in top_dirs if d.lower() == TRAIN_DIR]
-    stray = list(top_files)
     if train_dirs and eval_dirs:
         if len(eval_dirs) > 1:
             raise ImageFolderError(f"data root {root!r} has several evaluation folders {eval_dirs}; keep one")
@@ -88,24 +144,28 @@ def discover(root: str) -> FolderLayout:
             raise ImageFolderError(f"data root {root!r} has folders {others} beside {train_dirs[0]}/ and "
                                    f"{eval_dirs[0]}/; move them into a split or out of the data root")
         splits = ((TRAIN_SPLIT, train_dirs[0]), (EVAL_SPLIT, eval_dirs[0]))
-        class_root = train_dirs[0]
     else:
         splits = ((UNSPLIT, train_dirs[0] if train_dirs and top_dirs == train_dirs else ""),)
-        class_root = splits[0][1]
-    class_dirs, class_root_files = _entries(os.path.join(root, class_root)) if class_root else (top_dirs, [])
-    stray += [os.path.join(class_root, f) for f in class_root_files]
+    outside += [Entry(os.path.join(root, f), REJECTED, "file outside any class folder") for f in top_files]
+    class_dirs: List[str] = []
+    for split_index, (_, split_dir) in enumerate(splits):
+        split_path = os.path.join(root, split_dir)
+        split_classes, split_files, skipped = entries(split_path, root) if split_dir else (top_dirs, [], [])
+        outside += skipped + [Entry(os.path.join(split_path, f), REJECTED, "file outside any class folder")
+                              for f in split_files]
+        for name in split_classes:
+            if has_files(os.path.join(split_path, name), root):
+                if split_index == 0:
+                    class_dirs.append(name)
+                elif name not in class_dirs:
+                    raise ImageFolderError(
+                        f"class folder {name!r} in {split_path} has no files in "
+                        f"{os.path.join(root, splits[0][1], name)}; every class needs training images")
+            else:
+                outside.append(Entry(os.path.join(split_path, name), IGNORED, "folder without files (not a class)"))
     if len(class_dirs) < 2:
-        raise ImageFolderError(f"data root {root!r} has {len(class_dirs)} class folder(s) "
-                               f"under {class_root or '.'}/, at least 2 are needed; {_EXPECTED}")
-    for split_name, split_dir in splits:
-        split_classes, split_files = _entries(os.path.join(root, split_dir))
-        stray += [os.path.join(split_dir, f) for f in split_files if split_dir != class_root]
-        unknown = sorted(set(split_classes) - set(class_dirs))
-        if unknown:
-            raise ImageFolderError(f"class folder(s) {unknown} in {os.path.join(root, split_dir)} have no "
-                                   f"folder in {os.path.join(root, class_root)}; every class needs training images")
-    for class_name in class_dirs:
-        if not _has_any_file(os.path.join(root, class_root, class_name)):
-            raise ImageFolderError(f"class {class_name!r} has no files in {os.path.join(root, class_root, class_name)}")
-    return FolderLayout(root=root, splits=splits, class_names=tuple(class_dirs),
-                        stray_files=tuple(sorted(set(stray))))
+        raise ImageFolderError(f"data root {root!r} has {len(class_dirs)} class folder(s) with files "
+                               f"under {splits[0][1] or '.'}/, at least 2 are needed; {_EXPECTED}")
+    return FolderLayout(root=root, splits=splits, class_names=class_order(known_classes, class_dirs),
+                        new_classes=tuple(sorted(set(class_dirs) - set(known_classes))) if known_classes else (),
+                        outside_classes=tuple(sorted(outside, key=lambda e: e.path)))
