@@ -40,10 +40,22 @@ class ImageSpec:
         return cls(**{f.name: int(config[f.name]) for f in dataclasses.fields(cls)})
 
 
+def _to_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
+    """[H, W, 1|2|3|4] (gray, gray+alpha, RGB, RGBA) -> [H, W, channels]; alpha is dropped.
+
+    TensorFlow's decoders convert some formats themselves (PNG, JPEG) but refuse others (BMP and
+    GIF to grayscale), so every image is decoded as it is and converted here, the same way."""
+    is_colour = tf.shape(image)[-1] >= 3
+    if channels == 3:
+        return tf.cond(is_colour, lambda: image[..., :3], lambda: tf.image.grayscale_to_rgb(image[..., :1]))
+    return tf.cond(is_colour, lambda: tf.image.rgb_to_grayscale(image[..., :3]), lambda: image[..., :1])
+
+
 def decode_image(image_bytes: tf.Tensor, spec: ImageSpec) -> tf.Tensor:
-    """One encoded image (JPEG/PNG/BMP/GIF) -> float32 [H, W, C] in 0..255."""
-    image = tf.io.decode_image(image_bytes, channels=spec.channels, expand_animations=False)
-    image = tf.image.resize(tf.cast(image, tf.float32), [spec.height, spec.width], antialias=True)
+    """One encoded image (JPEG/PNG/BMP/GIF/WebP, any mode) -> float32 [H, W, C] in 0..255."""
+    image = tf.io.decode_image(image_bytes, channels=0, expand_animations=False)  # first frame of a GIF
+    image = _to_channels(tf.cast(image, tf.float32), spec.channels)
+    image = tf.image.resize(image, [spec.height, spec.width], antialias=True)
     image = tf.clip_by_value(image, 0.0, 255.0)
     return tf.ensure_shape(image, spec.shape)
 

@@ -21,7 +21,8 @@ def test_presplit_folder_uses_train_and_test(tmp_path):
     layout = folder_layout.discover(str(tmp_path))
     assert layout.splits == (("train", "train"), ("eval", "test"))
     assert layout.class_names == ("blue", "green", "red")
-    assert layout.stray_files == ("README.txt",)
+    assert [(os.path.basename(e.path), e.kind) for e in layout.outside_classes] == [
+        (".DS_Store", "ignored"), ("README.txt", "rejected")]
 
 
 def test_missing_root_names_the_path(tmp_path):
@@ -29,10 +30,22 @@ def test_missing_root_names_the_path(tmp_path):
         folder_layout.discover(str(tmp_path / "nope"))
 
 
-def test_empty_class_is_named(image_folder):
-    os.makedirs(os.path.join(image_folder, "yellow"))
-    with pytest.raises(folder_layout.ImageFolderError, match="'yellow' has no files"):
-        folder_layout.discover(image_folder)
+def test_an_empty_folder_is_not_a_class_and_is_listed_as_ignored(image_folder):
+    os.makedirs(os.path.join(image_folder, "yellow", "sub"))
+    (open(os.path.join(image_folder, "yellow", ".DS_Store"), "w")).close()
+    layout = folder_layout.discover(image_folder)
+    assert layout.class_names == ("blue", "green", "red")
+    assert folder_layout.Entry(os.path.join(image_folder, "yellow"), folder_layout.IGNORED,
+                               "folder without files (not a class)") in layout.outside_classes
+
+
+def test_known_classes_keep_their_ids_and_new_ones_follow_sorted(image_folder):
+    os.makedirs(os.path.join(image_folder, "amber"))
+    write_image(os.path.join(image_folder, "amber", "a.png"), (250, 190, 0), (10, 10), seed=1)
+    layout = folder_layout.discover(image_folder, known_classes=["red", "gone", "blue", "green"])
+    assert layout.class_names == ("red", "gone", "blue", "green", "amber")
+    assert layout.new_classes == ("amber",)
+    assert folder_layout.discover(image_folder).new_classes == ()
 
 
 def test_eval_class_without_training_folder_is_an_error(tmp_path):
@@ -49,8 +62,26 @@ def test_single_class_is_rejected(tmp_path):
         folder_layout.discover(str(tmp_path))
 
 
-def test_walk_files_recurses_and_skips_hidden(tmp_path):
-    write_image(str(tmp_path / "a" / "nested" / "x.png"), (1, 2, 3), (10, 10), seed=1)
-    (tmp_path / "a" / ".hidden.png").write_bytes(b"")
-    assert [os.path.relpath(p, tmp_path) for p in folder_layout.walk_files(str(tmp_path / "a"))] == \
-        ["a/nested/x.png"]
+def test_walk_lists_nested_files_and_says_why_it_skips_entries(tmp_path):
+    root = tmp_path / "root"
+    write_image(str(root / "a" / "nested" / "x.png"), (1, 2, 3), (10, 10), seed=1)
+    (root / "a" / ".hidden.png").write_bytes(b"")
+    (root / "a" / "Thumbs.db").write_bytes(b"")
+    (root / "a" / "__MACOSX").mkdir()
+    (tmp_path / "outside.png").write_bytes(b"x")
+    os.symlink(root / "a" / "nested" / "x.png", root / "a" / "inside.png")
+    os.symlink(tmp_path / "outside.png", root / "a" / "outside.png")
+    os.symlink(root / "missing.png", root / "a" / "broken.png")
+    os.symlink(root / "a", root / "a" / "nested" / "loop")
+    found = {os.path.relpath(e.path, root): (e.kind, e.reason) for e in folder_layout.walk(str(root / "a"), str(root))}
+    assert found == {
+        "a/nested/x.png": ("file", ""),
+        "a/inside.png": ("file", ""),
+        "a/.hidden.png": ("ignored", "hidden name (starts with '.')"),
+        "a/Thumbs.db": ("ignored", "operating-system metadata"),
+        "a/__MACOSX": ("ignored", "operating-system metadata"),
+        "a/outside.png": ("rejected", f"symlink to {tmp_path / 'outside.png'}, outside the data root "
+                                      "(only links inside it are followed)"),
+        "a/broken.png": ("rejected", f"broken symlink (target {str(root / 'missing.png')!r} does not exist)"),
+        "a/nested/loop": ("ignored", f"folder already read as {root / 'a'} (symlink)"),
+    }

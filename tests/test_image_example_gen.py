@@ -14,6 +14,7 @@ from components.image_example_gen import executor, folder_layout
 from components.image_example_gen.component import ImageFolderExampleGen, hash_split_config
 from models import features
 from tests.conftest import make_class_folder
+from tests.odd_files import INGESTED, make_messy_folder
 
 BEAM_ARGS = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
 
@@ -36,15 +37,16 @@ def test_ptransform_turns_each_file_into_a_labelled_example(image_folder, tmp_pa
         examples = pipeline | executor.ImageFolderToExample(exec_properties, json.dumps(["all", ""]))
         assert_that(examples | beam.Map(_summary), equal_to(expected))
     layout = folder_layout.discover(image_folder)
-    summary = executor.summarize_ingest(str(tmp_path / "report"), layout)
+    summary = executor.summarize_ingest(str(tmp_path / "report"), layout, known_classes=[])
     assert summary["accepted"] == {"all": {"blue": 6, "green": 6, "red": 6}}
     rejected = {r["file"]: r["reason"] for r in summary["rejected"]}
     assert set(rejected) == {"red/notes.txt", "green/broken.png"}
-    assert "unsupported file type '.txt'" in rejected["red/notes.txt"]
-    assert rejected["green/broken.png"].startswith("cannot decode image")
+    assert rejected["red/notes.txt"].startswith("not an image")
+    assert rejected["green/broken.png"] == "unreadable image header: Truncated File Read"
+    assert summary["counts"] == {"seen": 20, "ingested": 18, "rejected": 2, "ignored": 0}
 
 
-def _run_executor(data_root: str, output_dir: str):
+def _run_executor(data_root: str, output_dir: str, known_classes=()):
     examples = standard_artifacts.Examples()
     examples.uri = output_dir
     exec_properties = {
@@ -52,6 +54,7 @@ def _run_executor(data_root: str, output_dir: str):
         standard_component_specs.INPUT_CONFIG_KEY: "{}",
         standard_component_specs.OUTPUT_CONFIG_KEY: proto_utils.proto_to_json(hash_split_config(20)),
         standard_component_specs.OUTPUT_DATA_FORMAT_KEY: 6,  # FORMAT_TF_EXAMPLE
+        executor.KNOWN_CLASSES_KEY: json.dumps(list(known_classes)),
     }
     context = executor.Executor.Context(beam_pipeline_args=BEAM_ARGS, tmp_dir=os.path.join(output_dir, ".tmp"))
     executor.Executor(context).Do({}, {standard_component_specs.EXAMPLES_KEY: [examples]}, exec_properties)
@@ -90,28 +93,37 @@ def test_executor_hash_splits_a_flat_folder_deterministically(tmp_path):
     assert eval_files("out1") == eval_files("out2")
 
 
-def test_executor_keeps_the_report_of_a_class_without_usable_images_for_the_gate(tmp_path):
-    make_class_folder(str(tmp_path / "data"), per_class=3)
-    os.makedirs(tmp_path / "data" / "yellow")
-    (tmp_path / "data" / "yellow" / "empty.png").write_bytes(b"")
-    (tmp_path / "data" / "yellow" / "junk.png").write_bytes(b"junk")
+def test_executor_accounts_for_every_file_of_a_messy_folder(tmp_path):
+    expected = make_messy_folder(str(tmp_path / "data"), per_class=8)
     _run_executor(str(tmp_path / "data"), str(tmp_path / "out"))
     report = executor.read_ingest_report(str(tmp_path / "out"))
-    assert report["rejected"] == [
-        {"split": "all", "file": "yellow/empty.png", "reason": "empty file (0 bytes)"},
-        {"split": "all", "file": "yellow/junk.png", "reason": "cannot decode image: Unknown image file format. "
-                                                            "One of JPEG, JPEG XL, PNG, GIF, BMP, WebP required."}]
-    with pytest.raises(folder_layout.ImageFolderError, match=r"\['yellow'\] have no usable training images"):
-        executor.check_classes_have_training_images(report)
+    listed = {e["file"]: (outcome, e["reason"]) for outcome in ("rejected", "ignored") for e in report[outcome]}
+    for path, (outcome, reason) in expected.items():
+        if outcome == INGESTED:
+            assert path not in listed, f"{path} should be ingested, got {listed.get(path)}"
+        else:
+            assert listed[path][0] == outcome and reason in listed[path][1], (path, listed[path])
+    assert set(listed) == {p for p, (outcome, _) in expected.items() if outcome != INGESTED}
+    ingested = 3 * 8 + sum(outcome == INGESTED for outcome, _ in expected.values())
+    assert report["counts"] == {"seen": ingested + len(listed), "ingested": ingested,
+                                "rejected": len(report["rejected"]), "ignored": len(report["ignored"])}
+    assert sum(sum(c.values()) for c in report["accepted"].values()) == ingested
+    examples = sum(_count_records(str(tmp_path / "out" / f"Split-{s}")) for s in ("train", "eval"))
+    assert examples == ingested
+    assert report["converted"] == [{"file": "blue/phone.JPG", "note": "EXIF orientation 6 applied, stored as PNG"}]
 
 
-def test_executor_stops_when_a_split_has_no_usable_images(tmp_path):
+def test_executor_numbers_classes_as_the_schema_does_and_writes_an_empty_split_for_the_gate(tmp_path):
     make_class_folder(str(tmp_path / "data" / "train"), per_class=2)
     for name in ("blue", "green", "red"):
         os.makedirs(tmp_path / "data" / "test" / name)
         (tmp_path / "data" / "test" / name / "x.png").write_bytes(b"")
-    with pytest.raises(folder_layout.ImageFolderError, match=r"split 'eval' has no usable images \(3 files rejected"):
-        _run_executor(str(tmp_path / "data"), str(tmp_path / "out"))
+    _run_executor(str(tmp_path / "data"), str(tmp_path / "out"), known_classes=["red", "blue", "green"])
+    assert (tmp_path / "out" / "labels.txt").read_text() == "red\nblue\ngreen\n"
+    assert _count_records(str(tmp_path / "out" / "Split-eval")) == 0
+    report = executor.read_ingest_report(str(tmp_path / "out"))
+    assert report["accepted"]["eval"] == {"red": 0, "blue": 0, "green": 0}
+    assert [r["reason"] for r in report["rejected"]] == ["empty file (0 bytes)"] * 3
 
 
 def test_component_declares_examples_output_and_hash_split():
@@ -123,6 +135,7 @@ def test_component_declares_examples_output_and_hash_split():
     assert [(s.name, s.hash_buckets) for s in output_config.split_config.splits] == [("train", 90), ("eval", 10)]
     assert output_config.split_config.partition_feature_name == features.FILENAME_KEY
     assert component.EXECUTOR_SPEC.executor_class is executor.Executor
+    assert component.exec_properties[executor.KNOWN_CLASSES_KEY] == "[]"
 
 
 @pytest.mark.parametrize("bad", [0, 51, 2.5])

@@ -26,10 +26,15 @@ def _decoder_message(error: Exception) -> str:
     return message.strip()
 
 
-def _upright_png(image: Image.Image) -> bytes:
+def _as_png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
-    ImageOps.exif_transpose(image).save(buffer, "PNG", compress_level=1)
+    image.save(buffer, "PNG", compress_level=1)
     return buffer.getvalue()
+
+
+def _over_limit(pixels: int, max_pixels: int, size: str = "") -> str:
+    return (f"image{size} of {pixels / 1e6:.1f} Mpx is over the {max_pixels / 1e6:g} Mpx limit; not decoded "
+            f"(raise --max-image-pixels to accept it)")
 
 
 def check_image(data: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Tuple[bytes, str, str]:
@@ -43,8 +48,9 @@ def check_image(data: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Tupl
             image = Image.open(io.BytesIO(data))  # parses the header only
     except UnidentifiedImageError:
         return b"", "not an image (no JPEG, PNG, BMP, GIF or WebP header)", ""
-    except Image.DecompressionBombError as error:
-        return b"", f"image too large to open safely: {error}", ""
+    except Image.DecompressionBombError as error:  # over PIL's own limit, far above ours
+        pixels = re.search(r"\((\d+) pixels\)", str(error))
+        return b"", _over_limit(int(pixels.group(1)) if pixels else 0, max_pixels), ""
     except Exception as error:  # pylint: disable=broad-except  (any header the parser chokes on)
         return b"", f"unreadable image header: {_decoder_message(error)}", ""
     with image:
@@ -52,16 +58,15 @@ def check_image(data: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Tupl
             return b"", f"unsupported image format {image.format}; supported: {', '.join(SUPPORTED_FORMATS)}", ""
         width, height = image.size
         if width * height > max_pixels:
-            return b"", (f"{width}x{height} image ({width * height / 1e6:.1f} Mpx) is over the "
-                         f"{max_pixels / 1e6:g} Mpx limit; not decoded (raise --max-image-pixels to accept it)"), ""
-        note = ""
+            return b"", _over_limit(width * height, max_pixels, f" {width}x{height}"), ""
+        image_format, note = image.format, ""
         try:
             orientation = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
             if orientation not in (1, None):
-                data, note = _upright_png(image), f"EXIF orientation {orientation} applied, stored as PNG"
+                data = _as_png(ImageOps.exif_transpose(image))
+                note = f"EXIF orientation {orientation} applied, stored as PNG"
         except Exception as error:  # pylint: disable=broad-except  (truncated data behind the header)
             return b"", f"cannot decode {image.format}: {_decoder_message(error)}", ""
-        image_format = image.format
     try:
         tf.io.decode_image(data, expand_animations=False)
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as error:

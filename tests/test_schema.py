@@ -1,0 +1,40 @@
+"""The curated schema: the embedded one matches its data, and accepting classes keeps ids."""
+import os
+import shutil
+
+from components.image_example_gen import folder_layout
+from pipeline import schema
+from tests.conftest import make_class_folder, write_image
+
+EMBEDDED_DATA = os.path.join(schema.REPO_ROOT, "data", "mnist-sample")
+
+
+def test_embedded_schema_lists_the_embedded_classes_and_is_what_the_command_would_write():
+    curated = schema.load(schema.EMBEDDED_SCHEMA)
+    classes = schema.class_names(curated)
+    assert classes == list(folder_layout.discover(EMBEDDED_DATA).class_names)
+    assert schema.with_classes(curated, classes) == curated
+    image = next(f for f in curated.feature if f.name == "image_raw")
+    assert image.HasField("image_domain") and image.shape.dim[0].size == 1
+    label = next(f for f in curated.feature if f.name == "label")
+    assert (label.int_domain.min, label.int_domain.max) == (0, 9)
+
+
+def test_accepting_classes_appends_new_ones_and_drops_removed_ones(tmp_path):
+    data = str(tmp_path / "data")
+    make_class_folder(data, per_class=1)
+    path = str(tmp_path / "schema.pbtxt")
+    assert schema.accept_classes(path, data) == (["blue", "green", "red"], [])
+    write_image(os.path.join(data, "amber", "a.png"), (250, 190, 0), (10, 10), seed=1)
+    shutil.rmtree(os.path.join(data, "green"))
+    assert schema.accept_classes(path, data) == (["amber"], ["green"])
+    updated = schema.load(path)
+    assert schema.class_names(updated) == ["blue", "red", "amber"]
+    label = next(f for f in updated.feature if f.name == "label")
+    assert label.int_domain.max == 2
+    assert open(path).read().startswith("# Curated schema")
+
+
+def test_command_reports_a_bad_folder_in_one_line(tmp_path, capsys):
+    assert schema.main(["--schema", str(tmp_path / "s.pbtxt"), "--data-root", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err
