@@ -2,8 +2,9 @@
 
 It collects every problem, then fails once with one message listing them:
 - anomalies ExampleValidator found against the curated schema (a class the schema does not know,
-  a label out of range, an empty split, ...);
-- classes of the schema with no images, and classes without usable training images;
+  a label out of range, ...);
+- a split without usable images, classes of the schema with no images, and classes without usable
+  training images;
 - class-balance drift against the previous accepted run over a bound;
 - with strict, any rejected file.
 When the data passes, its class counts become the baseline of the next run's drift check.
@@ -62,7 +63,9 @@ def class_balance(previous: Optional[Dict[str, int]], current: Dict[str, int]) -
 
 def problems(report: Dict[str, Any], anomalies: Dict[str, List[str]], balance: Dict[str, Any],
              max_class_drift: float, strict: bool) -> List[str]:
-    found = []
+    found = [f"split {split!r} has no usable images ({len(report['rejected'])} file(s) rejected; most common "
+             f"reasons: {executor.common_reasons(report)})"
+             for split, split_counts in report["accepted"].items() if not sum(split_counts.values())]
     counts = class_counts(report)
     missing = [c for c in report.get("schema_classes", []) if counts.get(c, 0) == 0]
     if missing:

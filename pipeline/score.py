@@ -15,15 +15,17 @@ import numpy as np
 
 
 def labelled_files(folder: str, label_names: Sequence[str]) -> List[tuple]:
-    from components.image_example_gen import folder_layout
+    """(path, class) of every file below folder/<class>/ that ingestion would accept."""
+    from components.image_example_gen import folder_layout, image_check
     files = []
-    for name in sorted(os.listdir(folder)):
-        if folder_layout.is_hidden(name) or not os.path.isdir(os.path.join(folder, name)):
-            continue
+    for name in folder_layout.entries(folder, folder)[0]:
         if name not in label_names:
             raise ValueError(f"class folder {name!r} in {folder} is not one of the model's classes {list(label_names)}")
-        files += [(path, name) for path in folder_layout.walk_files(os.path.join(folder, name))
-                  if folder_layout.is_image_name(path)]
+        for entry in folder_layout.walk(os.path.join(folder, name), folder):
+            if entry.kind == folder_layout.FILE:
+                with open(entry.path, "rb") as f:
+                    if not image_check.check_image(f.read())[1]:
+                        files.append((entry.path, name))
     return files
 
 

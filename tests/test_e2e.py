@@ -7,15 +7,15 @@ import pytest
 import tensorflow as tf
 
 from pipeline import local_runner, score
-from tests.conftest import make_class_folder
+from tests.conftest import make_class_folder, write_image
+from tests.odd_files import INGESTED, make_messy_folder
 
 pytestmark = pytest.mark.e2e
 
 
-def test_pipeline_pushes_a_model_that_classifies_held_out_images(tmp_path, capsys):
+def test_a_messy_folder_pushes_a_model_that_classifies_held_out_images_then_a_new_class_stops(tmp_path, capsys):
     data_root, output_dir = str(tmp_path / "data"), str(tmp_path / "out")
-    make_class_folder(data_root, per_class=24)
-    (tmp_path / "data" / "red" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    expected = make_messy_folder(data_root, per_class=24)
     held_out = make_class_folder(str(tmp_path / "held_out"), per_class=4, seed=7)
 
     exit_code = local_runner.main(["--data-root", data_root, "--output-dir", output_dir, "--epochs", "8", "--batch-size", "8",
@@ -27,8 +27,13 @@ def test_pipeline_pushes_a_model_that_classifies_held_out_images(tmp_path, capsy
     assert exit_code == 0, summary["error"]
     assert summary["status"] == "pushed" and summary["blessed"]
     assert summary["classes"] == ["blue", "green", "red"]
-    assert sum(summary["examples_per_split"].values()) == 72
-    assert [r["file"] for r in summary["rejected_files"]] == ["red/corrupt.jpg"]
+    ingested = 72 + sum(outcome == INGESTED for outcome, _ in expected.values())
+    assert sum(summary["examples_per_split"].values()) == ingested
+    listed = {e["file"]: outcome for outcome in ("rejected", "ignored") for e in summary[f"{outcome}_files"]}
+    assert listed == {path: outcome for path, (outcome, _) in expected.items() if outcome != INGESTED}
+    counts = summary["file_counts"]
+    assert counts["seen"] == counts["ingested"] + counts["rejected"] + counts["ignored"] == ingested + len(listed)
+    assert summary["class_balance"] == {"drift": None, "shares": {}, "bound": 0.05}  # first run: no baseline
     assert set(summary["evaluation"]["per_class_accuracy"]) == {"blue", "green", "red"}
     assert set(summary["stage_seconds"]) >= {"ImageFolderExampleGen", "Transform", "Trainer", "Evaluator", "Pusher"}
     with open(os.path.join(output_dir, "runs", f"{summary['run_id']}.json")) as f:
@@ -50,6 +55,20 @@ def test_pipeline_pushes_a_model_that_classifies_held_out_images(tmp_path, capsy
     assert scores["images"] == 12
     assert scores["saved_model_accuracy"] == 1.0   # every held-out file classified from its raw bytes
     assert scores["tflite_agreement"] == 1.0       # model.tflite gives the same top-1 on each
+
+    # The same output dir (its schema now lists blue, green, red) with a new class folder: stopped
+    # before Transform, with the class named, and the command that accepts it.
+    write_image(os.path.join(data_root, "amber", "a.png"), (250, 190, 0), (20, 20), seed=1)
+    write_image(os.path.join(data_root, "amber", "b.png"), (250, 190, 0), (20, 20), seed=2)
+    assert local_runner.main(["--data-root", data_root, "--output-dir", output_dir, "--epochs", "1"]) == 1
+    err = capsys.readouterr().err
+    with open(os.path.join(output_dir, "last_run.json")) as f:
+        stopped = json.load(f)
+    assert stopped["status"] == "failed" and "DataGate" in stopped["stage_seconds"]
+    assert "Transform" not in stopped["stage_seconds"]
+    assert "class folder(s) ['amber'] are not in the schema" in stopped["error"]
+    assert "Examples contain values missing from the schema: amber" in stopped["error"]
+    assert f"python -m pipeline.schema --schema {output_dir}/schema.pbtxt --data-root {data_root}" in err
 
 
 def test_a_model_below_the_accuracy_bar_is_not_pushed_and_the_reason_is_recorded(tmp_path, capsys):

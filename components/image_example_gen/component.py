@@ -10,8 +10,9 @@ from tfx.types import channel, component_spec, standard_artifacts, standard_comp
 from components.image_example_gen import executor, image_check
 from models import features
 
-# Matches class folders (pre-split layout) or files (flat layout); the driver fingerprints these.
-_FINGERPRINT_PATTERN = "*/*"
+# The driver fingerprints what this matches: the data root itself. A deeper pattern would make it
+# stat every file, and a broken symlink among them would fail the run before any file is listed.
+_FINGERPRINT_PATTERN = ""
 
 
 class ImageFolderExampleGenSpec(standard_component_specs.FileBasedExampleGenSpec):
