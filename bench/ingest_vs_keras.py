@@ -45,7 +45,7 @@ def run_keras(data_root: str) -> int:
     for split in ("train", "test"):
         dataset = keras.utils.image_dataset_from_directory(
             os.path.join(data_root, split), image_size=(28, 28), color_mode="grayscale", batch_size=32,
-            shuffle=False, verbose=False)
+            shuffle=False)
         for batch, _ in dataset.prefetch(tf.data.AUTOTUNE):
             images += int(batch.shape[0])
     return images
@@ -54,14 +54,14 @@ def run_keras(data_root: str) -> int:
 def run_example_gen(data_root: str, work_dir: str) -> int:
     from tfx import v1 as tfx
     from components.image_example_gen.component import ImageFolderExampleGen
-    from pipeline import configs, schema
+    from pipeline import local_runner, schema
     example_gen = ImageFolderExampleGen(input_base=data_root,
                                         known_classes=schema.class_names(schema.load(schema.EMBEDDED_SCHEMA)))
     tfx.orchestration.LocalDagRunner().run(tfx.dsl.Pipeline(
         pipeline_name="ingest-bench", pipeline_root=os.path.join(work_dir, "root"), components=[example_gen],
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
             os.path.join(work_dir, "metadata.sqlite")),
-        beam_pipeline_args=list(configs.BEAM_PIPELINE_ARGS)))
+        beam_pipeline_args=local_runner.beam_pipeline_args()))
     report_path = next(os.path.join(d, "ingest_report.json") for d, _, files in os.walk(work_dir)
                        if "ingest_report.json" in files)
     with open(report_path) as f:
@@ -83,9 +83,11 @@ def measure(route: str, data_root: str, work_dir: str) -> None:
 
 def child(route: str, data_root: str, work_dir: str) -> dict:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    out = subprocess.run([sys.executable, __file__, "--child", route, data_root, work_dir], env=env,
-                         check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    done = subprocess.run([sys.executable, __file__, "--child", route, data_root, work_dir], env=env,
+                          check=False, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"{route} on {data_root} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
