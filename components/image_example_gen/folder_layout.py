@@ -65,14 +65,12 @@ def ignore_reason(name: str) -> str:
     return ""
 
 
-def _is_local(path: str) -> bool:
+def is_local(path: str) -> bool:
     return "://" not in path
 
 
 def _symlink_rejection(path: str, root: str) -> str:
-    """'' unless path is a symlink that is broken or leaves the data root."""
-    if not (_is_local(path) and os.path.islink(path)):
-        return ""
+    """'' unless the symlink at path is broken or leaves the data root."""
     target = os.path.realpath(path)
     if not os.path.exists(target):
         return f"broken symlink (target {os.readlink(path)!r} does not exist)"
@@ -82,28 +80,36 @@ def _symlink_rejection(path: str, root: str) -> str:
     return ""
 
 
+def _listing(folder: str) -> List[Tuple[str, bool, bool]]:
+    """(name, is folder, is symlink) of each entry, sorted; one directory read on local disks."""
+    if is_local(folder):
+        with os.scandir(folder) as scan:
+            return sorted((e.name, e.is_dir(), e.is_symlink()) for e in scan)
+    names = (name.rstrip("/") for name in tf.io.gfile.listdir(folder))
+    return sorted((name, tf.io.gfile.isdir(os.path.join(folder, name)), False) for name in names)
+
+
 def entries(folder: str, root: str) -> Tuple[List[str], List[str], List[Entry]]:
     """(sub-folders, files, skipped entries) of one folder, sorted; skipped are ignored or rejected."""
     dirs, files, skipped = [], [], []
-    for name in sorted(tf.io.gfile.listdir(folder)):
-        name = name.rstrip("/")
+    for name, is_dir, is_symlink in _listing(folder):
         path = os.path.join(folder, name)
         reason = ignore_reason(name)
         if reason:
             skipped.append(Entry(path, IGNORED, reason))
             continue
-        reason = _symlink_rejection(path, root)
+        reason = _symlink_rejection(path, root) if is_symlink else ""
         if reason:
             skipped.append(Entry(path, REJECTED, reason))
             continue
-        (dirs if tf.io.gfile.isdir(path) else files).append(name)
+        (dirs if is_dir else files).append(name)
     return dirs, files, skipped
 
 
 def walk(folder: str, root: str, _visited: Optional[Set[str]] = None) -> Iterator[Entry]:
     """Every entry below folder in sorted order: files to read, and what was skipped and why."""
     visited = set() if _visited is None else _visited
-    if _is_local(folder):
+    if is_local(folder):
         real = os.path.realpath(folder)
         if real in visited:
             yield Entry(folder, IGNORED, f"folder already read as {real} (symlink)")
