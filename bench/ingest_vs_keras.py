@@ -7,8 +7,9 @@ then, each in its own process so peak memory is its own, in one invocation:
 - keras: image_dataset_from_directory reads and decodes every image of train/ and test/ (28x28 gray);
 - example_gen: the real ImageFolderExampleGen component (LocalDagRunner, Beam, MLMD on SQLite)
   lists, reads, checks and writes every image as tf.Examples.
-Prints one JSON line per measurement and the ratios: images/s of ExampleGen over Keras (goal >= 1.0)
-and ExampleGen's peak memory at xN over x1 (flat memory: close to 1).
+Prints one JSON line per measurement and the ratios: images/s of ExampleGen over Keras (goal >= 1.0),
+the same for the images added between x1 and xN (start-up cost left out), and each route's peak
+memory at xN over x1 (flat memory: close to 1).
 """
 import argparse
 import json
@@ -110,7 +111,12 @@ def main() -> None:
                 results[(route, copies)] = result
                 print(json.dumps({"route": route, "copies": copies, **result}), flush=True)
         n = args.copies
+
+        def marginal(route):  # images/s once started: the extra images over the extra seconds
+            big, small = results[(route, n)], results[(route, 1)]
+            return (big["images"] - small["images"]) / max(big["seconds"] - small["seconds"], 1e-3)
         print(json.dumps({
+            f"marginal_ratio_x1_to_x{n}": round(marginal("example_gen") / marginal("keras"), 2) if n > 1 else None,
             f"ingest_ratio_x{n}": round(results[("example_gen", n)]["images_per_s"]
                                         / results[("keras", n)]["images_per_s"], 2),
             "ingest_ratio_x1": round(results[("example_gen", 1)]["images_per_s"]

@@ -54,7 +54,7 @@ def class_balance(previous: Optional[Dict[str, int]], current: Dict[str, int]) -
     both runs have: new and missing classes are the schema check's business."""
     if not previous:
         return {"drift": None, "shares": {}}
-    shared = sorted(set(previous) & set(current))
+    shared = sorted(c for c in set(previous) & set(current) if previous[c] and current[c])
     totals = (sum(previous[c] for c in shared) or 1, sum(current[c] for c in shared) or 1)
     shares = {c: [round(previous[c] / totals[0], 4), round(current[c] / totals[1], 4)] for c in shared}
     drift = max((abs(after - before) for before, after in shares.values()), default=0.0)

@@ -113,16 +113,17 @@ def test_executor_accounts_for_every_file_of_a_messy_folder(tmp_path):
     assert report["converted"] == [{"file": "blue/phone.JPG", "note": "EXIF orientation 6 applied, stored as PNG"}]
 
 
-def test_executor_numbers_classes_as_the_schema_does_and_writes_an_empty_split_for_the_gate(tmp_path):
+def test_executor_numbers_classes_as_the_schema_does_even_a_missing_one_and_writes_an_empty_split(tmp_path):
     make_class_folder(str(tmp_path / "data" / "train"), per_class=2)
     for name in ("blue", "green", "red"):
         os.makedirs(tmp_path / "data" / "test" / name)
         (tmp_path / "data" / "test" / name / "x.png").write_bytes(b"")
-    _run_executor(str(tmp_path / "data"), str(tmp_path / "out"), known_classes=["red", "blue", "green"])
-    assert (tmp_path / "out" / "labels.txt").read_text() == "red\nblue\ngreen\n"
+    _run_executor(str(tmp_path / "data"), str(tmp_path / "out"), known_classes=["red", "violet", "blue", "green"])
+    assert (tmp_path / "out" / "labels.txt").read_text() == "red\nviolet\nblue\ngreen\n"
     assert _count_records(str(tmp_path / "out" / "Split-eval")) == 0
     report = executor.read_ingest_report(str(tmp_path / "out"))
-    assert report["accepted"]["eval"] == {"red": 0, "blue": 0, "green": 0}
+    assert report["accepted"]["train"] == {"red": 2, "violet": 0, "blue": 2, "green": 2}
+    assert report["accepted"]["eval"] == {"red": 0, "violet": 0, "blue": 0, "green": 0}
     assert [r["reason"] for r in report["rejected"]] == ["empty file (0 bytes)"] * 3
 
 

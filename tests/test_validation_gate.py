@@ -31,7 +31,8 @@ def test_anomalies_are_read_per_split_with_their_descriptions(tmp_path):
 
 
 def test_class_balance_drift_is_the_largest_share_change_over_shared_classes():
-    balance = validation_gate.class_balance({"a": 50, "b": 50, "gone": 10}, {"a": 70, "b": 30, "new": 99})
+    balance = validation_gate.class_balance({"a": 50, "b": 50, "gone": 10, "c": 5},
+                                            {"a": 70, "b": 30, "new": 99, "gone": 0})
     assert balance == {"drift": 0.2, "shares": {"a": [0.5, 0.7], "b": [0.5, 0.3]}}
     assert validation_gate.class_balance(None, {"a": 1})["drift"] is None
 

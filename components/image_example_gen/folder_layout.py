@@ -124,7 +124,8 @@ def walk(folder: str, root: str, _visited: Optional[Set[str]] = None) -> Iterato
 
 
 def has_files(folder: str, root: str) -> bool:
-    return any(entry.kind != IGNORED for entry in walk(folder, root))
+    """Whether folder exists and holds anything not ignored (stops at the first such entry)."""
+    return tf.io.gfile.isdir(folder) and any(entry.kind != IGNORED for entry in walk(folder, root))
 
 
 def class_order(known_classes: Sequence[str], folder_classes: Sequence[str]) -> Tuple[str, ...]:
