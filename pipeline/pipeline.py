@@ -52,7 +52,8 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: str, s
     schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_file)
     statistics_gen = tfx.components.StatisticsGen(
         examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
-        stats_options=tfdv.StatsOptions(desired_batch_size=configs.STATS_BATCH_SIZE))
+        stats_options=tfdv.StatsOptions(desired_batch_size=configs.STATS_BATCH_SIZE,
+                                        enable_semantic_domain_stats=True))  # image-format histogram
     example_validator = tfx.components.ExampleValidator(statistics=statistics_gen.outputs["statistics"],
                                                         schema=schema_gen.outputs["schema"])
     data_gate = DataGate(examples=example_gen.outputs["examples"], anomalies=example_validator.outputs["anomalies"],
