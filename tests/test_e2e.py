@@ -93,3 +93,32 @@ def test_a_model_below_the_accuracy_bar_is_not_pushed_and_the_reason_is_recorded
 def test_missing_data_root_fails_fast_with_one_clear_message(tmp_path, capsys):
     assert local_runner.main(["--data-root", str(tmp_path / "missing"), "--output-dir", str(tmp_path)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def _messy(root):
+    make_messy_folder(root, per_class=6)
+
+
+def _test_split_all_empty_files(root):
+    make_class_folder(os.path.join(root, "train"), per_class=4)
+    for name in ("blue", "green", "red"):
+        os.makedirs(os.path.join(root, "test", name))
+        open(os.path.join(root, "test", name, "x.png"), "wb").close()
+
+
+@pytest.mark.parametrize("make_data,extra_flags,expected", [
+    (_messy, ["--strict"], "strict mode: 11 file(s) rejected: "),
+    (_test_split_all_empty_files, [],
+     "split 'eval' has no usable images (3 file(s) rejected; most common reasons: ['empty file (0 bytes)'])"),
+], ids=["strict", "empty_split"])
+def test_data_that_must_not_reach_training_stops_before_transform_and_keeps_the_report(
+        tmp_path, capsys, make_data, extra_flags, expected):
+    data_root, output_dir = str(tmp_path / "data"), str(tmp_path / "out")
+    make_data(data_root)
+    assert local_runner.main(["--data-root", data_root, "--output-dir", output_dir, *extra_flags]) == 1
+    assert expected in capsys.readouterr().err
+    with open(os.path.join(output_dir, "last_run.json")) as f:
+        summary = json.load(f)
+    assert summary["status"] == "failed" and expected in summary["error"]
+    assert "DataGate" in summary["stage_seconds"] and "Transform" not in summary["stage_seconds"]
+    assert summary["file_counts"]["rejected"] == len(summary["rejected_files"]) > 0
