@@ -58,11 +58,16 @@ def animated_gif(colour) -> bytes:
     return buffer.getvalue()
 
 
-def exif_rotated_jpeg(pixels: np.ndarray, orientation: int = 6) -> bytes:
+def exif_rotated_jpeg(pixels: np.ndarray, orientation: int = 6, mode: str = "RGB") -> bytes:
     """A JPEG stored sideways whose EXIF says how to turn it upright (6: rotate 90° clockwise)."""
     exif = Image.Exif()
     exif[0x0112] = orientation
-    return encode(Image.fromarray(pixels), "JPEG", exif=exif.tobytes(), quality=95)
+    return encode(Image.fromarray(pixels).convert(mode), "JPEG", exif=exif.tobytes(), quality=95)
+
+
+def heic_like() -> bytes:
+    """The first bytes of an iPhone HEIC photo (an ISO media file of brand 'heic')."""
+    return b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64
 
 
 def tiff(colour) -> bytes:
@@ -121,6 +126,7 @@ def make_messy_folder(root: str, per_class: int = 8, seed: int = 0) -> Dict[str,
     put("green/screenshot.bmp", bmp(green), INGESTED)
     put("blue/animation.gif", animated_gif(blue), INGESTED)
     put("blue/phone.JPG", exif_rotated_jpeg(_pixels(blue, size=(30, 40))), INGESTED, "EXIF orientation 6")
+    put("red/phone_cmyk.jpg", exif_rotated_jpeg(_pixels(red, size=(30, 40)), mode="CMYK"), INGESTED, "EXIF")
     put("blue/nested/deeper/inner.png", encode(Image.fromarray(_pixels(blue)), "PNG"), INGESTED)
     put("red/png_named.jpg", encode(Image.fromarray(_pixels(red)), "PNG"), INGESTED)
 
@@ -132,6 +138,7 @@ def make_messy_folder(root: str, per_class: int = 8, seed: int = 0) -> Dict[str,
     put("red/scan.tiff", tiff(red), REJECTED, "unsupported image format TIFF")
     put("green/bomb.png", png_bomb(), REJECTED, "Mpx limit")
     put("blue/scan_6000.png", large_scan(), REJECTED, "image 6000x6000 of 36.0 Mpx")
+    put("green/IMG_0001.HEIC", heic_like(), REJECTED, "unsupported image format HEIC")
     put("stray.jpg", encode(Image.fromarray(_pixels(red)), "JPEG"), REJECTED, "outside any class folder")
 
     put(".DS_Store", b"\x00\x00\x00\x01Bud1", IGNORED, "hidden name")
@@ -150,6 +157,8 @@ def make_messy_folder(root: str, per_class: int = 8, seed: int = 0) -> Dict[str,
     expected["green/link_outside.png"] = (REJECTED, "outside the data root")
     os.symlink(os.path.join(root, "nowhere.png"), os.path.join(root, "blue", "link_broken.png"))
     expected["blue/link_broken.png"] = (REJECTED, "broken symlink")
+    os.mkfifo(os.path.join(root, "red", "pipe.png"))  # reading it would block forever
+    expected["red/pipe.png"] = (REJECTED, "not a regular file")
     os.symlink(os.path.join(root, "blue"), os.path.join(root, "blue", "nested", "loop"))
     expected["blue/nested/loop"] = (IGNORED, "already read")
     return expected

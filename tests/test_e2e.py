@@ -107,7 +107,7 @@ def _test_split_all_empty_files(root):
 
 
 @pytest.mark.parametrize("make_data,extra_flags,expected", [
-    (_messy, ["--strict"], "strict mode: 11 file(s) rejected: "),
+    (_messy, ["--strict"], "strict mode: 13 file(s) rejected: "),
     (_test_split_all_empty_files, [],
      "split 'eval' has no usable images (3 file(s) rejected; most common reasons: ['empty file (0 bytes)'])"),
 ], ids=["strict", "empty_split"])

@@ -41,6 +41,7 @@ def test_exif_orientation_is_applied_and_the_image_stored_upright():
     (odd_files.truncated_jpeg(RED), "cannot decode JPEG"),
     (odd_files.truncated_png(RED), "cannot decode PNG"),
     (odd_files.tiff(RED), "unsupported image format TIFF; supported: JPEG, PNG, BMP, GIF, WEBP"),
+    (odd_files.heic_like(), "unsupported image format HEIC"),
 ])
 def test_bad_files_are_rejected_with_the_reason(data, reason):
     stored, found, _ = check_image(data)

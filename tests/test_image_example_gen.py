@@ -110,7 +110,8 @@ def test_executor_accounts_for_every_file_of_a_messy_folder(tmp_path):
     assert sum(sum(c.values()) for c in report["accepted"].values()) == ingested
     examples = sum(_count_records(str(tmp_path / "out" / f"Split-{s}")) for s in ("train", "eval"))
     assert examples == ingested
-    assert report["converted"] == [{"file": "blue/phone.JPG", "note": "EXIF orientation 6 applied, stored as PNG"}]
+    assert report["converted"] == [{"file": "blue/phone.JPG", "note": "EXIF orientation 6 applied, stored as PNG"},
+                                   {"file": "red/phone_cmyk.jpg", "note": "EXIF orientation 6 applied, stored as PNG"}]
 
 
 def test_executor_numbers_classes_as_the_schema_does_even_a_missing_one_and_writes_an_empty_split(tmp_path):

@@ -80,25 +80,28 @@ def _symlink_rejection(path: str, root: str) -> str:
     return ""
 
 
-def _listing(folder: str) -> List[Tuple[str, bool, bool]]:
-    """(name, is folder, is symlink) of each entry, sorted; one directory read on local disks."""
+def _listing(folder: str) -> List[Tuple[str, bool, bool, bool]]:
+    """(name, is folder, is symlink, is other: not a folder nor a regular file) of each entry, sorted;
+    one directory read on local disks."""
     if is_local(folder):
         with os.scandir(folder) as scan:
-            return sorted((e.name, e.is_dir(), e.is_symlink()) for e in scan)
+            return sorted((e.name, e.is_dir(), e.is_symlink(), not (e.is_dir() or e.is_file())) for e in scan)
     names = (name.rstrip("/") for name in tf.io.gfile.listdir(folder))
-    return sorted((name, tf.io.gfile.isdir(os.path.join(folder, name)), False) for name in names)
+    return sorted((name, tf.io.gfile.isdir(os.path.join(folder, name)), False, False) for name in names)
 
 
 def entries(folder: str, root: str) -> Tuple[List[str], List[str], List[Entry]]:
     """(sub-folders, files, skipped entries) of one folder, sorted; skipped are ignored or rejected."""
     dirs, files, skipped = [], [], []
-    for name, is_dir, is_symlink in _listing(folder):
+    for name, is_dir, is_symlink, is_other in _listing(folder):
         path = os.path.join(folder, name)
         reason = ignore_reason(name)
         if reason:
             skipped.append(Entry(path, IGNORED, reason))
             continue
         reason = _symlink_rejection(path, root) if is_symlink else ""
+        if not reason and is_other:
+            reason = "not a regular file (a pipe, socket or device)"
         if reason:
             skipped.append(Entry(path, REJECTED, reason))
             continue

@@ -28,8 +28,18 @@ def _decoder_message(error: Exception) -> str:
 
 def _as_png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
+    if image.mode not in ("1", "L", "LA", "P", "RGB", "RGBA", "I", "I;16"):  # e.g. CMYK: PNG cannot hold it
+        image = image.convert("RGB")
     image.save(buffer, "PNG", compress_level=1)
     return buffer.getvalue()
+
+
+def _container_brand(data: bytes) -> str:
+    """'HEIC' or 'AVIF' for phone formats PIL cannot open without plugins, else ''."""
+    brand = data[8:12] if data[4:8] == b"ftyp" else b""
+    if brand in (b"heic", b"heix", b"hevc", b"mif1", b"msf1"):
+        return "HEIC"
+    return "AVIF" if brand in (b"avif", b"avis") else ""
 
 
 def _over_limit(pixels: int, max_pixels: int, size: str = "") -> str:
@@ -53,6 +63,7 @@ def check_header(data: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Tup
                 other = Image.open(io.BytesIO(data)).format
             except Exception:  # pylint: disable=broad-except
                 other = None
+        other = other or _container_brand(data)
         if other:
             return b"", f"unsupported image format {other}; supported: {', '.join(SUPPORTED_FORMATS)}", "", ""
         return b"", "not an image (no JPEG, PNG, BMP, GIF or WebP header)", "", ""
