@@ -1,12 +1,19 @@
-"""The custom CNN: depthwise-separable residual blocks with optional squeeze-excite.
+"""The custom CNN library: depthwise-separable residual blocks (optionally dilated) with squeeze-excite
+or CBAM attention, or a classic Conv-BN-ReLU-Pool stack.
 
 Blocks are plain functions whose layer names derive from a prefix; the head returns logits
-(softmax belongs to serving). Keras 2 (tf_keras) is used explicitly, see README "Keras".
+(softmax belongs to serving). Everything is chosen by one validated ModelConfig. Keras 2 (tf_keras)
+is used explicitly, see README "Keras".
 """
 import dataclasses
-from typing import Optional, Tuple
+from typing import Any, Dict, Tuple
 
+import tensorflow as tf
 import tf_keras as keras
+
+ARCHITECTURES = ("residual", "classic")
+ATTENTIONS = ("se", "cbam", "none")
+WEIGHT_DECAY_MODES = ("decoupled", "l2")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -14,39 +21,74 @@ class ModelConfig:
     """Hyperparameters of the network, validated up front."""
     input_shape: Tuple[int, int, int] = (28, 28, 1)
     num_classes: int = 10
+    architecture: str = "residual"        # residual: depthwise-separable blocks; classic: Conv-BN-ReLU-Pool
+    attention: str = "se"                 # residual blocks only: squeeze-excite, CBAM or none
+    attention_ratio: float = 0.25         # channel reduction of the attention MLP
     stem_filters: int = 32
     stage_filters: Tuple[int, ...] = (32, 64, 64, 128, 128)
     stage_strides: Tuple[int, ...] = (1, 2, 1, 2, 1)
-    se_ratio: Optional[float] = 0.25
-    dropout: float = 0.2
+    stage_dilations: Tuple[int, ...] = ()  # residual blocks, one per stage (empty: all 1); stride-1 stages only
+    dropout: float = 0.2                  # before the head
+    block_dropout: float = 0.1            # classic blocks, after each one
+    weight_decay: float = 0.0             # 0 disables it
+    weight_decay_mode: str = "decoupled"  # decoupled (AdamW, in the Trainer) or l2 (kernel regularizers)
     # 0.9 instead of Keras' 0.99: moving statistics must converge within a few hundred steps
     # on small datasets, or inference-mode accuracy collapses (shared NOTES §7).
     bn_momentum: float = 0.9
 
     def __post_init__(self):
-        object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
-        object.__setattr__(self, "stage_filters", tuple(self.stage_filters))
-        object.__setattr__(self, "stage_strides", tuple(self.stage_strides))
+        for name in ("input_shape", "stage_filters", "stage_strides", "stage_dilations"):
+            object.__setattr__(self, name, tuple(int(d) for d in getattr(self, name)))
         if len(self.input_shape) != 3 or min(self.input_shape) < 1:
             raise ValueError(f"input_shape must be (height, width, channels), got {self.input_shape!r}")
         if self.num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {self.num_classes!r}")
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
+        if self.attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
+        if not 0 < self.attention_ratio <= 1:
+            raise ValueError(f"attention_ratio must be in (0, 1], got {self.attention_ratio!r}")
         if not self.stage_filters or len(self.stage_filters) != len(self.stage_strides):
             raise ValueError("stage_filters and stage_strides must be non-empty and of equal length, got "
                              f"{self.stage_filters!r} and {self.stage_strides!r}")
         if any(s not in (1, 2) for s in self.stage_strides):
             raise ValueError(f"stage_strides must be 1 or 2, got {self.stage_strides!r}")
-        if self.se_ratio is not None and not 0 < self.se_ratio <= 1:
-            raise ValueError(f"se_ratio must be in (0, 1] or None, got {self.se_ratio!r}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if self.stage_dilations and (len(self.stage_dilations) != len(self.stage_strides)
+                                     or min(self.stage_dilations) < 1
+                                     or any(d > 1 and s > 1 for d, s in zip(self.stage_dilations, self.stage_strides))):
+            raise ValueError("stage_dilations must give one rate >= 1 per stage, and 1 where the stride is 2, got "
+                             f"{self.stage_dilations!r}")
+        for name in ("dropout", "block_dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if self.weight_decay_mode not in WEIGHT_DECAY_MODES:
+            raise ValueError(f"weight_decay_mode must be one of {WEIGHT_DECAY_MODES}, got {self.weight_decay_mode!r}")
         if not 0 < self.bn_momentum < 1:
             raise ValueError(f"bn_momentum must be in (0, 1), got {self.bn_momentum!r}")
 
+    def options(self) -> Dict[str, Any]:
+        """Everything but the input shape and class count, which the Trainer takes from the data."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("input_shape", "num_classes")}
 
-def conv_bn_relu(x, filters: int, *, kernel_size: int = 3, strides: int = 1, bn_momentum: float, name: str):
+    @property
+    def dilations(self) -> Tuple[int, ...]:
+        return self.stage_dilations or (1,) * len(self.stage_strides)
+
+    @property
+    def kernel_regularizer(self):
+        """L2 on every kernel in l2 mode; decoupled decay lives in the optimizer instead."""
+        if self.weight_decay and self.weight_decay_mode == "l2":
+            return keras.regularizers.L2(self.weight_decay)
+        return None
+
+
+def conv_bn_relu(x, filters: int, *, kernel_size: int = 3, strides: int = 1, bn_momentum: float, name: str,
+                 kernel_regularizer=None):
     x = keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="same", use_bias=False,
-                            name=f"{name}_conv")(x)
+                            kernel_regularizer=kernel_regularizer, name=f"{name}_conv")(x)
     x = keras.layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
@@ -60,29 +102,77 @@ def squeeze_excite(x, ratio: float, *, name: str):
     return keras.layers.Multiply(name=f"{name}_scale")([x, s])
 
 
-def depthwise_separable_block(x, filters: int, stride: int, *, se_ratio: Optional[float],
-                              bn_momentum: float, name: str):
-    """Depthwise 3x3 -> BN -> ReLU -> pointwise 1x1 -> BN [-> SE] + shortcut -> ReLU."""
+@keras.utils.register_keras_serializable(package="image_cnn")
+class ChannelPool(keras.layers.Layer):
+    """[N, H, W, C] -> [N, H, W, 2]: the mean and the max over channels (CBAM's spatial descriptor)."""
+
+    def call(self, inputs):
+        return tf.concat([tf.reduce_mean(inputs, axis=-1, keepdims=True),
+                          tf.reduce_max(inputs, axis=-1, keepdims=True)], axis=-1)
+
+
+def cbam(x, ratio: float, *, name: str, spatial_kernel: int = 7):
+    """Convolutional Block Attention Module: channel attention (a shared MLP over average- and
+    max-pooled features), then spatial attention (a 7x7 conv over channel-wise mean and max)."""
+    filters = x.shape[-1]
+    reduce = keras.layers.Dense(max(1, int(filters * ratio)), activation="relu", name=f"{name}_mlp_reduce")
+    expand = keras.layers.Dense(filters, name=f"{name}_mlp_expand")
+    average = expand(reduce(keras.layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_avg_pool")(x)))
+    maximum = expand(reduce(keras.layers.GlobalMaxPooling2D(keepdims=True, name=f"{name}_max_pool")(x)))
+    channel = keras.layers.Activation("sigmoid", name=f"{name}_channel_gate")(
+        keras.layers.Add(name=f"{name}_channel_sum")([average, maximum]))
+    x = keras.layers.Multiply(name=f"{name}_channel_scale")([x, channel])
+    spatial = keras.layers.Conv2D(1, spatial_kernel, padding="same", activation="sigmoid",
+                                  name=f"{name}_spatial_gate")(ChannelPool(name=f"{name}_spatial_pool")(x))
+    return keras.layers.Multiply(name=f"{name}_spatial_scale")([x, spatial])
+
+
+def depthwise_separable_block(x, filters: int, stride: int, *, attention: str = "se",
+                              attention_ratio: float = 0.25, dilation: int = 1, bn_momentum: float, name: str,
+                              kernel_regularizer=None):
+    """Depthwise 3x3 (dilated) -> BN -> ReLU -> pointwise 1x1 -> BN [-> SE | CBAM] + shortcut -> ReLU."""
     shortcut = x
-    x = keras.layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False, name=f"{name}_dw")(x)
+    x = keras.layers.DepthwiseConv2D(3, strides=stride, dilation_rate=dilation, padding="same", use_bias=False,
+                                     depthwise_regularizer=kernel_regularizer, name=f"{name}_dw")(x)
     x = keras.layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_dw_bn")(x)
     x = keras.layers.ReLU(name=f"{name}_dw_relu")(x)
-    x = keras.layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_pw")(x)
+    x = keras.layers.Conv2D(filters, 1, use_bias=False, kernel_regularizer=kernel_regularizer, name=f"{name}_pw")(x)
     x = keras.layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_pw_bn")(x)
-    if se_ratio:
-        x = squeeze_excite(x, se_ratio, name=f"{name}_se")
+    if attention == "se":
+        x = squeeze_excite(x, attention_ratio, name=f"{name}_se")
+    elif attention == "cbam":
+        x = cbam(x, attention_ratio, name=f"{name}_cbam")
     if stride != 1 or shortcut.shape[-1] != filters:
-        shortcut = keras.layers.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_proj")(shortcut)
+        shortcut = keras.layers.Conv2D(filters, 1, strides=stride, use_bias=False,
+                                       kernel_regularizer=kernel_regularizer, name=f"{name}_proj")(shortcut)
         shortcut = keras.layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_proj_bn")(shortcut)
     x = keras.layers.Add(name=f"{name}_add")([x, shortcut])
     return keras.layers.ReLU(name=f"{name}_out")(x)
 
 
+def classic_block(x, filters: int, stride: int, *, dropout: float, bn_momentum: float, name: str,
+                  kernel_regularizer=None):
+    """Conv 3x3 -> BN -> ReLU [-> MaxPool 2x2 when the stride is 2] -> Dropout."""
+    x = conv_bn_relu(x, filters, bn_momentum=bn_momentum, kernel_regularizer=kernel_regularizer, name=name)
+    if stride == 2:
+        x = keras.layers.MaxPooling2D(2, padding="same", name=f"{name}_pool")(x)
+    return keras.layers.Dropout(dropout, name=f"{name}_dropout")(x) if dropout else x
+
+
 def backbone(inputs, config: ModelConfig):
-    x = conv_bn_relu(inputs, config.stem_filters, bn_momentum=config.bn_momentum, name="stem")
-    for index, (filters, stride) in enumerate(zip(config.stage_filters, config.stage_strides)):
-        x = depthwise_separable_block(x, filters, stride, se_ratio=config.se_ratio,
-                                      bn_momentum=config.bn_momentum, name=f"block{index}")
+    regularizer = config.kernel_regularizer
+    x = conv_bn_relu(inputs, config.stem_filters, bn_momentum=config.bn_momentum, name="stem",
+                     kernel_regularizer=regularizer)
+    for index, (filters, stride, dilation) in enumerate(zip(config.stage_filters, config.stage_strides,
+                                                            config.dilations)):
+        if config.architecture == "classic":
+            x = classic_block(x, filters, stride, dropout=config.block_dropout, bn_momentum=config.bn_momentum,
+                              name=f"block{index}", kernel_regularizer=regularizer)
+        else:
+            x = depthwise_separable_block(x, filters, stride, attention=config.attention,
+                                          attention_ratio=config.attention_ratio, dilation=dilation,
+                                          bn_momentum=config.bn_momentum, name=f"block{index}",
+                                          kernel_regularizer=regularizer)
     return x
 
 
@@ -92,7 +182,8 @@ def build_classifier(config: ModelConfig) -> keras.Model:
     x = backbone(inputs, config)
     x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
     x = keras.layers.Dropout(config.dropout, name="head_dropout")(x)
-    logits = keras.layers.Dense(config.num_classes, name="head_logits")(x)
+    logits = keras.layers.Dense(config.num_classes, kernel_regularizer=config.kernel_regularizer,
+                                dtype="float32", name="head_logits")(x)  # float32 logits under mixed precision
     return keras.Model(inputs, logits, name="image_cnn")
 
 
@@ -103,13 +194,18 @@ def expected_parameter_count(config: ModelConfig) -> int:
     total = 9 * channels * config.stem_filters + batchnorm * config.stem_filters
     channels = config.stem_filters
     for filters, stride in zip(config.stage_filters, config.stage_strides):
+        if config.architecture == "classic":
+            total += 9 * channels * filters + batchnorm * filters        # conv 3x3 + BN
+            channels = filters
+            continue
         total += 9 * channels + batchnorm * channels                 # depthwise + BN
         total += channels * filters + batchnorm * filters            # pointwise + BN
-        if config.se_ratio:
-            squeezed = max(1, int(filters * config.se_ratio))
-            total += filters * squeezed + squeezed + squeezed * filters + filters
+        if config.attention != "none":
+            squeezed = max(1, int(filters * config.attention_ratio))
+            total += filters * squeezed + squeezed + squeezed * filters + filters  # the (shared) MLP
+            if config.attention == "cbam":
+                total += 7 * 7 * 2 + 1                               # spatial gate
         if stride != 1 or channels != filters:
             total += channels * filters + batchnorm * filters        # projection + BN
         channels = filters
     return total + channels * config.num_classes + config.num_classes
-

@@ -79,6 +79,13 @@ def make_dataset(file_patterns: List[str], data_accessor: tfx.components.DataAcc
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
+def optimizer_for(model_config: ModelConfig, learning_rate) -> keras.optimizers.Optimizer:
+    """Adam; AdamW when the model asks for decoupled weight decay (L2 mode lives in the layers)."""
+    if model_config.weight_decay and model_config.weight_decay_mode == "decoupled":
+        return keras.optimizers.AdamW(learning_rate, weight_decay=model_config.weight_decay)
+    return keras.optimizers.Adam(learning_rate)
+
+
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     config: Dict[str, Any] = fn_args.custom_config
     spec = ImageSpec.from_config(config["image"])
@@ -98,10 +105,11 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                            spec, num_train, global_batch, training.augment)
 
     with strategy.scope():
-        model = build_classifier(ModelConfig(input_shape=spec.shape, num_classes=len(label_names)))
+        model_config = ModelConfig(**config.get("model", {}), input_shape=spec.shape, num_classes=len(label_names))
+        model = build_classifier(model_config)
         schedule = keras.optimizers.schedules.CosineDecay(training.learning_rate * replicas,
                                                           decay_steps=steps_per_epoch * training.epochs)
-        model.compile(optimizer=keras.optimizers.Adam(schedule),
+        model.compile(optimizer=optimizer_for(model_config, schedule),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
     model.fit(dataset, epochs=training.epochs, steps_per_epoch=steps_per_epoch, verbose=2,

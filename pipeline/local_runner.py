@@ -36,6 +36,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--image-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"),
                         help="default: ImageSpec's (28 28)")
     parser.add_argument("--channels", type=int, choices=(1, 3), help="default: ImageSpec.channels (1)")
+    parser.add_argument("--architecture", choices=("residual", "classic"),
+                        help="residual: depthwise-separable residual blocks (default); classic: Conv-BN-ReLU-Pool")
+    parser.add_argument("--attention", choices=("se", "cbam", "none"),
+                        help="attention in residual blocks: squeeze-excite (default), CBAM or none")
+    parser.add_argument("--weight-decay", type=float, help="default 0 (off)")
+    parser.add_argument("--weight-decay-mode", choices=("decoupled", "l2"), help="AdamW (default) or L2 in the loss")
     parser.add_argument("--eval-percent", type=int, default=configs.EVAL_PERCENT,
                         help="eval share of a folder without train/ and test/ sub-folders")
     parser.add_argument("--verbose", action="store_true", help="show TensorFlow, Beam and TFX logs")
@@ -117,6 +123,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from tfx import v1 as tfx
     from components.image_example_gen import folder_layout
     from models.preprocessing import ImageSpec
+    from models.model import ModelConfig
     from models.trainer import TrainingConfig
     from pipeline import configs, pipeline, run_summary, schema
 
@@ -135,6 +142,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             serving_dir=os.path.join(args.output_dir, "serving", configs.MODEL_NAME),
             image_spec=ImageSpec(**_given(height=height, width=width, channels=args.channels)),
             training=TrainingConfig(**_given(epochs=args.epochs, batch_size=args.batch_size)),
+            model=ModelConfig(**_given(architecture=args.architecture, attention=args.attention,
+                                       weight_decay=args.weight_decay, weight_decay_mode=args.weight_decay_mode)),
             min_accuracy=args.min_accuracy, eval_percent=args.eval_percent,
             max_class_drift=args.max_class_drift, strict=args.strict,
             **_given(max_image_pixels=args.max_image_pixels),

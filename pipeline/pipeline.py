@@ -12,6 +12,7 @@ from components.image_example_gen.component import ImageFolderExampleGen
 from components.image_example_gen.image_check import DEFAULT_MAX_IMAGE_PIXELS
 from components.validation_gate import DataGate
 from models import features
+from models.model import ModelConfig
 from models.preprocessing import ImageSpec
 from models.trainer import TrainingConfig
 from pipeline import configs, schema
@@ -37,6 +38,7 @@ def eval_config(min_accuracy: float) -> tfma.EvalConfig:
 
 def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: str, serving_dir: str,
                     schema_file: str, image_spec: ImageSpec, training: TrainingConfig, min_accuracy: float,
+                    model: ModelConfig = ModelConfig(),
                     eval_percent: int = configs.EVAL_PERCENT,
                     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
                     max_class_drift: float = configs.MAX_CLASS_DRIFT,
@@ -67,7 +69,8 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: str, s
     trainer = tfx.components.Trainer(
         run_fn=configs.RUN_FN, examples=example_gen.outputs["examples"],
         transform_graph=transform.outputs["transform_graph"], schema=schema_gen.outputs["schema"],
-        custom_config={"image": image_spec.to_config(), "training": dataclasses.asdict(training)})
+        custom_config={"image": image_spec.to_config(), "training": dataclasses.asdict(training),
+                       "model": model.options()})
     evaluator = tfx.components.Evaluator(examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
                                          eval_config=eval_config(min_accuracy))
     pusher = tfx.components.Pusher(

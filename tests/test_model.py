@@ -6,16 +6,41 @@ from models.model import ModelConfig, build_classifier, depthwise_separable_bloc
 import tf_keras as keras
 
 
-@pytest.mark.parametrize("input_shape, strides, se_ratio", [
-    ((28, 28, 1), (1, 2, 1, 2, 1), 0.25),
-    ((32, 48, 3), (2, 2, 2, 1, 1), None),
-    ((64, 64, 3), (1, 1, 1, 1, 1), 0.5),
-])
-def test_classifier_gives_logits_per_class_and_matches_hand_count(input_shape, strides, se_ratio):
-    config = ModelConfig(input_shape=input_shape, num_classes=7, stage_strides=strides, se_ratio=se_ratio)
+@pytest.mark.parametrize("input_shape, options", [
+    ((28, 28, 1), {}),
+    ((32, 48, 3), {"stage_strides": (2, 2, 2, 1, 1), "attention": "none"}),
+    ((64, 64, 3), {"stage_strides": (1, 1, 1, 1, 1), "attention_ratio": 0.5, "stage_dilations": (1, 2, 4, 2, 1)}),
+    ((28, 28, 1), {"attention": "cbam"}),
+    ((32, 32, 3), {"attention": "cbam", "weight_decay": 1e-4, "weight_decay_mode": "l2"}),
+    ((28, 28, 1), {"architecture": "classic"}),
+    ((40, 30, 3), {"architecture": "classic", "stage_filters": (16, 32, 64), "stage_strides": (2, 2, 2)}),
+], ids=["se", "no-attention", "dilated", "cbam", "cbam-l2", "classic", "classic-small"])
+def test_every_variant_gives_logits_per_class_and_matches_hand_count(input_shape, options):
+    config = ModelConfig(input_shape=input_shape, num_classes=7, **options)
     model = build_classifier(config)
     assert model(np.zeros((2,) + input_shape, np.float32)).shape == (2, 7)
     assert model.count_params() == expected_parameter_count(config)
+    assert len(model.losses) == (0 if "l2" not in options.values() else
+                                 sum(1 for layer in model.layers for name in ("kernel_regularizer", "depthwise_regularizer")
+                                     if getattr(layer, name, None) is not None))
+
+
+def test_cbam_parameter_count_by_hand():
+    # CBAM's channel MLP has SE's weights (shared by the average- and max-pooled paths), plus a 7x7
+    # conv with bias over 2 channels per block.
+    config = ModelConfig(attention="cbam")
+    assert expected_parameter_count(config) == 71_794 + 5 * (7 * 7 * 2 + 1) == 72_289
+    assert build_classifier(config).count_params() == 72_289
+
+
+def test_classic_parameter_count_by_hand():
+    stem = 9 * 32 + 4 * 32                                                                     # 416
+    blocks = (9 * 32 * 32 + 128) + (9 * 32 * 64 + 256) + (9 * 64 * 64 + 256) + (9 * 64 * 128 + 512) \
+        + (9 * 128 * 128 + 512)                                                                # 287,360
+    head = 128 * 10 + 10                                                                       # 1,290
+    assert stem + blocks + head == 289_066
+    assert expected_parameter_count(ModelConfig(architecture="classic")) == 289_066
+    assert build_classifier(ModelConfig(architecture="classic")).count_params() == 289_066
 
 
 def test_default_config_parameter_count_is_pinned():
@@ -35,7 +60,7 @@ def test_default_config_parameter_count_is_pinned():
 @pytest.mark.parametrize("stride, filters, expected_shape", [(1, 16, (8, 8, 16)), (2, 32, (4, 4, 32))])
 def test_block_output_shape_and_layer_names(stride, filters, expected_shape):
     inputs = keras.Input((8, 8, 16))
-    outputs = depthwise_separable_block(inputs, filters, stride, se_ratio=0.25, bn_momentum=0.9, name="b")
+    outputs = depthwise_separable_block(inputs, filters, stride, attention="cbam", bn_momentum=0.9, name="b")
     model = keras.Model(inputs, outputs)
     assert outputs.shape[1:] == expected_shape
     assert all(layer.name.startswith("b_") for layer in model.layers[1:])
@@ -44,15 +69,20 @@ def test_block_output_shape_and_layer_names(stride, filters, expected_shape):
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"num_classes": 1}, "num_classes"), ({"stage_strides": (1, 3, 1, 1, 1)}, "stage_strides"),
-    ({"stage_filters": (8,)}, "equal length"), ({"se_ratio": 0}, "se_ratio"),
+    ({"stage_filters": (8,)}, "equal length"), ({"attention_ratio": 0}, "attention_ratio"),
+    ({"architecture": "vgg"}, "architecture"), ({"attention": "transformer"}, "attention"),
+    ({"stage_dilations": (1, 2, 1, 1, 1)}, "stage_dilations"), ({"weight_decay": -1}, "weight_decay"),
+    ({"weight_decay_mode": "l1"}, "weight_decay_mode"), ({"block_dropout": 1.0}, "block_dropout"),
     ({"bn_momentum": 1.0}, "bn_momentum"), ({"input_shape": (28, 28)}, "input_shape")])
 def test_config_rejects_bad_values_naming_them(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ModelConfig(**kwargs)
 
 
-def test_save_and_load_round_trip_gives_the_same_outputs(tmp_path):
-    model = build_classifier(ModelConfig(input_shape=(16, 16, 3), num_classes=4))
+@pytest.mark.parametrize("options", [{}, {"attention": "cbam"}, {"architecture": "classic"}],
+                         ids=["se", "cbam", "classic"])
+def test_save_and_load_round_trip_gives_the_same_outputs(tmp_path, options):
+    model = build_classifier(ModelConfig(input_shape=(16, 16, 3), num_classes=4, **options))
     images = np.random.default_rng(0).normal(size=(3, 16, 16, 3)).astype(np.float32)
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(images, np.array([0, 1, 2]), epochs=1, verbose=0)  # moves BN statistics off their defaults
