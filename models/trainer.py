@@ -1,8 +1,10 @@
 """TFX Trainer entry point (`run_fn`): a thin adapter from FnArgs to the model library."""
 import dataclasses
+import hashlib
+import json
 import math
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Tuple
 
 from absl import logging
 import tensorflow as tf
@@ -25,18 +27,84 @@ CACHE_BYTES = 2 << 30  # decoded training images up to this size stay in memory 
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:
     epochs: int = 20
-    batch_size: int = 32          # per replica; the global batch is this x replicas
-    learning_rate: float = 5e-3   # for one replica; scaled linearly with the replicas
-    augment: bool = True          # small shifts and rotations, training only
-    seed: int = 0                 # weights, shuffling and augmentation
+    batch_size: int = 32              # per replica; the global batch is this x replicas
+    learning_rate: float = 5e-3       # peak, for one replica; scaled linearly with the replicas
+    warmup_epochs: float = 1.0        # linear warm-up from 0 to the peak
+    restarts: int = 2                 # cosine cycles after the warm-up: restarts + 1, each twice the one before
+    label_smoothing: float = 0.1
+    validation_percent: int = 10      # of the training split (by file-name hash), watched by early stopping
+    early_stopping_patience: int = 8  # epochs without a lower validation loss; 0 disables early stopping
+    augment: bool = True              # small shifts and rotations, training only
+    flip: bool = False                # mirror flips: off, since a flip changes what digits and text mean
+    seed: int = 0                     # weights, shuffling and augmentation
 
     def __post_init__(self):
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs!r}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size!r}")
+        for name, low in (("epochs", 1), ("batch_size", 1), ("restarts", 0), ("early_stopping_patience", 0)):
+            if getattr(self, name) < low:
+                raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)!r}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise ValueError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs!r}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        if not 0 <= self.validation_percent <= 50:
+            raise ValueError(f"validation_percent must be from 0 to 50, got {self.validation_percent!r}")
+
+
+@keras.utils.register_keras_serializable(package="image_cnn")
+class WarmupCosineRestarts(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up to peak, then cosine decay with restarts (SGDR): cycles double in length
+    and the last one ends with the training."""
+
+    def __init__(self, peak: float, warmup_steps: int, total_steps: int, restarts: int, alpha: float = 0.01):
+        super().__init__()
+        self.peak, self.warmup_steps, self.total_steps = float(peak), int(warmup_steps), int(total_steps)
+        self.restarts, self.alpha = int(restarts), float(alpha)
+        first_cycle = max(1, round((self.total_steps - self.warmup_steps) / (2 ** (self.restarts + 1) - 1)))
+        self._cosine = keras.optimizers.schedules.CosineDecayRestarts(
+            self.peak, first_decay_steps=first_cycle, t_mul=2.0, m_mul=1.0, alpha=self.alpha)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        warming = self.peak * (step + 1) / max(self.warmup_steps, 1)
+        return tf.where(step < self.warmup_steps, warming, self._cosine(step - self.warmup_steps))
+
+    def get_config(self):
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps,
+                "restarts": self.restarts, "alpha": self.alpha}
+
+
+def smoothed_sparse_crossentropy(num_classes: int, label_smoothing: float):
+    """Cross-entropy from logits on integer labels, with label smoothing (which Keras 2's sparse loss lacks)."""
+    def loss(labels, logits):
+        one_hot = tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), num_classes)
+        return keras.losses.categorical_crossentropy(one_hot, logits, from_logits=True,
+                                                     label_smoothing=label_smoothing)
+    return loss
+
+
+def compile_model(model: keras.Model, model_config: ModelConfig, training: TrainingConfig,
+                  steps_per_epoch: int, replicas: int) -> None:
+    """Optimizer, schedule (peak learning rate x replicas: the linear scaling rule), loss and metric."""
+    schedule = WarmupCosineRestarts(training.learning_rate * replicas,
+                                    warmup_steps=round(training.warmup_epochs * steps_per_epoch),
+                                    total_steps=training.epochs * steps_per_epoch, restarts=training.restarts)
+    model.compile(optimizer=optimizer_for(model_config, schedule),
+                  loss=smoothed_sparse_crossentropy(model_config.num_classes, training.label_smoothing),
+                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+
+
+def fit(model: keras.Model, train: tf.data.Dataset, validation: Optional[tf.data.Dataset], training: TrainingConfig,
+        steps_per_epoch: int, backup_dir: str, log_dir: str, extra_callbacks=()) -> keras.callbacks.History:
+    """Trains with a checkpoint after every epoch in backup_dir: an interrupted fit started again with
+    the same backup_dir resumes after the last finished epoch (and the backup is removed at the end)."""
+    callbacks = [keras.callbacks.BackupAndRestore(backup_dir), keras.callbacks.TensorBoard(log_dir=log_dir)]
+    if validation is not None and training.early_stopping_patience:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=training.early_stopping_patience,
+                                                       restore_best_weights=True, verbose=1))
+    return model.fit(train, epochs=training.epochs, steps_per_epoch=steps_per_epoch, validation_data=validation,
+                     callbacks=callbacks + list(extra_callbacks), verbose=2)
 
 
 def examples_root(split_file_pattern: str) -> str:
@@ -44,39 +112,71 @@ def examples_root(split_file_pattern: str) -> str:
     return os.path.dirname(os.path.dirname(split_file_pattern))
 
 
-def count_examples(file_patterns: List[str]) -> int:
+def _in_validation_slice(filenames: tf.Tensor, validation_percent: int) -> tf.Tensor:
+    """A stable slice of the training split, by a hash of each file's path."""
+    return tf.strings.to_hash_bucket_fast(filenames, 100) < validation_percent
+
+
+def count_examples(file_patterns: List[str], validation_percent: int) -> Tuple[int, int]:
+    """(examples to train on, examples in the validation slice)."""
     files = [f for pattern in file_patterns for f in tf.io.gfile.glob(pattern)]
-    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP")
-    return int(dataset.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
+    filename_spec = {features.FILENAME_KEY: tf.io.FixedLenFeature([], tf.string)}
+    dataset = (tf.data.TFRecordDataset(files, compression_type="GZIP").batch(1024)
+               .map(lambda r: tf.io.parse_example(r, filename_spec)[features.FILENAME_KEY]))
+    total, validation = 0, 0
+    for filenames in dataset:
+        total += int(tf.size(filenames))
+        validation += int(tf.reduce_sum(tf.cast(_in_validation_slice(filenames, validation_percent), tf.int32)))
+    return total - validation, validation
 
 
-def _augmenter() -> keras.Sequential:
-    return keras.Sequential([keras.layers.RandomTranslation(0.1, 0.1, fill_mode="nearest"),
-                             keras.layers.RandomRotation(0.04, fill_mode="nearest")], name="augment")
+def _augmenter(flip: bool) -> keras.Sequential:
+    layers = [keras.layers.RandomTranslation(0.1, 0.1, fill_mode="nearest"),
+              keras.layers.RandomRotation(0.04, fill_mode="nearest")]
+    if flip:
+        layers.append(keras.layers.RandomFlip("horizontal"))
+    return keras.Sequential(layers, name="augment")
 
 
-def make_dataset(file_patterns: List[str], data_accessor: tfx.components.DataAccessor, schema_file: str,
-                 tf_transform_output: tft.TFTransformOutput, spec: ImageSpec, num_examples: int,
-                 batch_size: int, augment: bool) -> tf.data.Dataset:
-    """Raw examples -> the Transform graph (as serving applies it) -> repeated, shuffled (image, label) batches.
+def make_datasets(file_patterns: List[str], data_accessor: tfx.components.DataAccessor, schema_file: str,
+                  tf_transform_output: tft.TFTransformOutput, spec: ImageSpec, counts: Tuple[int, int],
+                  batch_size: int, training: TrainingConfig) -> Tuple[tf.data.Dataset, Optional[tf.data.Dataset]]:
+    """Raw examples -> the Transform graph (as serving applies it) -> (repeated, shuffled, augmented
+    training batches; validation batches, or None when the slice is empty).
 
     Images are decoded once and cached in memory when they fit in CACHE_BYTES; otherwise every epoch
     decodes again.
     """
     schema = tfx.utils.parse_pbtxt_file(schema_file, schema_pb2.Schema())
-    dataset = data_accessor.tf_dataset_factory(
+    raw = data_accessor.tf_dataset_factory(
         file_patterns, tfxio.TensorFlowDatasetOptions(batch_size=batch_size, label_key=features.LABEL_KEY,
                                                       num_epochs=1, shuffle=False), schema)
     tft_layer = tf_transform_output.transform_features_layer()
-    dataset = dataset.map(lambda x, y: (tft_layer(x)[features.IMAGE_XF_KEY], tf.reshape(y, [-1])),
-                          num_parallel_calls=tf.data.AUTOTUNE).unbatch()
-    if num_examples * 4 * spec.height * spec.width * spec.channels <= CACHE_BYTES:
-        dataset = dataset.cache()
-    dataset = dataset.shuffle(min(num_examples, 20_000), reshuffle_each_iteration=True).repeat().batch(batch_size)
-    if augment:
-        augmenter = _augmenter()
-        dataset = dataset.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    examples = raw.map(lambda x, y: (tft_layer(x)[features.IMAGE_XF_KEY], tf.reshape(y, [-1]), _in_validation_slice(
+        tf.reshape(x[features.FILENAME_KEY], [-1]), training.validation_percent)),
+        num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+    cache = sum(counts) * 4 * spec.height * spec.width * spec.channels <= CACHE_BYTES
+
+    def part(validation: bool) -> tf.data.Dataset:
+        selected = examples.filter(lambda image, label, is_validation: is_validation == validation)
+        selected = selected.map(lambda image, label, is_validation: (image, label))
+        return selected.cache() if cache else selected
+
+    train = part(False).shuffle(min(counts[0], 20_000), reshuffle_each_iteration=True).repeat().batch(batch_size)
+    if training.augment:
+        augmenter = _augmenter(training.flip)
+        train = train.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    validation = part(True).batch(batch_size).prefetch(tf.data.AUTOTUNE) if counts[1] else None
+    return train.prefetch(tf.data.AUTOTUNE), validation
+
+
+def checkpoint_dir(root: str, fn_args: tfx.components.FnArgs) -> str:
+    """Where this training's per-epoch checkpoints go: the same for a rerun on the same data (same
+    example files) and settings, so an interrupted Trainer resumes; different otherwise."""
+    files = sorted((os.path.basename(os.path.dirname(f)), os.path.basename(f), tf.io.gfile.stat(f).length)
+                   for pattern in fn_args.train_files + fn_args.eval_files for f in tf.io.gfile.glob(pattern))
+    key = hashlib.sha256(json.dumps([files, fn_args.custom_config], sort_keys=True, default=str).encode())
+    return os.path.join(root, key.hexdigest()[:16])
 
 
 def optimizer_for(model_config: ModelConfig, learning_rate) -> keras.optimizers.Optimizer:
@@ -94,24 +194,22 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
 
     keras.utils.set_random_seed(training.seed)
+    if tf.config.list_logical_devices("GPU"):
+        keras.mixed_precision.set_global_policy("mixed_float16")  # logits stay float32 (see the model's head)
     strategy = training_strategy()
     replicas = strategy.num_replicas_in_sync
     global_batch = training.batch_size * replicas
-    num_train = count_examples(fn_args.train_files)
-    steps_per_epoch = max(1, math.ceil(num_train / global_batch))
-    logging.info("Training on %d examples, %d classes, %s with %d replica(s), global batch %d, %d steps/epoch",
-                 num_train, len(label_names), type(strategy).__name__, replicas, global_batch, steps_per_epoch)
-    dataset = make_dataset(fn_args.train_files, fn_args.data_accessor, fn_args.schema_file, tf_transform_output,
-                           spec, num_train, global_batch, training.augment)
-
+    counts = count_examples(fn_args.train_files, training.validation_percent)
+    steps_per_epoch = max(1, math.ceil(counts[0] / global_batch))
+    logging.info("Training on %d examples (%d held out for early stopping), %d classes, %s with %d replica(s), "
+                 "global batch %d, %d steps/epoch", counts[0], counts[1], len(label_names), type(strategy).__name__,
+                 replicas, global_batch, steps_per_epoch)
+    train, validation = make_datasets(fn_args.train_files, fn_args.data_accessor, fn_args.schema_file,
+                                      tf_transform_output, spec, counts, global_batch, training)
     with strategy.scope():
         model_config = ModelConfig(**config.get("model", {}), input_shape=spec.shape, num_classes=len(label_names))
         model = build_classifier(model_config)
-        schedule = keras.optimizers.schedules.CosineDecay(training.learning_rate * replicas,
-                                                          decay_steps=steps_per_epoch * training.epochs)
-        model.compile(optimizer=optimizer_for(model_config, schedule),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
-    model.fit(dataset, epochs=training.epochs, steps_per_epoch=steps_per_epoch, verbose=2,
-              callbacks=[keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)])
+        compile_model(model, model_config, training, steps_per_epoch, replicas)
+    backup_root = config.get("checkpoint_root") or os.path.join(fn_args.model_run_dir, "checkpoints")
+    fit(model, train, validation, training, steps_per_epoch, checkpoint_dir(backup_root, fn_args), fn_args.model_run_dir)
     export.export_serving_model(model, tf_transform_output, label_names, spec, fn_args.serving_model_dir)

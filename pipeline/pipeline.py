@@ -70,7 +70,8 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: str, s
         run_fn=configs.RUN_FN, examples=example_gen.outputs["examples"],
         transform_graph=transform.outputs["transform_graph"], schema=schema_gen.outputs["schema"],
         custom_config={"image": image_spec.to_config(), "training": dataclasses.asdict(training),
-                       "model": model.options()})
+                       "model": model.options(),
+                       "checkpoint_root": os.path.join(pipeline_root, "Trainer", "checkpoints")})
     evaluator = tfx.components.Evaluator(examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
                                          eval_config=eval_config(min_accuracy))
     pusher = tfx.components.Pusher(
