@@ -15,7 +15,7 @@ from tfx_bsl.public import tfxio
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from models import export, features
-from models.distribution import training_strategy
+from models.distribution import save_on_chief, training_strategy
 from models.labels import read_labels
 from models.model import ModelConfig, build_classifier
 from models.preprocessing import ImageSpec
@@ -187,6 +187,7 @@ def optimizer_for(model_config: ModelConfig, learning_rate) -> keras.optimizers.
 
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
+    strategy = training_strategy()  # first: a multi-worker strategy must exist before other TF ops
     config: Dict[str, Any] = fn_args.custom_config
     spec = ImageSpec.from_config(config["image"])
     training = TrainingConfig(**config["training"])
@@ -196,7 +197,6 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     keras.utils.set_random_seed(training.seed)
     if tf.config.list_logical_devices("GPU"):
         keras.mixed_precision.set_global_policy("mixed_float16")  # logits stay float32 (see the model's head)
-    strategy = training_strategy()
     replicas = strategy.num_replicas_in_sync
     global_batch = training.batch_size * replicas
     counts = count_examples(fn_args.train_files, training.validation_percent)
@@ -212,4 +212,5 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         compile_model(model, model_config, training, steps_per_epoch, replicas)
     backup_root = config.get("checkpoint_root") or os.path.join(fn_args.model_run_dir, "checkpoints")
     fit(model, train, validation, training, steps_per_epoch, checkpoint_dir(backup_root, fn_args), fn_args.model_run_dir)
-    export.export_serving_model(model, tf_transform_output, label_names, spec, fn_args.serving_model_dir)
+    save_on_chief(lambda path: export.export_serving_model(model, tf_transform_output, label_names, spec, path),
+                  fn_args.serving_model_dir)
