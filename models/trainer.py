@@ -4,6 +4,7 @@ import hashlib
 import json
 import math
 import os
+import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from absl import logging
@@ -95,11 +96,43 @@ def compile_model(model: keras.Model, model_config: ModelConfig, training: Train
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
 
 
+THROUGHPUT_FILENAME = "throughput.json"
+
+
+class ThroughputLogger(keras.callbacks.Callback):
+    """Training images per second of every epoch (validation excluded), logged and written to
+    <log_dir>/throughput.json."""
+
+    def __init__(self, global_batch: int, steps_per_epoch: int, log_dir: str):
+        super().__init__()
+        self._images = global_batch * steps_per_epoch
+        self._path = os.path.join(log_dir, THROUGHPUT_FILENAME)
+        self._epochs: List[Dict[str, float]] = []
+        self._started = self._last_batch_end = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._last_batch_end = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = self._last_batch_end - self._started
+        self._epochs.append({"epoch": epoch, "seconds": round(seconds, 3), "images_per_s": round(self._images / seconds, 1)})
+        logging.info("epoch %d: %.1f images/s", epoch, self._images / seconds)
+        tf.io.gfile.makedirs(os.path.dirname(self._path))
+        with tf.io.gfile.GFile(self._path, "w") as f:
+            json.dump(self._epochs, f)
+
+
 def fit(model: keras.Model, train: tf.data.Dataset, validation: Optional[tf.data.Dataset], training: TrainingConfig,
-        steps_per_epoch: int, backup_dir: str, log_dir: str, extra_callbacks=()) -> keras.callbacks.History:
+        steps_per_epoch: int, backup_dir: str, log_dir: str, global_batch: int = 0,
+        extra_callbacks=()) -> keras.callbacks.History:
     """Trains with a checkpoint after every epoch in backup_dir: an interrupted fit started again with
     the same backup_dir resumes after the last finished epoch (and the backup is removed at the end)."""
     callbacks = [keras.callbacks.BackupAndRestore(backup_dir), keras.callbacks.TensorBoard(log_dir=log_dir)]
+    if global_batch:
+        callbacks.append(ThroughputLogger(global_batch, steps_per_epoch, log_dir))
     if validation is not None and training.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=training.early_stopping_patience,
                                                        restore_best_weights=True, verbose=1))
@@ -211,6 +244,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         model = build_classifier(model_config)
         compile_model(model, model_config, training, steps_per_epoch, replicas)
     backup_root = config.get("checkpoint_root") or os.path.join(fn_args.model_run_dir, "checkpoints")
-    fit(model, train, validation, training, steps_per_epoch, checkpoint_dir(backup_root, fn_args), fn_args.model_run_dir)
+    fit(model, train, validation, training, steps_per_epoch, checkpoint_dir(backup_root, fn_args), fn_args.model_run_dir,
+        global_batch=global_batch)
     save_on_chief(lambda path: export.export_serving_model(model, tf_transform_output, label_names, spec, path),
                   fn_args.serving_model_dir)

@@ -1,0 +1,108 @@
+"""Training throughput: the pipeline's Trainer against plain Keras `fit` on in-memory arrays.
+
+    bin/in-env python bench/trainer_vs_keras.py [--epochs 5]
+
+In one invocation, on the embedded sample, same model (the default ModelConfig), same optimizer,
+schedule and loss (trainer.compile_model), same batch of 32:
+- trainer: the real pipeline (LocalDagRunner) whose Trainer reads the examples through the
+  Transform graph in tf.data, with augmentation; its images/s per epoch come from throughput.json;
+- keras: `model.fit` on the decoded, normalized images held in numpy arrays (no input pipeline).
+Epoch 0 (tracing, caching) is left out; the median of the other epochs is compared. Prints the
+ratio (goal >= 0.95) and the achieved FLOP/s as a fraction of the CPU's fp32 peak (goal >= 25 %).
+"""
+import argparse
+import glob
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLE = os.path.join(REPO_ROOT, "data", "mnist-sample")
+sys.path.insert(0, REPO_ROOT)
+
+
+def steady(epochs) -> float:
+    return statistics.median(e["images_per_s"] for e in epochs[1:])
+
+
+def run_trainer(epochs: int, work_dir: str) -> float:
+    subprocess.run([sys.executable, "-m", "pipeline.local_runner", "--output-dir", work_dir, "--epochs", str(epochs),
+                    "--min-accuracy", "0"], check=True, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    path, = glob.glob(os.path.join(work_dir, "pipeline", "Trainer", "model_run", "*", "throughput.json"))
+    with open(path) as f:
+        return steady(json.load(f))
+
+
+def run_keras(epochs: int, work_dir: str) -> float:
+    import numpy as np
+    from PIL import Image
+    import tf_keras as keras
+    from models.model import ModelConfig, build_classifier
+    from models.trainer import THROUGHPUT_FILENAME, ThroughputLogger, TrainingConfig, compile_model
+    paths = sorted(glob.glob(os.path.join(SAMPLE, "train", "*", "*.png")))
+    images = np.stack([np.asarray(Image.open(p), np.float32)[..., None] for p in paths])
+    images = (images - images.mean()) / images.std()
+    labels = np.array([int(os.path.basename(os.path.dirname(p))) for p in paths])
+    training = TrainingConfig(epochs=epochs)
+    config = ModelConfig()
+    steps = -(-len(images) // training.batch_size)
+    keras.utils.set_random_seed(0)
+    model = build_classifier(config)
+    compile_model(model, config, training, steps_per_epoch=steps, replicas=1)
+    model.fit(images, labels, batch_size=training.batch_size, epochs=epochs, shuffle=True, verbose=0,
+              callbacks=[ThroughputLogger(training.batch_size, steps, work_dir)])
+    with open(os.path.join(work_dir, THROUGHPUT_FILENAME)) as f:
+        return steady(json.load(f))
+
+
+def training_flops_per_image() -> float:
+    """3x the forward FLOPs (forward, plus gradients for activations and weights), counted by TF."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+    from models.model import ModelConfig, build_classifier
+    model = build_classifier(ModelConfig())
+    forward = tf.function(lambda x: model(x, training=False)).get_concrete_function(
+        tf.TensorSpec((1, 28, 28, 1), tf.float32))
+    graph = convert_variables_to_constants_v2(forward).graph
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    return 3.0 * tf.compat.v1.profiler.profile(graph, options=options).total_float_ops
+
+
+def cpu_peak_flops() -> float:
+    """cores x clock x fp32 FLOPs per cycle (two FMA units: 32 with AVX2, 64 with AVX-512)."""
+    with open("/proc/cpuinfo") as f:
+        info = f.read()
+    mhz = float(next(line.split(":")[1] for line in info.splitlines() if line.startswith("cpu MHz")))
+    per_cycle = 64 if " avx512f" in info else 32 if " fma" in info else 16
+    return os.cpu_count() * mhz * 1e6 * per_cycle
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--child", choices=("keras",), help=argparse.SUPPRESS)
+    parser.add_argument("--work-dir", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps({"images_per_s": run_keras(args.epochs, args.work_dir)}))
+        return
+    with tempfile.TemporaryDirectory(prefix="trainer-bench-") as tmp:
+        trainer = run_trainer(args.epochs, os.path.join(tmp, "pipeline"))
+        keras_out = subprocess.run([sys.executable, __file__, "--child", "keras", "--epochs", str(args.epochs),
+                                    "--work-dir", tmp], check=True, capture_output=True, text=True).stdout
+        keras_rate = json.loads(keras_out.strip().splitlines()[-1])["images_per_s"]
+    flops, peak = training_flops_per_image(), cpu_peak_flops()
+    print(json.dumps({"trainer_images_per_s": trainer, "keras_images_per_s": keras_rate,
+                      "trainer_over_keras": round(trainer / keras_rate, 2),
+                      "training_mflops_per_image": round(flops / 1e6, 2), "cpu_peak_gflops": round(peak / 1e9, 1),
+                      "trainer_fraction_of_peak": round(trainer * flops / peak, 3),
+                      "keras_fraction_of_peak": round(keras_rate * flops / peak, 3)}))
+
+
+if __name__ == "__main__":
+    main()
