@@ -14,3 +14,4 @@ test: setup
 bench: setup
 	bin/in-env python bench/pipeline_vs_keras.py
 	bin/in-env python bench/ingest_vs_keras.py
+	bin/in-env python bench/trainer_vs_keras.py
