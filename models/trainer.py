@@ -16,7 +16,6 @@ from tfx_bsl.public import tfxio
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from models import export, features
-from models.augment import augmenter
 from models.distribution import save_on_chief, training_strategy
 from models.labels import read_labels
 from models.model import ModelConfig, build_classifier
@@ -164,6 +163,14 @@ def count_examples(file_patterns: List[str], validation_percent: int) -> Tuple[i
     return total - validation, validation
 
 
+def _augmenter(flip: bool) -> keras.Sequential:
+    layers = [keras.layers.RandomTranslation(0.1, 0.1, fill_mode="nearest"),
+              keras.layers.RandomRotation(0.04, fill_mode="nearest")]
+    if flip:
+        layers.append(keras.layers.RandomFlip("horizontal"))
+    return keras.Sequential(layers, name="augment")
+
+
 def make_datasets(file_patterns: List[str], data_accessor: tfx.components.DataAccessor, schema_file: str,
                   tf_transform_output: tft.TFTransformOutput, spec: ImageSpec, counts: Tuple[int, int],
                   batch_size: int, training: TrainingConfig) -> Tuple[tf.data.Dataset, Optional[tf.data.Dataset]]:
@@ -190,8 +197,8 @@ def make_datasets(file_patterns: List[str], data_accessor: tfx.components.DataAc
 
     train = part(False).shuffle(min(counts[0], 20_000), reshuffle_each_iteration=True).repeat().batch(batch_size)
     if training.augment:
-        augment = augmenter(training.flip, seed=training.seed)
-        train = train.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+        augmenter = _augmenter(training.flip)
+        train = train.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
     validation = part(True).batch(batch_size).prefetch(tf.data.AUTOTUNE) if counts[1] else None
     return train.prefetch(tf.data.AUTOTUNE), validation
 
