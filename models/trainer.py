@@ -30,7 +30,7 @@ class TrainingConfig:
     epochs: int = 20
     batch_size: int = 32              # per replica; the global batch is this x replicas
     learning_rate: float = 5e-3       # peak, for one replica; scaled linearly with the replicas
-    warmup_epochs: float = 1.0        # linear warm-up from 0 to the peak
+    warmup_epochs: float = 1.0        # linear warm-up from 0 to the peak (at most half of the training)
     restarts: int = 2                 # cosine cycles after the warm-up: restarts + 1, each twice the one before
     label_smoothing: float = 0.1
     validation_percent: int = 10      # of the training split (by file-name hash), watched by early stopping
@@ -45,8 +45,8 @@ class TrainingConfig:
                 raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)!r}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
-        if not 0 <= self.warmup_epochs < self.epochs:
-            raise ValueError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs!r}")
+        if self.warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs!r}")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
         if not 0 <= self.validation_percent <= 50:
@@ -85,44 +85,20 @@ def smoothed_sparse_crossentropy(num_classes: int, label_smoothing: float):
     return loss
 
 
+def schedule_for(training: TrainingConfig, steps_per_epoch: int, replicas: int) -> WarmupCosineRestarts:
+    """Peak learning rate x replicas (the linear scaling rule); the warm-up takes at most half the training."""
+    total_steps = training.epochs * steps_per_epoch
+    return WarmupCosineRestarts(training.learning_rate * replicas,
+                                warmup_steps=min(round(training.warmup_epochs * steps_per_epoch), total_steps // 2),
+                                total_steps=total_steps, restarts=training.restarts)
+
+
 def compile_model(model: keras.Model, model_config: ModelConfig, training: TrainingConfig,
                   steps_per_epoch: int, replicas: int) -> None:
-    """Optimizer, schedule (peak learning rate x replicas: the linear scaling rule), loss and metric."""
-    schedule = WarmupCosineRestarts(training.learning_rate * replicas,
-                                    warmup_steps=round(training.warmup_epochs * steps_per_epoch),
-                                    total_steps=training.epochs * steps_per_epoch, restarts=training.restarts)
-    model.compile(optimizer=optimizer_for(model_config, schedule),
+    """Optimizer, schedule, loss and metric."""
+    model.compile(optimizer=optimizer_for(model_config, schedule_for(training, steps_per_epoch, replicas)),
                   loss=smoothed_sparse_crossentropy(model_config.num_classes, training.label_smoothing),
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
-
-
-THROUGHPUT_FILENAME = "throughput.json"
-
-
-class ThroughputLogger(keras.callbacks.Callback):
-    """Training images per second of every epoch (validation excluded), logged and written to
-    <log_dir>/throughput.json."""
-
-    def __init__(self, global_batch: int, steps_per_epoch: int, log_dir: str):
-        super().__init__()
-        self._images = global_batch * steps_per_epoch
-        self._path = os.path.join(log_dir, THROUGHPUT_FILENAME)
-        self._epochs: List[Dict[str, float]] = []
-        self._started = self._last_batch_end = 0.0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._started = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        self._last_batch_end = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        seconds = self._last_batch_end - self._started
-        self._epochs.append({"epoch": epoch, "seconds": round(seconds, 3), "images_per_s": round(self._images / seconds, 1)})
-        logging.info("epoch %d: %.1f images/s", epoch, self._images / seconds)
-        tf.io.gfile.makedirs(os.path.dirname(self._path))
-        with tf.io.gfile.GFile(self._path, "w") as f:
-            json.dump(self._epochs, f)
 
 
 def fit(model: keras.Model, train: tf.data.Dataset, validation: Optional[tf.data.Dataset], training: TrainingConfig,

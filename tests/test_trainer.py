@@ -12,7 +12,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from models.model import ModelConfig, build_classifier
-from models.trainer import (TrainingConfig, WarmupCosineRestarts, compile_model, fit,
+from models.trainer import (TrainingConfig, WarmupCosineRestarts, compile_model, fit, schedule_for,
                             smoothed_sparse_crossentropy)
 
 
@@ -28,6 +28,12 @@ def test_schedule_warms_up_then_restarts_in_doubling_cycles_that_end_with_traini
     assert WarmupCosineRestarts(**schedule.get_config()).get_config() == schedule.get_config()
 
 
+def test_the_warm_up_takes_at_most_half_the_training_and_the_peak_scales_with_replicas():
+    assert schedule_for(TrainingConfig(epochs=1), steps_per_epoch=10, replicas=1).warmup_steps == 5
+    schedule = schedule_for(TrainingConfig(epochs=20, learning_rate=1e-3), steps_per_epoch=10, replicas=4)
+    assert (schedule.warmup_steps, schedule.total_steps, schedule.peak) == (10, 200, pytest.approx(4e-3))
+
+
 def test_label_smoothing_loss_matches_the_formula():
     logits = tf.constant([[2.0, 0.0, -1.0]])
     probabilities = tf.nn.softmax(logits).numpy()[0]
@@ -38,7 +44,7 @@ def test_label_smoothing_loss_matches_the_formula():
         pytest.approx(-(target * np.log(probabilities)).sum(), rel=1e-5)
 
 
-@pytest.mark.parametrize("kwargs, message", [({"epochs": 0}, "epochs"), ({"warmup_epochs": 20}, "warmup_epochs"),
+@pytest.mark.parametrize("kwargs, message", [({"epochs": 0}, "epochs"), ({"warmup_epochs": -1}, "warmup_epochs"),
                                              ({"label_smoothing": 1.0}, "label_smoothing"),
                                              ({"validation_percent": 60}, "validation_percent")])
 def test_training_config_rejects_bad_values_naming_them(kwargs, message):
