@@ -101,6 +101,35 @@ def compile_model(model: keras.Model, model_config: ModelConfig, training: Train
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
 
 
+THROUGHPUT_FILENAME = "throughput.json"
+
+
+class ThroughputLogger(keras.callbacks.Callback):
+    """Training images per second of every epoch (validation excluded), logged and written to
+    <log_dir>/throughput.json."""
+
+    def __init__(self, global_batch: int, steps_per_epoch: int, log_dir: str):
+        super().__init__()
+        self._images = global_batch * steps_per_epoch
+        self._path = os.path.join(log_dir, THROUGHPUT_FILENAME)
+        self._epochs: List[Dict[str, float]] = []
+        self._started = self._last_batch_end = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._last_batch_end = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = self._last_batch_end - self._started
+        self._epochs.append({"epoch": epoch, "seconds": round(seconds, 3), "images_per_s": round(self._images / seconds, 1)})
+        logging.info("epoch %d: %.1f images/s", epoch, self._images / seconds)
+        tf.io.gfile.makedirs(os.path.dirname(self._path))
+        with tf.io.gfile.GFile(self._path, "w") as f:
+            json.dump(self._epochs, f)
+
+
 def fit(model: keras.Model, train: tf.data.Dataset, validation: Optional[tf.data.Dataset], training: TrainingConfig,
         steps_per_epoch: int, backup_dir: str, log_dir: str, global_batch: int = 0,
         extra_callbacks=()) -> keras.callbacks.History:

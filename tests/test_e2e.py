@@ -1,4 +1,5 @@
 """End-to-end: the real pipeline (LocalDagRunner, Beam, MLMD on SQLite, TFLite) on a synthetic RGB folder."""
+import glob
 import json
 import os
 
@@ -38,6 +39,10 @@ def test_a_messy_folder_pushes_a_model_that_classifies_held_out_images_then_a_ne
     assert set(summary["stage_seconds"]) >= {"ImageFolderExampleGen", "Transform", "Trainer", "Evaluator", "Pusher"}
     with open(os.path.join(output_dir, "runs", f"{summary['run_id']}.json")) as f:
         assert json.load(f) == summary
+    throughput, = glob.glob(os.path.join(output_dir, "pipeline", "Trainer", "model_run", "*", "throughput.json"))
+    with open(throughput) as f:
+        epochs = json.load(f)
+    assert 1 <= len(epochs) <= 8 and all(e["images_per_s"] > 0 for e in epochs)  # early stopping may end it sooner
 
     version_dir = summary["pushed_paths"]["saved_model"]
     assert os.path.dirname(version_dir) == os.path.join(output_dir, "serving", "image_cnn")
