@@ -144,3 +144,14 @@ def test_component_declares_examples_output_and_hash_split():
 def test_component_rejects_bad_eval_percent(bad):
     with pytest.raises(ValueError, match="eval_percent"):
         ImageFolderExampleGen(input_base="/data", eval_percent=bad)
+
+
+def test_a_file_that_cannot_be_read_is_rejected_with_the_reason_and_the_rest_is_batched(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"x" * 10)
+    (tmp_path / "b.png").write_bytes(b"y" * 10)
+    entries = [folder_layout.Entry(str(tmp_path / name), folder_layout.FILE) for name in ("a.png", "gone.png", "b.png")]
+    unreadable = []
+    batches = list(executor._readable_batches(entries, unreadable, str(tmp_path)))  # pylint: disable=protected-access
+    assert [[(os.path.basename(e.path), data) for e, data in batch] for batch in batches] == [
+        [("a.png", b"x" * 10), ("b.png", b"y" * 10)]]
+    assert unreadable == [{"file": "gone.png", "reason": "cannot read file: No such file or directory"}]

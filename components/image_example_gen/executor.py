@@ -6,7 +6,7 @@ a run-time parameter. Splitting, hashing and writing are inherited from BaseExam
 import collections
 import json
 import os
-from typing import Any, Dict, Iterable, Iterator, List, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Tuple
 
 import apache_beam as beam
 import tensorflow as tf
@@ -66,21 +66,23 @@ def _read(path: str) -> bytes:
         return f.read()
 
 
-def _batches_of_bytes(files: List[folder_layout.Entry]
-                      ) -> Iterator[List[Tuple[folder_layout.Entry, Union[bytes, OSError]]]]:
-    """The files read (or the error reading them), in batches of at most BATCH_BYTES (or one file),
-    so memory stays bounded."""
+def _readable_batches(files: List[folder_layout.Entry], unreadable: List[Dict[str, str]],
+                      root: str) -> Iterator[List[Tuple[folder_layout.Entry, bytes]]]:
+    """The files read, in batches of at most BATCH_BYTES (or one file), so memory stays bounded;
+    a file that cannot be read is added to unreadable with the reason instead."""
     batch, size = [], 0
     for entry in files:
         try:
             data = _read(entry.path)
         except OSError as error:
-            data = error
+            unreadable.append({"file": os.path.relpath(entry.path, root),
+                               "reason": f"cannot read file: {error.strerror or error}"})
+            continue
         if batch and size + len(data) > BATCH_BYTES:
             yield batch
             batch, size = [], 0
         batch.append((entry, data))
-        size += len(data) if isinstance(data, bytes) else 0
+        size += len(data)
     if batch:
         yield batch
 
@@ -99,12 +101,9 @@ class _CheckChunk(beam.DoFn):
         for entry in chunk["entries"]:
             if entry.kind != folder_layout.FILE:
                 report[entry.kind].append({"file": os.path.relpath(entry.path, self._root), "reason": entry.reason})
-        for batch in _batches_of_bytes(files):
-            checked = image_check.check_images([data if isinstance(data, bytes) else b"" for _, data in batch],
-                                               self._max_pixels)
-            for (entry, data), (stored, reason, note) in zip(batch, checked):
-                if isinstance(data, OSError):
-                    reason = f"cannot read file: {data.strerror or data}"
+        for batch in _readable_batches(files, report[REJECTED], self._root):
+            checked = image_check.check_images([data for _, data in batch], self._max_pixels)
+            for (entry, _), (stored, reason, note) in zip(batch, checked):
                 relative = os.path.relpath(entry.path, self._root)
                 if reason:
                     report[REJECTED].append({"file": relative, "reason": reason})
