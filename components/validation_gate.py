@@ -22,6 +22,7 @@ from tfx.types import artifact_utils
 from components.image_example_gen import executor
 
 _LISTED_FILES = 20  # a message names at most this many files; last_run.json has them all
+GENERIC_ACCEPT_COMMAND = "python -m pipeline.schema --schema <schema file> --data-root <data root>"
 
 
 class DataValidationError(RuntimeError):
@@ -62,14 +63,16 @@ def class_balance(previous: Optional[Dict[str, int]], current: Dict[str, int]) -
 
 
 def problems(report: Dict[str, Any], anomalies: Dict[str, List[str]], balance: Dict[str, Any],
-             max_class_drift: float, strict: bool) -> List[str]:
+             max_class_drift: float, strict: bool,
+             accept_command: str = GENERIC_ACCEPT_COMMAND) -> List[str]:
     found = [f"split {split!r} has no usable images ({len(report['rejected'])} file(s) rejected; most common "
              f"reasons: {executor.common_reasons(report)})"
              for split, split_counts in report["accepted"].items() if not sum(split_counts.values())]
     counts = class_counts(report)
     missing = [c for c in report.get("schema_classes", []) if counts.get(c, 0) == 0]
     if missing:
-        found.append(f"class(es) {missing} are in the schema but have no usable images in the data root")
+        found.append(f"class(es) {missing} are in the schema but have no usable images in the data root; "
+                     f"if intended, drop them with: {accept_command}")
     training = report["accepted"][executor.training_split(report)]
     empty = [c for c in report["classes"] if training.get(c, 0) == 0 and c not in missing]
     if empty:
@@ -78,7 +81,7 @@ def problems(report: Dict[str, Any], anomalies: Dict[str, List[str]], balance: D
     found += [f"[{split}] {message}" for split, messages in anomalies.items() for message in messages]
     if report.get("new_classes"):
         found.append(f"class folder(s) {report['new_classes']} are not in the schema; if intended, accept them "
-                     f"with: python -m pipeline.schema --schema <schema file> --data-root <data root>")
+                     f"with: {accept_command}")
     if balance["drift"] is not None and balance["drift"] > max_class_drift:
         worst = max(balance["shares"].items(), key=lambda item: abs(item[1][1] - item[1][0]))
         found.append(f"class balance drifted by {balance['drift']:.3f} (bound {max_class_drift}): class "
@@ -113,12 +116,14 @@ def DataGate(examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artif
              baseline_path: tfx.dsl.components.Parameter[str] = "",
              max_class_drift: tfx.dsl.components.Parameter[float] = 1.0,
              strict: tfx.dsl.components.Parameter[int] = 0,
+             accept_command: tfx.dsl.components.Parameter[str] = "",
              ) -> tfx.dsl.components.OutputDict(class_balance=str):
     report = executor.read_ingest_report(examples.uri)
     found_anomalies = read_anomalies(anomalies.uri, artifact_utils.decode_split_names(anomalies.split_names))
     counts = class_counts(report)
     balance = class_balance(_read_baseline(baseline_path), counts)
-    found = problems(report, found_anomalies, balance, max_class_drift, bool(strict))
+    found = problems(report, found_anomalies, balance, max_class_drift, bool(strict),
+                     accept_command or GENERIC_ACCEPT_COMMAND)
     if found:
         raise DataValidationError("data validation stopped the run before Transform:\n"
                                   + "\n".join(f"  - {line}" for line in found))

@@ -187,9 +187,6 @@ def print_outcome(summary: dict, last_run_path: str) -> None:
         print(f"pushed: {summary['pushed_paths']['saved_model']}")
     if summary["error"]:
         print(f"error: {summary['error']}", file=sys.stderr)
-        if "not in the schema" in summary["error"] or "are in the schema" in summary["error"]:
-            print(f"if the class change is intended: bin/in-env python -m pipeline.schema --schema {summary['schema']} "
-                  f"--data-root {summary['data_root']}", file=sys.stderr)
     print(f"status: {summary['status']} in {summary['wall_seconds']:.0f}s; summary: {last_run_path}")
 
 

@@ -60,7 +60,9 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: str, s
                                                         schema=schema_gen.outputs["schema"])
     data_gate = DataGate(examples=example_gen.outputs["examples"], anomalies=example_validator.outputs["anomalies"],
                          baseline_path=os.path.join(pipeline_root, "DataGate", configs.CLASS_BALANCE_BASELINE),
-                         max_class_drift=max_class_drift, strict=int(strict))
+                         max_class_drift=max_class_drift, strict=int(strict),
+                         accept_command=f"bin/in-env python -m pipeline.schema --schema {schema_file} "
+                                        f"--data-root {data_root}")
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
         preprocessing_fn=configs.PREPROCESSING_FN, materialize=False,
