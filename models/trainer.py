@@ -245,11 +245,10 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     train, validation = make_datasets(fn_args.train_files, fn_args.data_accessor, fn_args.schema_file,
                                       tf_transform_output, spec, counts, global_batch, training)
     with strategy.scope():
-        model_config = ModelConfig(**config.get("model", {}), input_shape=spec.shape, num_classes=len(label_names))
+        model_config = ModelConfig(**config["model"], input_shape=spec.shape, num_classes=len(label_names))
         model = build_classifier(model_config)
         compile_model(model, model_config, training, steps_per_epoch, replicas)
-    backup_root = config.get("checkpoint_root") or os.path.join(fn_args.model_run_dir, "checkpoints")
-    fit(model, train, validation, training, steps_per_epoch, checkpoint_dir(backup_root, fn_args), fn_args.model_run_dir,
-        global_batch=global_batch)
+    fit(model, train, validation, training, steps_per_epoch, checkpoint_dir(config["checkpoint_root"], fn_args),
+        fn_args.model_run_dir, global_batch=global_batch)
     save_on_chief(lambda path: export.export_serving_model(model, tf_transform_output, label_names, spec, path),
                   fn_args.serving_model_dir)
