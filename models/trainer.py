@@ -179,12 +179,7 @@ def _augmenter(flip: bool) -> keras.Sequential:
 def make_datasets(file_patterns: List[str], data_accessor: tfx.components.DataAccessor, schema_file: str,
                   tf_transform_output: tft.TFTransformOutput, spec: ImageSpec, counts: Tuple[int, int],
                   batch_size: int, training: TrainingConfig) -> Tuple[tf.data.Dataset, Optional[tf.data.Dataset]]:
-    """Raw examples -> the Transform graph (as serving applies it) -> (repeated, shuffled, augmented
-    training batches; validation batches, or None when the slice is empty).
-
-    Images are decoded once and cached in memory when they fit in CACHE_BYTES; otherwise every epoch
-    decodes again.
-    """
+    """Raw examples -> the Transform graph (as serving applies it) -> training_batches."""
     schema = tfx.utils.parse_pbtxt_file(schema_file, schema_pb2.Schema())
     raw = data_accessor.tf_dataset_factory(
         file_patterns, tfxio.TensorFlowDatasetOptions(batch_size=batch_size, label_key=features.LABEL_KEY,
@@ -193,14 +188,29 @@ def make_datasets(file_patterns: List[str], data_accessor: tfx.components.DataAc
     examples = raw.map(lambda x, y: (tft_layer(x)[features.IMAGE_XF_KEY], tf.reshape(y, [-1]), _in_validation_slice(
         tf.reshape(x[features.FILENAME_KEY], [-1]), training.validation_percent)),
         num_parallel_calls=tf.data.AUTOTUNE).unbatch()
-    cache = sum(counts) * 4 * spec.height * spec.width * spec.channels <= CACHE_BYTES
+    return training_batches(examples, counts, 4 * spec.height * spec.width * spec.channels, batch_size, training)
+
+
+def training_batches(examples: tf.data.Dataset, counts: Tuple[int, int], image_bytes: int, batch_size: int,
+                     training: TrainingConfig, memory_bytes: int = CACHE_BYTES
+                     ) -> Tuple[tf.data.Dataset, Optional[tf.data.Dataset]]:
+    """(image, label, is_validation) examples, in ExampleGen's order (class by class) -> (repeated,
+    shuffled, augmented training batches; validation batches, or None when the slice is empty).
+
+    Images are decoded once and kept in memory when all fit in memory_bytes, and the shuffle buffer
+    then holds the whole training set; otherwise every epoch decodes again and the buffer holds
+    memory_bytes of images.
+    """
+    cache = sum(counts) * image_bytes <= memory_bytes
 
     def part(validation: bool) -> tf.data.Dataset:
         selected = examples.filter(lambda image, label, is_validation: is_validation == validation)
         selected = selected.map(lambda image, label, is_validation: (image, label))
         return selected.cache() if cache else selected
 
-    train = part(False).shuffle(min(counts[0], 20_000), reshuffle_each_iteration=True).repeat().batch(batch_size)
+    shuffle_buffer = max(1, min(counts[0], memory_bytes // image_bytes))
+    train = part(False).shuffle(shuffle_buffer, seed=training.seed, reshuffle_each_iteration=True)
+    train = train.repeat().batch(batch_size)
     if training.augment:
         augmenter = _augmenter(training.flip)
         train = train.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)

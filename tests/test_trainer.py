@@ -13,7 +13,7 @@ import tf_keras as keras
 
 from models.model import ModelConfig, build_classifier
 from models.trainer import (TrainingConfig, WarmupCosineRestarts, compile_model, fit, schedule_for,
-                            smoothed_sparse_crossentropy)
+                            smoothed_sparse_crossentropy, training_batches)
 
 
 def test_schedule_warms_up_then_restarts_in_doubling_cycles_that_end_with_training():
@@ -71,6 +71,37 @@ class _EpochsRun(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epochs.append(epoch)
+
+
+def _class_sorted_examples(classes: int, per_class: int, validation_every: int):
+    """(image, label, is_validation) in ExampleGen's order: all of class 0, then class 1, ...; each
+    1x1 image holds its example's index."""
+    count = classes * per_class
+    index = np.arange(count)
+    return (tf.data.Dataset.from_tensor_slices((index.astype(np.float32).reshape(count, 1, 1, 1),
+                                                index // per_class, index % validation_every == 0)),
+            (count - len(index[::validation_every]), len(index[::validation_every])))
+
+
+def test_training_batches_mix_every_class_from_the_first_batches_of_a_class_sorted_split():
+    examples, counts = _class_sorted_examples(classes=10, per_class=3000, validation_every=10)
+    training = TrainingConfig(augment=False, seed=0)
+    train, validation = training_batches(examples, counts, image_bytes=4, batch_size=32, training=training)
+    first_labels = np.concatenate([labels.numpy() for _, labels in train.take(10)])
+    assert set(first_labels) == set(range(10)), f"classes in the first 320 examples: {sorted(set(first_labels))}"
+    seen = np.concatenate([images.numpy().ravel() for images, _ in train.take(-(-counts[0] // 32))])[:counts[0]]
+    assert sorted(seen.astype(int)) == [i for i in range(30000) if i % 10], \
+        "one epoch holds every training example once, and no validation example"
+    held_out = np.concatenate([images.numpy().ravel() for images, _ in validation]).astype(int)
+    assert list(held_out) == list(range(0, 30000, 10))
+
+
+def test_training_batches_bound_the_shuffle_buffer_by_memory_when_the_split_does_not_fit():
+    examples, counts = _class_sorted_examples(classes=10, per_class=300, validation_every=10)
+    train, _ = training_batches(examples, counts, image_bytes=4, batch_size=32,
+                                training=TrainingConfig(augment=False), memory_bytes=4 * 100)
+    first_labels = np.concatenate([labels.numpy() for _, labels in train.take(2)])
+    assert set(first_labels) <= {0, 1}, "a 100-image buffer over class-sorted data only reaches the first classes"
 
 
 def _tiny_training(seed=0):
