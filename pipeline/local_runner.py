@@ -31,6 +31,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     # Left unset, training and image settings take the defaults of TrainingConfig and ImageSpec.
     parser.add_argument("--epochs", type=int, help="default: TrainingConfig.epochs (20)")
     parser.add_argument("--batch-size", type=int, help="per replica; default: TrainingConfig.batch_size (32)")
+    parser.add_argument("--learning-rate", type=float,
+                        help="peak, for one replica (x replicas when several); default: TrainingConfig.learning_rate")
     parser.add_argument("--min-accuracy", type=float, default=configs.MIN_ACCURACY,
                         help="eval accuracy a model needs to be blessed and pushed")
     parser.add_argument("--image-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"),
@@ -141,7 +143,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             data_root=args.data_root, schema_file=args.schema,
             serving_dir=os.path.join(args.output_dir, "serving", configs.MODEL_NAME),
             image_spec=ImageSpec(**_given(height=height, width=width, channels=args.channels)),
-            training=TrainingConfig(**_given(epochs=args.epochs, batch_size=args.batch_size)),
+            training=TrainingConfig(**_given(epochs=args.epochs, batch_size=args.batch_size,
+                                             learning_rate=args.learning_rate)),
             model=ModelConfig(**_given(architecture=args.architecture, attention=args.attention,
                                        weight_decay=args.weight_decay, weight_decay_mode=args.weight_decay_mode)),
             min_accuracy=args.min_accuracy, eval_percent=args.eval_percent,
