@@ -9,6 +9,8 @@ NATIVE_VENV="$ENV_DIR/venv"
 MIN_GLIBC=2.39                   # ml-metadata / TFDV 1.21 wheels are manylinux_2_39
 # Keras 2 (tf_keras) everywhere, as in the official TFX 1.21 image; see README "Keras".
 export TF_USE_LEGACY_KERAS=1
+# oneDNN kernels: TensorFlow leaves them off on non-Intel CPUs; ~18 % faster training on this AMD EPYC.
+export TF_ENABLE_ONEDNN_OPTS="${TF_ENABLE_ONEDNN_OPTS:-1}"
 
 # Top-level host folders that stay the root's own; every other one is bind-mounted at the same path.
 SYSTEM_DIRS=" bin boot dev etc lib lib32 lib64 libx32 lost+found proc run sbin sys usr var "

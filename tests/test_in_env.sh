@@ -18,6 +18,7 @@ check "reads host paths unchanged" "hello" "$("$IN_ENV" cat "$scratch/in.txt")"
 "$IN_ENV" sh -c "echo written > '$scratch/out.txt'"
 check "writes host paths unchanged" "written" "$(cat "$scratch/out.txt" 2>/dev/null)"
 check "uses Keras 2 everywhere" "1" "$("$IN_ENV" sh -c 'echo $TF_USE_LEGACY_KERAS')"
+check "turns on oneDNN kernels" "1" "$("$IN_ENV" sh -c 'echo $TF_ENABLE_ONEDNN_OPTS')"
 "$IN_ENV" sh -c 'exit 3'; check "passes the exit code through" "3" "$?"
 ( "$IN_ENV" sh -c 'kill -KILL $$' ) 2>/dev/null; code=$?
 check "a killed command fails" "1" "$([ "$code" -ne 0 ] && echo 1 || echo 0)"
