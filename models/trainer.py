@@ -27,7 +27,7 @@ CACHE_BYTES = 2 << 30  # decoded training images up to this size stay in memory 
 
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:
-    epochs: int = 20
+    epochs: int = 15
     batch_size: int = 32              # per replica; the global batch is this x replicas
     learning_rate: float = 5e-3       # peak, for one replica; scaled linearly with the replicas
     warmup_epochs: float = 1.0        # linear warm-up from 0 to the peak (at most half of the training)
@@ -38,6 +38,7 @@ class TrainingConfig:
     augment: bool = True              # small shifts and rotations, training only
     flip: bool = False                # mirror flips: off, since a flip changes what digits and text mean
     seed: int = 0                     # weights, shuffling and augmentation
+    profile: bool = False             # trace PROFILED_STEPS steps of the second epoch into the TensorBoard logs
 
     def __post_init__(self):
         for name, low in (("epochs", 1), ("batch_size", 1), ("restarts", 0), ("early_stopping_patience", 0)):
@@ -130,12 +131,26 @@ class ThroughputLogger(keras.callbacks.Callback):
             json.dump(self._epochs, f)
 
 
+PROFILED_STEPS = 10
+
+
+def profiled_batches(training: TrainingConfig, steps_per_epoch: int) -> Tuple[int, int]:
+    """Keras' 1-based (first, last) global batch to trace: the second epoch's first steps, after
+    tracing and caching; (0, 0) for none."""
+    if not training.profile:
+        return 0, 0
+    first = steps_per_epoch + 1 if training.epochs > 1 else 1
+    last = min(first + PROFILED_STEPS - 1, training.epochs * steps_per_epoch)
+    return first, last
+
+
 def fit(model: keras.Model, train: tf.data.Dataset, validation: Optional[tf.data.Dataset], training: TrainingConfig,
         steps_per_epoch: int, backup_dir: str, log_dir: str, global_batch: int = 0,
         extra_callbacks=()) -> keras.callbacks.History:
     """Trains with a checkpoint after every epoch in backup_dir: an interrupted fit started again with
     the same backup_dir resumes after the last finished epoch (and the backup is removed at the end)."""
-    callbacks = [keras.callbacks.BackupAndRestore(backup_dir), keras.callbacks.TensorBoard(log_dir=log_dir)]
+    callbacks = [keras.callbacks.BackupAndRestore(backup_dir),
+                 keras.callbacks.TensorBoard(log_dir=log_dir, profile_batch=profiled_batches(training, steps_per_epoch))]
     if global_batch:
         callbacks.append(ThroughputLogger(global_batch, steps_per_epoch, log_dir))
     if validation is not None and training.early_stopping_patience:

@@ -29,8 +29,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--max-image-pixels", type=int,
                         help="images with more pixels are rejected without being decoded (default 25000000)")
     # Left unset, training and image settings take the defaults of TrainingConfig and ImageSpec.
-    parser.add_argument("--epochs", type=int, help="default: TrainingConfig.epochs (20)")
+    parser.add_argument("--epochs", type=int, help="default: TrainingConfig.epochs (15)")
     parser.add_argument("--batch-size", type=int, help="per replica; default: TrainingConfig.batch_size (32)")
+    parser.add_argument("--profile", action="store_true", default=None,
+                        help="trace 10 training steps of the second epoch into the Trainer's TensorBoard logs")
     parser.add_argument("--learning-rate", type=float,
                         help="peak, for one replica (x replicas when several); default: TrainingConfig.learning_rate")
     parser.add_argument("--min-accuracy", type=float, default=configs.MIN_ACCURACY,
@@ -144,7 +146,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             serving_dir=os.path.join(args.output_dir, "serving", configs.MODEL_NAME),
             image_spec=ImageSpec(**_given(height=height, width=width, channels=args.channels)),
             training=TrainingConfig(**_given(epochs=args.epochs, batch_size=args.batch_size,
-                                             learning_rate=args.learning_rate)),
+                                             learning_rate=args.learning_rate, profile=args.profile)),
             model=ModelConfig(**_given(architecture=args.architecture, attention=args.attention,
                                        weight_decay=args.weight_decay, weight_decay_mode=args.weight_decay_mode)),
             min_accuracy=args.min_accuracy, eval_percent=args.eval_percent,

@@ -1,4 +1,6 @@
 """Training pieces: the schedule, the loss, resuming after an interrupt, and parity across replicas."""
+import dataclasses
+import glob
 import json
 import math
 import os
@@ -12,8 +14,8 @@ import tensorflow as tf
 import tf_keras as keras
 
 from models.model import ModelConfig, build_classifier
-from models.trainer import (TrainingConfig, WarmupCosineRestarts, compile_model, fit, schedule_for,
-                            smoothed_sparse_crossentropy, training_batches)
+from models.trainer import (TrainingConfig, WarmupCosineRestarts, compile_model, fit, profiled_batches,
+                            schedule_for, smoothed_sparse_crossentropy, training_batches)
 
 
 def test_schedule_warms_up_then_restarts_in_doubling_cycles_that_end_with_training():
@@ -130,6 +132,16 @@ def test_an_interrupted_training_resumes_after_its_last_finished_epoch(tmp_path)
     assert len(history.history["loss"]) == 2
     assert int(model.optimizer.iterations) == 15, "the optimizer state (step count) was restored too"
     assert not os.path.exists(backup) or not os.listdir(backup), "the backup is removed once training ends"
+
+
+def test_a_profiled_training_leaves_a_trace_of_the_second_epoch_in_its_tensorboard_logs(tmp_path):
+    model, train, training = _tiny_training()
+    training = dataclasses.replace(training, epochs=2, profile=True)
+    assert profiled_batches(training, steps_per_epoch=3) == (4, 6)
+    fit(model, train, None, training, 3, str(tmp_path / "backup"), str(tmp_path / "logs"))
+    traces = glob.glob(str(tmp_path / "logs" / "**" / "*.xplane.pb"), recursive=True)
+    assert len(traces) == 1 and os.path.getsize(traces[0]) > 0
+    assert profiled_batches(dataclasses.replace(training, profile=False), 3) == (0, 0)
 
 
 _PARITY = textwrap.dedent("""
