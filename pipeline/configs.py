@@ -8,7 +8,7 @@ PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
 RUN_FN = "models.trainer.run_fn"
 
 # Image size, channels, epochs and batch size default to models.preprocessing.ImageSpec and
-# models.trainer.TrainingConfig (28x28x1, 20 epochs, 32 per replica); the runners' flags override them.
+# models.trainer.TrainingConfig (28x28x1, 15 epochs, 32 per replica); the runners' flags override them.
 EVAL_PERCENT = 20            # eval share of a flat (not pre-split) folder
 MIN_ACCURACY = 0.9           # absolute bound on eval accuracy for a model to be blessed
 MAX_CLASS_DRIFT = 0.05       # largest change of a class's share of the images since the last accepted run
