@@ -9,8 +9,14 @@ schedule and loss (trainer.compile_model), same batch of 32:
 - keras: `model.fit` on the decoded, normalized images held in numpy arrays (no input pipeline).
 Epoch 0 (tracing, caching) is left out; the median of the other epochs is compared. Prints the
 ratio (goal >= 0.95) and the achieved FLOP/s as a fraction of the CPU's fp32 peak (goal >= 25 %).
+
+The pipeline runs with --profile: the Trainer traces 10 steps of its second epoch into its
+TensorBoard logs, and this prints where those steps spent their time: how long each step waited
+for its batch (the input pipeline starving the model), how busy TensorFlow's compute threads were,
+the CPU time of the input pipeline's threads, and the op kinds that take the most compute time.
 """
 import argparse
+import collections
 import glob
 import json
 import os
@@ -18,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from typing import Dict, List, Tuple
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(REPO_ROOT, "data", "mnist-sample")
@@ -28,13 +35,69 @@ def steady(epochs) -> float:
     return statistics.median(e["images_per_s"] for e in epochs[1:])
 
 
-def run_trainer(epochs: int, work_dir: str) -> float:
+def run_trainer(epochs: int, work_dir: str) -> Tuple[float, str]:
+    """(steady images/s, path of the profiler trace)."""
     subprocess.run([sys.executable, "-m", "pipeline.local_runner", "--output-dir", work_dir, "--epochs", str(epochs),
-                    "--min-accuracy", "0"], check=True, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                    "--min-accuracy", "0", "--profile"], check=True, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
-    path, = glob.glob(os.path.join(work_dir, "pipeline", "Trainer", "model_run", "*", "throughput.json"))
-    with open(path) as f:
-        return steady(json.load(f))
+    model_run, = glob.glob(os.path.join(work_dir, "pipeline", "Trainer", "model_run", "*"))
+    with open(os.path.join(model_run, "throughput.json")) as f:
+        rate = steady(json.load(f))
+    trace, = glob.glob(os.path.join(model_run, "**", "*.xplane.pb"), recursive=True)
+    return rate, trace
+
+
+def _top_level(events) -> List:
+    """Events not nested inside an earlier event of the same thread."""
+    kept, end = [], -1
+    for event in sorted(events, key=lambda e: e.offset_ps):
+        if event.offset_ps >= end:
+            kept.append(event)
+            end = event.offset_ps + event.duration_ps
+    return kept
+
+
+def summarize_trace(path: str, top: int = 8) -> Dict:
+    """Step time, input wait, compute-thread occupancy, input-pipeline CPU time and the top op kinds
+    of a TensorFlow profiler trace (XSpace) of training steps."""
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+    space = xplane_pb2.XSpace()
+    with open(path, "rb") as f:
+        space.ParseFromString(f.read())
+    host, = (plane for plane in space.planes if plane.name == "/host:CPU")
+
+    def events(prefix: str, name=lambda n: True, window=(0, float("inf"))):
+        """(thread, event name, event) of the threads named prefix*, within the window."""
+        return [(line.name, host.event_metadata[e.metadata_id].name, e) for line in host.lines
+                if line.name.startswith(prefix) for e in line.events
+                if name(host.event_metadata[e.metadata_id].name)
+                and window[0] <= line.timestamp_ns * 1000 + e.offset_ps < window[1]]
+
+    # Only the steps traced whole; everything else is counted within their time span.
+    steps = [(line, e) for line in host.lines if line.name == "python" for e in line.events
+             if host.event_metadata[e.metadata_id].name == "train"]
+    start = min(line.timestamp_ns * 1000 + e.offset_ps for line, e in steps)
+    end = max(line.timestamp_ns * 1000 + e.offset_ps + e.duration_ps for line, e in steps)
+    span, window = end - start, (start, end)
+    waits = [e for _, _, e in events("tf_data_iterator_get_next", lambda n: n == "IteratorGetNextOp::DoCompute",
+                                     window)]
+    ops = events("tf_Compute", lambda n: ":" in n and not n.startswith(("ThreadpoolListener", "ExecutorState")),
+                 window=window)
+    compute_threads = {line for line, _, _ in ops}
+    by_kind = collections.Counter()
+    for _, name, event in ops:
+        by_kind[name.split(":")[-1]] += event.duration_ps
+    op_total = sum(by_kind.values())
+    input_lines = collections.defaultdict(list)
+    for line, _, event in events("tf_data_", window=window):
+        input_lines[line].append(event)
+    input_cpu = sum(e.duration_ps for line_events in input_lines.values() for e in _top_level(line_events))
+    return {"steps": len(steps), "ms_per_step": round(span / len(steps) / 1e9, 2),
+            "input_wait_ms_per_step": round(sum(e.duration_ps for e in waits) / len(steps) / 1e9, 3),
+            "compute_threads": len(compute_threads),
+            "compute_thread_occupancy": round(op_total / (len(compute_threads) * span), 3),
+            "input_pipeline_cpu_ms_per_step": round(input_cpu / len(steps) / 1e9, 2),
+            "top_ops": {kind: round(t / op_total, 3) for kind, t in by_kind.most_common(top)}}
 
 
 def run_keras(epochs: int, work_dir: str) -> float:
@@ -92,7 +155,8 @@ def main() -> None:
         print(json.dumps({"images_per_s": run_keras(args.epochs, args.work_dir)}))
         return
     with tempfile.TemporaryDirectory(prefix="trainer-bench-") as tmp:
-        trainer = run_trainer(args.epochs, os.path.join(tmp, "pipeline"))
+        trainer, trace = run_trainer(args.epochs, os.path.join(tmp, "pipeline"))
+        profile = summarize_trace(trace)
         keras_out = subprocess.run([sys.executable, __file__, "--child", "keras", "--epochs", str(args.epochs),
                                     "--work-dir", tmp], check=True, capture_output=True, text=True).stdout
         keras_rate = json.loads(keras_out.strip().splitlines()[-1])["images_per_s"]
@@ -102,6 +166,7 @@ def main() -> None:
                       "training_mflops_per_image": round(flops / 1e6, 2), "cpu_peak_gflops": round(peak / 1e9, 1),
                       "trainer_fraction_of_peak": round(trainer * flops / peak, 3),
                       "keras_fraction_of_peak": round(keras_rate * flops / peak, 3)}))
+    print(json.dumps({"trainer_profile": profile}))
 
 
 if __name__ == "__main__":
