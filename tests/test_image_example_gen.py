@@ -155,3 +155,19 @@ def test_a_file_that_cannot_be_read_is_rejected_with_the_reason_and_the_rest_is_
     assert [[(os.path.basename(e.path), data) for e, data in batch] for batch in batches] == [
         [("a.png", b"x" * 10), ("b.png", b"y" * 10)]]
     assert unreadable == [{"file": "gone.png", "reason": "cannot read file: No such file or directory"}]
+
+
+def test_the_data_fingerprint_covers_every_ingested_file_path_and_contents(tmp_path):
+    files = make_class_folder(str(tmp_path / "data"), per_class=3)
+    (tmp_path / "data" / "red" / "broken.png").write_bytes(b"not an image")  # rejected: not part of the data
+    first = executor.read_ingest_report(_run_executor(str(tmp_path / "data"), str(tmp_path / "out1")).uri)
+    by_hand = executor.combine_fingerprints(
+        executor.file_fingerprint(os.path.relpath(path, tmp_path / "data"), open(path, "rb").read())
+        for paths in files.values() for path in paths)
+    assert first["data_fingerprint"] == f"{by_hand:064x}"
+    assert executor.read_ingest_report(_run_executor(str(tmp_path / "data"), str(tmp_path / "out2")).uri)[
+        "data_fingerprint"] == first["data_fingerprint"], "same files, same fingerprint"
+    moved = files["red"][0]
+    os.rename(moved, os.path.join(tmp_path / "data" / "blue", "moved.png"))
+    assert executor.read_ingest_report(_run_executor(str(tmp_path / "data"), str(tmp_path / "out3")).uri)[
+        "data_fingerprint"] != first["data_fingerprint"], "a file in another class is other data"

@@ -4,6 +4,7 @@ The layout (pre-split or hash-split) is resolved when the executor runs, so the 
 a run-time parameter. Splitting, hashing and writing are inherited from BaseExampleGenExecutor.
 """
 import collections
+import hashlib
 import json
 import os
 from typing import Any, Dict, Iterable, Iterator, List, Tuple
@@ -87,6 +88,20 @@ def _readable_batches(files: List[folder_layout.Entry], unreadable: List[Dict[st
         yield batch
 
 
+_FINGERPRINT_MODULUS = 1 << 256
+
+
+def file_fingerprint(relative_path: str, data: bytes) -> int:
+    """One ingested file's contribution to the data fingerprint: its path and contents."""
+    return int.from_bytes(hashlib.sha256(relative_path.encode() + b"\0" + hashlib.sha256(data).digest()).digest(),
+                          "big")
+
+
+def combine_fingerprints(parts) -> int:
+    """A sum modulo 2^256: the same for the same set of files, in whatever order workers saw them."""
+    return sum(parts) % _FINGERPRINT_MODULUS
+
+
 class _CheckChunk(beam.DoFn):
     """A chunk of entries -> a tf.Example per usable image, and one report line for the chunk."""
 
@@ -97,21 +112,24 @@ class _CheckChunk(beam.DoFn):
     def process(self, chunk: Dict[str, Any]):
         report = {"split": chunk["split"], "class_name": chunk["class_name"], "accepted": 0,
                   REJECTED: [], IGNORED: [], "converted": []}
+        fingerprint = 0
         files = [e for e in chunk["entries"] if e.kind == folder_layout.FILE]
         for entry in chunk["entries"]:
             if entry.kind != folder_layout.FILE:
                 report[entry.kind].append({"file": os.path.relpath(entry.path, self._root), "reason": entry.reason})
         for batch in _readable_batches(files, report[REJECTED], self._root):
             checked = image_check.check_images([data for _, data in batch], self._max_pixels)
-            for (entry, _), (stored, reason, note) in zip(batch, checked):
+            for (entry, data), (stored, reason, note) in zip(batch, checked):
                 relative = os.path.relpath(entry.path, self._root)
                 if reason:
                     report[REJECTED].append({"file": relative, "reason": reason})
                     continue
                 report["accepted"] += 1
+                fingerprint = combine_fingerprints([fingerprint, file_fingerprint(relative, data)])
                 if note:
                     report["converted"].append({"file": relative, "note": note})
                 yield image_example(stored, chunk["label"], chunk["class_name"], relative)
+        report["fingerprint"] = f"{fingerprint:064x}"
         yield beam.pvalue.TaggedOutput(_REPORT, json.dumps(report, sort_keys=True))
 
 
@@ -161,10 +179,12 @@ def summarize_ingest(report_dir: str, layout: folder_layout.FolderLayout,
     for entry in layout.outside_classes:
         listed[entry.kind].append({"split": "", "file": os.path.relpath(entry.path, layout.root),
                                    "reason": entry.reason})
+    fingerprints = []
     for path in sorted(tf.io.gfile.glob(os.path.join(report_dir, "*.jsonl"))):
         with tf.io.gfile.GFile(path) as f:
             for line in f:
                 chunk = json.loads(line)
+                fingerprints.append(int(chunk["fingerprint"], 16))
                 accepted[chunk["split"]][chunk["class_name"]] += chunk["accepted"]
                 listed["converted"] += chunk["converted"]
                 for outcome in (REJECTED, IGNORED):
@@ -181,6 +201,8 @@ def summarize_ingest(report_dir: str, layout: folder_layout.FolderLayout,
         "rejected": sorted(listed[REJECTED], key=lambda r: r["file"]),
         "ignored": sorted(listed[IGNORED], key=lambda r: r["file"]),
         "converted": sorted(listed["converted"], key=lambda r: r["file"]),
+        # sha256 of each ingested file's path and contents, summed modulo 2^256
+        "data_fingerprint": f"{combine_fingerprints(fingerprints):064x}",
     }
 
 
