@@ -4,6 +4,7 @@ Outputs under --output-dir: serving/<model>/<version>/ (pushed models), last_run
 runs/<run id>.json, pipeline/ (every stage's artifacts) and metadata.sqlite (ML Metadata).
 """
 import argparse
+import datetime
 import json
 import logging
 import os
@@ -37,6 +38,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help="peak, for one replica (x replicas when several); default: TrainingConfig.learning_rate")
     parser.add_argument("--min-accuracy", type=float, default=configs.MIN_ACCURACY,
                         help="eval accuracy a model needs to be blessed and pushed")
+    parser.add_argument("--max-accuracy-drop", type=float, default=configs.MAX_ACCURACY_DROP,
+                        help="how far below the champion's accuracy (on this run's eval split) a model may be")
+    parser.add_argument("--min-class-accuracy", type=float, default=0.0,
+                        help="accuracy every class needs (0: no per-class floor)")
     parser.add_argument("--image-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"),
                         help="default: ImageSpec's (28 28)")
     parser.add_argument("--channels", type=int, choices=(1, 3), help="default: ImageSpec.channels (1)")
@@ -104,11 +109,16 @@ def quiet_logs(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.ERROR)
 
 
+def run_filename(run_id: str) -> str:
+    """runs/<this>: the run id without the colons of its time of day."""
+    return run_id.replace(":", "") + ".json"
+
+
 def write_summary(summary: dict, output_dir: str) -> str:
     runs_dir = os.path.join(output_dir, "runs")
     os.makedirs(runs_dir, exist_ok=True)
     text = json.dumps(summary, indent=2, sort_keys=False)
-    with open(os.path.join(runs_dir, f"{summary['run_id']}.json"), "w") as f:
+    with open(os.path.join(runs_dir, run_filename(summary["run_id"])), "w") as f:
         f.write(text)
     last = os.path.join(output_dir, "last_run.json")
     with open(last + ".tmp", "w") as f:
@@ -149,7 +159,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                                              learning_rate=args.learning_rate, profile=args.profile)),
             model=ModelConfig(**_given(architecture=args.architecture, attention=args.attention,
                                        weight_decay=args.weight_decay, weight_decay_mode=args.weight_decay_mode)),
-            min_accuracy=args.min_accuracy, eval_percent=args.eval_percent,
+            min_accuracy=args.min_accuracy, max_accuracy_drop=args.max_accuracy_drop,
+            min_class_accuracy=args.min_class_accuracy, eval_percent=args.eval_percent,
             max_class_drift=args.max_class_drift, strict=args.strict,
             **_given(max_image_pixels=args.max_image_pixels),
             beam_pipeline_args=beam_pipeline_args(),
@@ -159,7 +170,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
 
     started = time.time()
-    run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(started))
     os.makedirs(args.output_dir, exist_ok=True)
     logging.getLogger("absl").addHandler(StageProgress(started))
     print(f"Pipeline {configs.PIPELINE_NAME}: data {args.data_root} -> outputs {args.output_dir}", flush=True)
@@ -168,8 +178,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         tfx.orchestration.LocalDagRunner().run(image_cnn_pipeline)
     except Exception as caught:  # reported in last_run.json and below, then the exit code says failed
         error = caught
-    summary = run_summary.summarize(run_summary.latest_run(metadata_path, configs.PIPELINE_NAME, since=started),
-                                    run_id=run_id, data_root=args.data_root, output_dir=args.output_dir,
+    run_id, nodes = run_summary.latest_run(metadata_path, configs.PIPELINE_NAME, since=started)
+    summary = run_summary.summarize(nodes, run_id=run_id or datetime.datetime.fromtimestamp(started).isoformat(),
+                                    data_root=args.data_root, output_dir=args.output_dir,
                                     schema_file=args.schema,
                                     started=started, error=error)
     summary["wall_seconds"] = round(time.time() - started, 1)

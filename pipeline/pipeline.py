@@ -4,12 +4,12 @@ import os
 from typing import Sequence
 
 import tensorflow_data_validation as tfdv
-import tensorflow_model_analysis as tfma
-from tensorflow_model_analysis.proto import config_pb2  # tfma lists PerSliceMetricThreshold but does not export it
 from tfx import v1 as tfx
 
+from components.evaluation import ChampionEvaluator, ChampionModel, eval_config
 from components.image_example_gen.component import ImageFolderExampleGen
 from components.image_example_gen.image_check import DEFAULT_MAX_IMAGE_PIXELS
+from components.model_pusher import ModelPusher
 from components.validation_gate import DataGate
 from models import features
 from models.model import ModelConfig
@@ -18,27 +18,11 @@ from models.trainer import TrainingConfig
 from pipeline import configs, schema
 
 
-def eval_config(min_accuracy: float) -> tfma.EvalConfig:
-    """Overall and per-class (sliced by class name) accuracy; blessed only at >= min_accuracy."""
-    if not 0 <= min_accuracy <= 1:
-        raise ValueError(f"min_accuracy must be between 0 and 1, got {min_accuracy!r}")
-    return tfma.EvalConfig(
-        model_specs=[tfma.ModelSpec(signature_name="serving_default", label_key=features.LABEL_KEY,
-                                    prediction_key="probabilities")],
-        slicing_specs=[tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=[features.CLASS_NAME_KEY])],
-        metrics_specs=[tfma.MetricsSpec(metrics=[
-            tfma.MetricConfig(class_name="ExampleCount"),
-            tfma.MetricConfig(class_name="SparseCategoricalAccuracy", per_slice_thresholds=[
-                config_pb2.PerSliceMetricThreshold(  # the whole eval split, not each class
-                    slicing_specs=[tfma.SlicingSpec()],
-                    threshold=tfma.MetricThreshold(value_threshold=tfma.GenericValueThreshold(
-                        lower_bound={"value": min_accuracy})))]),
-        ])])
-
-
 def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: str, serving_dir: str,
                     schema_file: str, image_spec: ImageSpec, training: TrainingConfig, min_accuracy: float,
                     model: ModelConfig = ModelConfig(),
+                    max_accuracy_drop: float = configs.MAX_ACCURACY_DROP,
+                    min_class_accuracy: float = 0.0,
                     eval_percent: int = configs.EVAL_PERCENT,
                     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
                     max_class_drift: float = configs.MAX_CLASS_DRIFT,
@@ -48,8 +32,9 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: str, s
                     enable_cache: bool = False) -> tfx.dsl.Pipeline:
     if not 0 <= max_class_drift <= 1:
         raise ValueError(f"max_class_drift must be between 0 and 1, got {max_class_drift!r}")
+    class_names = schema.class_names(schema.load(schema_file))
     example_gen = ImageFolderExampleGen(input_base=data_root, eval_percent=eval_percent,
-                                        known_classes=schema.class_names(schema.load(schema_file)),
+                                        known_classes=class_names,
                                         max_image_pixels=max_image_pixels)
     schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_file)
     statistics_gen = tfx.components.StatisticsGen(
@@ -74,15 +59,24 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: str, s
         custom_config={"image": image_spec.to_config(), "training": dataclasses.asdict(training),
                        "model": model.options(),
                        "checkpoint_root": os.path.join(pipeline_root, "Trainer", "checkpoints")})
-    evaluator = tfx.components.Evaluator(examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
-                                         eval_config=eval_config(min_accuracy))
-    pusher = tfx.components.Pusher(
-        model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
-        push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)))
+    champion = ChampionModel(serving_dir=serving_dir)
+    evaluator = ChampionEvaluator(
+        examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
+        baseline_model=champion.outputs["champion"],
+        eval_config=eval_config(label_key=features.LABEL_KEY, class_key=features.CLASS_NAME_KEY,
+                                num_classes=len(class_names), min_accuracy=min_accuracy,
+                                max_accuracy_drop=max_accuracy_drop, min_class_accuracy=min_class_accuracy)
+    ).with_id("Evaluator")
+    with tfx.dsl.Cond(evaluator.outputs["blessing"].future()[0].custom_property("blessed") == 1):
+        pusher = ModelPusher(
+            model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
+            evaluation=evaluator.outputs["evaluation"], examples=example_gen.outputs["examples"],
+            serving_dir=serving_dir,
+            thresholds={"min_accuracy": min_accuracy, "max_accuracy_drop": max_accuracy_drop,
+                        "min_class_accuracy": min_class_accuracy}).with_id("Pusher")
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name, pipeline_root=pipeline_root,
         components=[example_gen, schema_gen, statistics_gen, example_validator, data_gate, transform,
-                    trainer, evaluator, pusher],
+                    trainer, champion, evaluator, pusher],
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=list(beam_pipeline_args), enable_cache=enable_cache)

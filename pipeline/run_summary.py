@@ -2,15 +2,16 @@
 import datetime
 import json
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import tensorflow as tf
 import tensorflow_data_validation as tfdv
-import tensorflow_model_analysis as tfma
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from components.evaluation import read_evaluation
 from models import features
+from models.labels import read_labels
 
 OUTPUT_EVENTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
 
@@ -26,14 +27,15 @@ def _node_outputs(store: metadata_store.MetadataStore, execution_id: int) -> Dic
     return outputs
 
 
-def latest_run(metadata_path: str, pipeline_name: str, since: float) -> Dict[str, Dict[str, Any]]:
-    """{node id: {'seconds', 'state', 'outputs'}} for the newest run of the pipeline started after `since`
-    (epoch seconds); {} when the run recorded nothing, so an older run is never reported as this one."""
+def latest_run(metadata_path: str, pipeline_name: str, since: float) -> Tuple[Optional[str], Dict[str, Dict[str, Any]]]:
+    """(TFX's pipeline run id, {node id: {'seconds', 'state', 'outputs'}}) for the newest run of the
+    pipeline started after `since` (epoch seconds); (None, {}) when the run recorded nothing, so an
+    older run is never reported as this one."""
     store = metadata_store.MetadataStore(metadata_store_pb2.ConnectionConfig(
         sqlite=metadata_store_pb2.SqliteMetadataSourceConfig(filename_uri=metadata_path)))
     runs = [r for r in store.get_contexts_by_type("pipeline_run") if r.create_time_since_epoch >= since * 1000]
     if not runs:
-        return {}
+        return None, {}
     run = max(runs, key=lambda c: c.create_time_since_epoch)
     run_execution_ids = {e.id for e in store.get_executions_by_context(run.id)}
     nodes = {}
@@ -50,7 +52,7 @@ def latest_run(metadata_path: str, pipeline_name: str, since: float) -> Dict[str
             "state": metadata_store_pb2.Execution.State.Name(execution.last_known_state),
             "outputs": _node_outputs(store, execution.id),
         }
-    return nodes
+    return run.name, nodes
 
 
 def _single(node: Optional[Dict[str, Any]], key: str):
@@ -64,24 +66,6 @@ def _split_counts(statistics) -> Dict[str, int]:
         stats = tfdv.load_stats_binary(os.path.join(statistics.uri, f"Split-{split}", "FeatureStats.pb"))
         counts[split] = int(stats.datasets[0].num_examples)
     return counts
-
-
-def _evaluation(evaluation_uri: str) -> Dict[str, Any]:
-    result = tfma.load_eval_result(evaluation_uri)
-    overall, per_class = None, {}
-    for slice_key, metrics in result.slicing_metrics:
-        values = next(iter(metrics.values()))[""]  # output name "" -> {metric: {"doubleValue": x}}
-        accuracy = values.get("sparse_categorical_accuracy", {}).get("doubleValue")
-        if not slice_key:
-            overall = accuracy
-        else:
-            per_class[slice_key[0][1].decode() if isinstance(slice_key[0][1], bytes) else str(slice_key[0][1])] = accuracy
-    validation = tfma.load_validation_result(evaluation_uri)
-    failures = [f"{f.metric_key.name} = {f.metric_value.double_value.value:.4f}, needs >= "
-                f"{f.metric_threshold.value_threshold.lower_bound.value:.4f}"
-                for v in validation.metric_validations_per_slice for f in v.failures]
-    return {"accuracy": overall, "per_class_accuracy": dict(sorted(per_class.items())),
-            "validation_failures": failures}
 
 
 def summarize(nodes: Dict[str, Dict[str, Any]], *, run_id: str, data_root: str, output_dir: str,
@@ -112,7 +96,8 @@ def summarize(nodes: Dict[str, Dict[str, Any]], *, run_id: str, data_root: str, 
             summary["class_balance"] = json.load(f)
     evaluation = _single(nodes.get("Evaluator"), "evaluation")
     if evaluation is not None:
-        summary["evaluation"] = _evaluation(evaluation.uri)
+        summary["evaluation"] = read_evaluation(
+            evaluation.uri, read_labels(os.path.join(examples.uri, features.LABELS_FILENAME)))
     blessing = _single(nodes.get("Evaluator"), "blessing")
     if blessing is not None:
         summary["blessed"] = blessing.custom_properties["blessed"].int_value == 1

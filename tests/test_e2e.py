@@ -1,5 +1,6 @@
 """End-to-end: the real pipeline (LocalDagRunner, Beam, MLMD on SQLite, TFLite) on a synthetic RGB folder."""
 import glob
+import hashlib
 import json
 import os
 
@@ -7,11 +8,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from components import promotion
 from pipeline import local_runner, score
 from tests.conftest import make_class_folder, write_image
 from tests.odd_files import INGESTED, make_messy_folder
 
 pytestmark = pytest.mark.e2e
+
+
+def _tree_digest(root: str) -> dict:
+    """Every file under root -> sha256 of its bytes."""
+    return {os.path.relpath(os.path.join(d, f), root): hashlib.sha256(open(os.path.join(d, f), "rb").read()).hexdigest()
+            for d, _, files in os.walk(root) for f in files}
 
 
 def test_a_messy_folder_pushes_a_model_that_classifies_held_out_images_then_a_new_class_stops(tmp_path, capsys):
@@ -35,9 +43,15 @@ def test_a_messy_folder_pushes_a_model_that_classifies_held_out_images_then_a_ne
     counts = summary["file_counts"]
     assert counts["seen"] == counts["ingested"] + counts["rejected"] + counts["ignored"] == ingested + len(listed)
     assert summary["class_balance"] == {"drift": None, "shares": {}, "bound": 0.05}  # first run: no baseline
-    assert set(summary["evaluation"]["per_class_accuracy"]) == {"blue", "green", "red"}
+    evaluation = summary["evaluation"]
+    assert set(evaluation["per_class"]) == {"blue", "green", "red"}
+    assert all(set(m) == {"accuracy", "precision", "recall"} for m in evaluation["per_class"].values())
+    matrix = np.array(evaluation["confusion_matrix"])
+    assert matrix.shape == (3, 3) and matrix.sum() == summary["examples_per_split"]["eval"]
+    assert evaluation["accuracy"] == pytest.approx(np.trace(matrix) / matrix.sum(), abs=1e-6)
+    assert evaluation["champion_accuracy"] is None  # first run: judged by the absolute bound alone
     assert set(summary["stage_seconds"]) >= {"ImageFolderExampleGen", "Transform", "Trainer", "Evaluator", "Pusher"}
-    with open(os.path.join(output_dir, "runs", f"{summary['run_id']}.json")) as f:
+    with open(os.path.join(output_dir, "runs", local_runner.run_filename(summary["run_id"]))) as f:
         assert json.load(f) == summary
     throughput, = glob.glob(os.path.join(output_dir, "pipeline", "Trainer", "model_run", "*", "throughput.json"))
     with open(throughput) as f:
@@ -45,7 +59,14 @@ def test_a_messy_folder_pushes_a_model_that_classifies_held_out_images_then_a_ne
     assert 1 <= len(epochs) <= 8 and all(e["images_per_s"] > 0 for e in epochs)  # early stopping may end it sooner
 
     version_dir = summary["pushed_paths"]["saved_model"]
-    assert os.path.dirname(version_dir) == os.path.join(output_dir, "serving", "image_cnn")
+    serving_dir = os.path.join(output_dir, "serving", "image_cnn")
+    assert os.path.dirname(version_dir) == serving_dir
+    assert promotion.champion_dir(serving_dir) == version_dir
+    promoted, = promotion.promotion_log(serving_dir)
+    assert (promoted["action"], promoted["run_id"]) == ("blessed", summary["run_id"])
+    assert promoted["metrics"]["accuracy"] == evaluation["accuracy"]
+    assert promoted["thresholds"] == {"min_accuracy": 0.8, "max_accuracy_drop": 0.01, "min_class_accuracy": 0.0}
+    assert len(promoted["data_fingerprint"]) == 64 and promotion.record(serving_dir, promoted["version"]) == promoted
     with open(os.path.join(version_dir, "labels.txt")) as f:
         assert f.read() == "blue\ngreen\nred\n"
 
@@ -60,6 +81,21 @@ def test_a_messy_folder_pushes_a_model_that_classifies_held_out_images_then_a_ne
     assert scores["images"] == 12
     assert scores["saved_model_accuracy"] == 1.0   # every held-out file classified from its raw bytes
     assert scores["tflite_agreement"] == 1.0       # model.tflite gives the same top-1 on each
+
+    # A worse model on the same data: not blessed, against both bars, and serving/ is left byte for byte.
+    serving_before = _tree_digest(os.path.join(output_dir, "serving"))
+    assert local_runner.main(["--data-root", data_root, "--output-dir", output_dir, "--epochs", "1",
+                              "--batch-size", "8", "--image-size", "32", "32", "--channels", "3",
+                              "--learning-rate", "1e-7", "--min-accuracy", "0.9999"]) == 0
+    capsys.readouterr()
+    with open(os.path.join(output_dir, "last_run.json")) as f:
+        worse = json.load(f)
+    assert worse["status"] == "not_blessed" and not worse["pushed"]
+    assert worse["evaluation"]["champion_accuracy"] == pytest.approx(evaluation["accuracy"], abs=1e-6)
+    absolute, against_champion = worse["evaluation"]["validation_failures"]
+    assert absolute.endswith(f"needs >= 0.9999: short by {0.9999 - worse['evaluation']['accuracy']:.4f}")
+    assert "below the champion's (allowed drop 0.0100)" in against_champion
+    assert _tree_digest(os.path.join(output_dir, "serving")) == serving_before
 
     # The same output dir (its schema now lists blue, green, red) with a new class folder: stopped
     # before Transform, with the class named, and the command that accepts it.
@@ -89,8 +125,9 @@ def test_a_model_below_the_accuracy_bar_is_not_pushed_and_the_reason_is_recorded
     assert exit_code == 0, summary["error"]
     assert summary["status"] == "not_blessed" and not summary["blessed"] and not summary["pushed"]
     assert summary["evaluation"]["accuracy"] < 0.99
+    accuracy = summary["evaluation"]["accuracy"]
     assert summary["evaluation"]["validation_failures"] == [
-        f"sparse_categorical_accuracy = {summary['evaluation']['accuracy']:.4f}, needs >= 0.9900"]
+        f"sparse_categorical_accuracy = {accuracy:.4f}, needs >= 0.9900: short by {0.99 - accuracy:.4f}"]
     assert not os.path.exists(os.path.join(output_dir, "serving"))
     assert "threshold not met: sparse_categorical_accuracy" in capsys.readouterr().out
 

@@ -1,0 +1,149 @@
+"""Model evaluation against absolute bounds and the champion.
+
+- eval_config: TFMA settings. Overall and per-class accuracy (slices by class name), per-class
+  precision and recall, a confusion matrix; blessing needs overall accuracy >= min_accuracy, no
+  more than max_accuracy_drop below the champion's on the same eval split, and optionally every
+  class's accuracy >= min_class_accuracy.
+- ChampionModel: a component that copies the serving folder's champion into a Model artifact, the
+  Evaluator's baseline (open-source Kubeflow cannot run TFX's Resolver, so the lookup is a step of
+  its own). With no champion yet the artifact is empty and marked so.
+- ChampionEvaluator: TFX's Evaluator, except that an empty champion means "no baseline": a first
+  run is judged by the absolute thresholds alone.
+- read_evaluation: the evaluation artifact as plain JSON for run summaries and promotion records.
+"""
+import os
+from typing import Any, Dict, List
+
+import tensorflow_model_analysis as tfma
+from tensorflow_model_analysis.proto import config_pb2  # tfma lists PerSliceMetricThreshold but does not export it
+from tfx import v1 as tfx
+from tfx.components.evaluator import executor as evaluator_executor
+from tfx.dsl.components.base import executor_spec
+from tfx.types import standard_component_specs
+from tfx.utils import io_utils, path_utils
+
+from components import promotion
+
+ACCURACY = "sparse_categorical_accuracy"
+CANDIDATE, BASELINE = "candidate", "champion"
+CHAMPION_VERSION_PROPERTY = "champion_version"  # 0: there is no champion
+
+
+def eval_config(*, label_key: str, class_key: str, num_classes: int, min_accuracy: float,
+                max_accuracy_drop: float, min_class_accuracy: float = 0.0) -> tfma.EvalConfig:
+    for name, value in (("min_accuracy", min_accuracy), ("max_accuracy_drop", max_accuracy_drop),
+                        ("min_class_accuracy", min_class_accuracy)):
+        if not 0 <= value <= 1:
+            raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
+    overall, per_class = tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=[class_key])
+    accuracy_thresholds = [config_pb2.PerSliceMetricThreshold(
+        slicing_specs=[overall], threshold=tfma.MetricThreshold(
+            value_threshold=tfma.GenericValueThreshold(lower_bound={"value": min_accuracy}),
+            change_threshold=tfma.GenericChangeThreshold(direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+                                                         absolute={"value": -max_accuracy_drop})))]
+    if min_class_accuracy:
+        accuracy_thresholds.append(config_pb2.PerSliceMetricThreshold(
+            slicing_specs=[per_class], threshold=tfma.MetricThreshold(
+                value_threshold=tfma.GenericValueThreshold(lower_bound={"value": min_class_accuracy}))))
+    model_spec = dict(signature_name="serving_default", label_key=label_key, prediction_key="probabilities")
+    return tfma.EvalConfig(
+        model_specs=[tfma.ModelSpec(name=CANDIDATE, **model_spec),
+                     tfma.ModelSpec(name=BASELINE, is_baseline=True, **model_spec)],
+        slicing_specs=[overall, per_class],
+        metrics_specs=[tfma.MetricsSpec(metrics=[
+            tfma.MetricConfig(class_name="ExampleCount"),
+            tfma.MetricConfig(class_name="SparseCategoricalAccuracy", per_slice_thresholds=accuracy_thresholds),
+            tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot")])])
+
+
+@tfx.dsl.components.component
+def ChampionModel(champion: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.Model],
+                  serving_dir: tfx.dsl.components.Parameter[str]) -> None:
+    """The serving folder's champion, copied as a Model artifact (empty when there is none)."""
+    source = promotion.champion_dir(serving_dir)
+    version = promotion.champion(serving_dir)["version"] if source else 0
+    if source:
+        io_utils.copy_dir(source, path_utils.serving_model_dir(champion.uri))
+    champion.set_int_custom_property(CHAMPION_VERSION_PROPERTY, version)
+
+
+class _Executor(evaluator_executor.Executor):
+    def Do(self, input_dict, output_dict, exec_properties):
+        baseline = input_dict.get(standard_component_specs.BASELINE_MODEL_KEY) or []
+        if baseline and not baseline[0].get_int_custom_property(CHAMPION_VERSION_PROPERTY):
+            input_dict = {k: v for k, v in input_dict.items() if k != standard_component_specs.BASELINE_MODEL_KEY}
+        super().Do(input_dict, output_dict, exec_properties)
+
+
+class ChampionEvaluator(tfx.components.Evaluator):
+    EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(_Executor)
+
+
+def _slice_name(slice_key) -> str:
+    """() -> "" (overall); ((class_name, b"7"),) -> "7"."""
+    if not slice_key:
+        return ""
+    value = slice_key[0][1]
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _describe(failure, slice_name: str) -> str:
+    """One threshold failure, with the bound and by how much it was missed."""
+    where = f"class {slice_name!r} " if slice_name else ""
+    value = failure.metric_value.double_value.value
+    threshold = failure.metric_threshold
+    if failure.metric_key.is_diff:
+        allowed = threshold.change_threshold.absolute.value
+        return (f"{where}{failure.metric_key.name} is {-value:.4f} below the champion's "
+                f"(allowed drop {-allowed:.4f}): {allowed - value:.4f} too far")
+    bound = threshold.value_threshold.lower_bound.value
+    return f"{where}{failure.metric_key.name} = {value:.4f}, needs >= {bound:.4f}: short by {bound - value:.4f}"
+
+
+def _candidate_result(evaluation_uri: str):
+    """With a champion, the candidate's metrics are under its name; alone, TFMA drops the name."""
+    named = tfma.load_eval_result(evaluation_uri, model_name=CANDIDATE)
+    return named if named.slicing_metrics else tfma.load_eval_result(evaluation_uri)
+
+
+def read_evaluation(evaluation_uri: str, class_names: List[str]) -> Dict[str, Any]:
+    """Overall and per-class metrics of the candidate (accuracy per class slice; top-1 precision and
+    recall from TFMA's confusion matrix), the champion's accuracy when there was one, the confusion
+    matrix (rows: true class, columns: predicted, in class-id order) and every threshold failure."""
+    num_classes = len(class_names)
+    result = _candidate_result(evaluation_uri)
+    summary: Dict[str, Any] = {"accuracy": None, "per_class": {}, "champion_accuracy": None}
+    for slice_key, outputs in result.slicing_metrics:
+        metrics = outputs[""]
+        name = _slice_name(slice_key)
+        top = metrics.get("", {})
+        if name:
+            summary["per_class"].setdefault(name, {})["accuracy"] = top.get(ACCURACY, {}).get("doubleValue")
+            continue
+        summary["accuracy"] = top.get(ACCURACY, {}).get("doubleValue")
+        summary["examples"] = int(top.get("example_count", {}).get("doubleValue", 0))
+        diff = top.get(f"{ACCURACY}_diff", {}).get("doubleValue")
+        if diff is not None:
+            summary["champion_accuracy"] = summary["accuracy"] - diff
+    matrix = _confusion_matrix(result, num_classes)
+    summary["confusion_matrix"] = matrix
+    for class_id, (name, row) in enumerate(zip(class_names, matrix)):
+        predicted = sum(r[class_id] for r in matrix)
+        summary["per_class"].setdefault(name, {}).update(
+            precision=row[class_id] / predicted if predicted else None,
+            recall=row[class_id] / sum(row) if sum(row) else None)
+    validation = tfma.load_validation_result(evaluation_uri)
+    summary["validation_failures"] = [_describe(failure, _slice_name(tfma.slicer.deserialize_slice_key(v.slice_key)))
+                                      for v in validation.metric_validations_per_slice for failure in v.failures]
+    return summary
+
+
+def _confusion_matrix(result, num_classes: int) -> List[List[int]]:
+    grid = [[0] * num_classes for _ in range(num_classes)]
+    for slice_key, plots in result.plots or []:
+        if slice_key:
+            continue
+        matrix = plots.get("", {}).get("", {}).get("multiClassConfusionMatrixAtThresholds", {})
+        for entry in matrix.get("matrices", [{}])[0].get("entries", []):  # zero ids are left out
+            grid[entry.get("actualClassId", 0)][entry.get("predictedClassId", 0)] = int(entry["numWeightedExamples"])
+    return grid

@@ -1,0 +1,72 @@
+"""ModelPusher: publishes a blessed model as a new serving version, the champion, with a promotion
+record (components/promotion.py). The pipeline runs it only for a blessed model (a tfx.dsl.Cond);
+it refuses an unblessed one all the same.
+"""
+import json
+import os
+from typing import Any, Dict, List
+
+from tfx import types
+from tfx.dsl.components.base import base_component, base_executor, executor_spec
+from tfx.types import artifact_utils, standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ExecutionParameter
+from tfx.utils import io_utils, path_utils
+
+from components import promotion
+from components.evaluation import read_evaluation
+from components.image_example_gen import executor as example_gen_executor
+from models import features
+from models.labels import read_labels
+
+PUSHED_PROPERTY, VERSION_PROPERTY, DESTINATION_PROPERTY = "pushed", "pushed_version", "pushed_destination"
+
+
+class ModelPusherSpec(types.ComponentSpec):
+    PARAMETERS = {
+        "serving_dir": ExecutionParameter(type=str),
+        "thresholds": ExecutionParameter(type=str),  # JSON, recorded with the promotion
+    }
+    INPUTS = {
+        "model": ChannelParameter(type=standard_artifacts.Model),
+        "model_blessing": ChannelParameter(type=standard_artifacts.ModelBlessing),
+        "evaluation": ChannelParameter(type=standard_artifacts.ModelEvaluation),
+        "examples": ChannelParameter(type=standard_artifacts.Examples),
+    }
+    OUTPUTS = {"pushed_model": ChannelParameter(type=standard_artifacts.PushedModel)}
+
+
+class Executor(base_executor.BaseExecutor):
+    def Do(self, input_dict: Dict[str, List[types.Artifact]], output_dict: Dict[str, List[types.Artifact]],
+           exec_properties: Dict[str, Any]) -> None:
+        blessing = artifact_utils.get_single_instance(input_dict["model_blessing"])
+        if blessing.get_int_custom_property("blessed") != 1:
+            raise RuntimeError("refusing to push a model the Evaluator did not bless")
+        model = artifact_utils.get_single_instance(input_dict["model"])
+        examples = artifact_utils.get_single_instance(input_dict["examples"])
+        evaluation = read_evaluation(artifact_utils.get_single_instance(input_dict["evaluation"]).uri,
+                                     read_labels(os.path.join(examples.uri, features.LABELS_FILENAME)))
+        entry = {"action": "blessed", "run_id": self._context.pipeline_run_id if self._context else None,
+                 "metrics": {key: evaluation[key] for key in ("accuracy", "champion_accuracy", "examples", "per_class")},
+                 "thresholds": json.loads(exec_properties["thresholds"]),
+                 "data_fingerprint": example_gen_executor.read_ingest_report(examples.uri)["data_fingerprint"],
+                 "model_uri": model.uri}
+        serving_dir = exec_properties["serving_dir"]
+        version = promotion.publish(serving_dir, lambda staging: io_utils.copy_dir(
+            path_utils.serving_model_path(model.uri, path_utils.is_old_model_artifact(model)), staging), entry)
+        pushed = artifact_utils.get_single_instance(output_dict["pushed_model"])
+        pushed.set_int_custom_property(PUSHED_PROPERTY, 1)
+        pushed.set_int_custom_property(VERSION_PROPERTY, version)
+        pushed.set_string_custom_property(DESTINATION_PROPERTY, promotion.version_dir(serving_dir, version))
+
+
+class ModelPusher(base_component.BaseComponent):
+    SPEC_CLASS = ModelPusherSpec
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
+
+    def __init__(self, *, model: types.BaseChannel, model_blessing: types.BaseChannel,
+                 evaluation: types.BaseChannel, examples: types.BaseChannel, serving_dir: str,
+                 thresholds: Dict[str, float]):
+        super().__init__(spec=ModelPusherSpec(
+            model=model, model_blessing=model_blessing, evaluation=evaluation, examples=examples,
+            serving_dir=serving_dir, thresholds=json.dumps(thresholds, sort_keys=True),
+            pushed_model=types.Channel(type=standard_artifacts.PushedModel)))
