@@ -21,6 +21,16 @@ from models.labels import read_labels
 PUSHED_PROPERTY, VERSION_PROPERTY, DESTINATION_PROPERTY = "pushed", "pushed_version", "pushed_destination"
 
 
+def serving_model_path(model_uri: str) -> str:
+    """Where the Trainer wrote the SavedModel of the Model artifact at model_uri."""
+    return path_utils.serving_model_path(model_uri)
+
+
+def publish_model(serving_dir: str, model_path: str, entry: Dict[str, Any]) -> int:
+    """A trained model's serving folder as a new version and champion (see components.promotion)."""
+    return promotion.publish(serving_dir, lambda staging: io_utils.copy_dir(model_path, staging), entry)
+
+
 class ModelPusherSpec(types.ComponentSpec):
     PARAMETERS = {
         "serving_dir": ExecutionParameter(type=str),
@@ -49,10 +59,9 @@ class Executor(base_executor.BaseExecutor):
                  "metrics": {key: evaluation[key] for key in ("accuracy", "champion_accuracy", "examples", "per_class")},
                  "thresholds": json.loads(exec_properties["thresholds"]),
                  "data_fingerprint": example_gen_executor.read_ingest_report(examples.uri)["data_fingerprint"],
-                 "model_uri": model.uri}
+                 "trained_model": serving_model_path(model.uri)}
         serving_dir = exec_properties["serving_dir"]
-        version = promotion.publish(serving_dir, lambda staging: io_utils.copy_dir(
-            path_utils.serving_model_path(model.uri, path_utils.is_old_model_artifact(model)), staging), entry)
+        version = publish_model(serving_dir, serving_model_path(model.uri), entry)
         pushed = artifact_utils.get_single_instance(output_dict["pushed_model"])
         pushed.set_int_custom_property(PUSHED_PROPERTY, 1)
         pushed.set_int_custom_property(VERSION_PROPERTY, version)

@@ -13,6 +13,13 @@ import time
 from typing import List, Optional
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_OUTPUT_DIR = os.path.join(REPO_ROOT, "outputs")
+
+
+def serving_dir_of(output_dir: str) -> str:
+    """The pushed model's folder: versions, champion.json, promotions.jsonl."""
+    from pipeline import configs
+    return os.path.join(output_dir, "serving", configs.MODEL_NAME)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -20,7 +27,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pipeline.local_runner", description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", default=os.path.join(REPO_ROOT, "data", "mnist-sample"),
                         help="image folder: <root>/<class>/* or <root>/train/<class>/* + <root>/test/<class>/*")
-    parser.add_argument("--output-dir", default=os.path.join(REPO_ROOT, "outputs"))
+    parser.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR)
     parser.add_argument("--schema", help="curated schema to validate against; default: schemas/mnist-sample.pbtxt "
                                          "for the embedded data, else <output-dir>/schema.pbtxt, created by "
                                          "the first run from the folder's classes")
@@ -153,7 +160,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             pipeline_name=configs.PIPELINE_NAME,
             pipeline_root=os.path.join(args.output_dir, "pipeline"),
             data_root=args.data_root, schema_file=args.schema,
-            serving_dir=os.path.join(args.output_dir, "serving", configs.MODEL_NAME),
+            serving_dir=serving_dir_of(args.output_dir),
             image_spec=ImageSpec(**_given(height=height, width=width, channels=args.channels)),
             training=TrainingConfig(**_given(epochs=args.epochs, batch_size=args.batch_size,
                                              learning_rate=args.learning_rate, profile=args.profile)),

@@ -10,6 +10,7 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from components.evaluation import read_evaluation
+from components.model_pusher import serving_model_path
 from models import features
 from models.labels import read_labels
 
@@ -84,7 +85,8 @@ def summarize(nodes: Dict[str, Dict[str, Any]], *, run_id: str, data_root: str, 
         if tf.io.gfile.exists(report_path):
             with tf.io.gfile.GFile(report_path) as f:
                 report = json.load(f)
-            summary.update(classes=report["classes"], layout=report["layout"], file_counts=report["counts"],
+            summary.update(classes=report["classes"], layout=report["layout"],
+                           data_fingerprint=report["data_fingerprint"], file_counts=report["counts"],
                            ingested_per_class=report["accepted"], rejected_files=report["rejected"],
                            ignored_files=report["ignored"], converted_files=report["converted"])
     statistics = _single(nodes.get("StatisticsGen"), "statistics")
@@ -94,6 +96,9 @@ def summarize(nodes: Dict[str, Dict[str, Any]], *, run_id: str, data_root: str, 
     if class_balance is not None:
         with tf.io.gfile.GFile(class_balance.uri) as f:  # a value artifact: the uri is the file
             summary["class_balance"] = json.load(f)
+    model = _single(nodes.get("Trainer"), "model")
+    if model is not None:
+        summary["trained_model"] = serving_model_path(model.uri)  # what `pipeline.promote force` publishes
     evaluation = _single(nodes.get("Evaluator"), "evaluation")
     if evaluation is not None:
         summary["evaluation"] = read_evaluation(

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from components import promotion
-from pipeline import local_runner, score
+from pipeline import local_runner, promote, score
 from tests.conftest import make_class_folder, write_image
 from tests.odd_files import INGESTED, make_messy_folder
 
@@ -96,6 +96,18 @@ def test_a_messy_folder_pushes_a_model_that_classifies_held_out_images_then_a_ne
     assert absolute.endswith(f"needs >= 0.9999: short by {0.9999 - worse['evaluation']['accuracy']:.4f}")
     assert "below the champion's (allowed drop 0.0100)" in against_champion
     assert _tree_digest(os.path.join(output_dir, "serving")) == serving_before
+
+    # An operator forces that run's model out anyway, then rolls back to the blessed one.
+    assert promote.main(["--output-dir", output_dir, "force", "--run", worse["run_id"], "--reason", "drill"]) == 0
+    assert promote.main(["--output-dir", output_dir, "rollback", "--to", str(promoted["version"])]) == 0
+    capsys.readouterr()
+    blessed, forced, rolled_back = promotion.promotion_log(serving_dir)
+    assert (forced["action"], forced["run_id"], forced["reason"]) == ("forced", worse["run_id"], "drill")
+    assert (rolled_back["action"], rolled_back["source_version"]) == ("rollback", blessed["version"])
+    assert promotion.champion(serving_dir)["version"] == rolled_back["version"]
+    def model_files(folder):
+        return {name: digest for name, digest in _tree_digest(folder).items() if name != "promotion.json"}
+    assert model_files(promotion.champion_dir(serving_dir)) == model_files(version_dir)
 
     # The same output dir (its schema now lists blue, green, red) with a new class folder: stopped
     # before Transform, with the class named, and the command that accepts it.
