@@ -86,20 +86,27 @@ def _given(**values):
 
 
 class StageProgress(logging.Handler):
-    """Turns the orchestrator's 'Component X is running/finished' logs into one line per stage."""
+    """Turns the orchestrator's 'Component X is running/finished' logs into one line per stage; a
+    stage its condition skipped (the Pusher of an unblessed model) says so."""
 
     def __init__(self, run_started: float):
         super().__init__(logging.INFO)
         self._run_started = run_started
         self._stage_started = {}
+        self._skipped = set()
 
     def emit(self, record: logging.LogRecord) -> None:
+        if record.msg == "Skipping execution for %s":
+            self._skipped.add(record.args[0])
+            return
         if record.msg not in ("Component %s is running.", "Component %s is finished."):
             return
         stage, now = record.args[0], time.time()
         if record.msg.endswith("running."):
             self._stage_started[stage] = now
             print(f"[{now - self._run_started:7.1f}s] {stage} started", flush=True)
+        elif stage in self._skipped:
+            print(f"[{now - self._run_started:7.1f}s] {stage} skipped (its condition was not met)", flush=True)
         else:
             took = now - self._stage_started.get(stage, now)
             print(f"[{now - self._run_started:7.1f}s] {stage} finished in {took:.1f}s", flush=True)

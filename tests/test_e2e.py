@@ -141,7 +141,9 @@ def test_a_model_below_the_accuracy_bar_is_not_pushed_and_the_reason_is_recorded
     assert summary["evaluation"]["validation_failures"] == [
         f"sparse_categorical_accuracy = {accuracy:.4f}, needs >= 0.9900: short by {0.99 - accuracy:.4f}"]
     assert not os.path.exists(os.path.join(output_dir, "serving"))
-    assert "threshold not met: sparse_categorical_accuracy" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "threshold not met: sparse_categorical_accuracy" in out
+    assert "Pusher skipped (its condition was not met)" in out and "Pusher finished" not in out
 
 
 def test_missing_data_root_fails_fast_with_one_clear_message(tmp_path, capsys):
