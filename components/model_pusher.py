@@ -14,7 +14,6 @@ from tfx.utils import io_utils, path_utils
 
 from components import promotion
 from components.evaluation import read_evaluation
-from components.image_example_gen import executor as example_gen_executor
 from models import features
 from models.labels import read_labels
 
@@ -58,7 +57,7 @@ class Executor(base_executor.BaseExecutor):
         entry = {"action": "blessed", "run_id": self._context.pipeline_run_id if self._context else None,
                  "metrics": {key: evaluation[key] for key in ("accuracy", "champion_accuracy", "examples", "per_class")},
                  "thresholds": json.loads(exec_properties["thresholds"]),
-                 "data_fingerprint": example_gen_executor.read_ingest_report(examples.uri)["data_fingerprint"],
+                 "data_fingerprint": features.read_ingest_report(examples.uri)["data_fingerprint"],
                  "trained_model": serving_model_path(model.uri)}
         serving_dir = exec_properties["serving_dir"]
         version = publish_model(serving_dir, serving_model_path(model.uri), entry)

@@ -20,6 +20,7 @@ from tfx import v1 as tfx
 from tfx.types import artifact_utils
 
 from components.image_example_gen import executor
+from models import features
 
 _LISTED_FILES = 20  # a message names at most this many files; last_run.json has them all
 GENERIC_ACCEPT_COMMAND = "python -m pipeline.schema --schema <schema file> --data-root <data root>"
@@ -118,7 +119,7 @@ def DataGate(examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artif
              strict: tfx.dsl.components.Parameter[int] = 0,
              accept_command: tfx.dsl.components.Parameter[str] = "",
              ) -> tfx.dsl.components.OutputDict(class_balance=str):
-    report = executor.read_ingest_report(examples.uri)
+    report = features.read_ingest_report(examples.uri)
     found_anomalies = read_anomalies(anomalies.uri, artifact_utils.decode_split_names(anomalies.split_names))
     counts = class_counts(report)
     balance = class_balance(_read_baseline(baseline_path), counts)

@@ -234,11 +234,11 @@ def training_batches(examples: tf.data.Dataset, counts: Tuple[int, int], image_b
 
 
 def checkpoint_dir(root: str, fn_args: tfx.components.FnArgs) -> str:
-    """Where this training's per-epoch checkpoints go: the same for a rerun on the same data (same
-    example files) and settings, so an interrupted Trainer resumes; different otherwise."""
-    files = sorted((os.path.basename(os.path.dirname(f)), os.path.basename(f), tf.io.gfile.stat(f).length)
-                   for pattern in fn_args.train_files + fn_args.eval_files for f in tf.io.gfile.glob(pattern))
-    key = hashlib.sha256(json.dumps([files, fn_args.custom_config], sort_keys=True, default=str).encode())
+    """Where this training's per-epoch checkpoints go: the same for a rerun on the same data (the
+    ingested files' fingerprint) and settings, so an interrupted Trainer resumes; different otherwise.
+    (The example files themselves differ between runs: Beam writes them in no fixed order.)"""
+    fingerprint = features.read_ingest_report(examples_root(fn_args.train_files[0]))["data_fingerprint"]
+    key = hashlib.sha256(json.dumps([fingerprint, fn_args.custom_config], sort_keys=True, default=str).encode())
     return os.path.join(root, key.hexdigest()[:16])
 
 

@@ -3,6 +3,11 @@ import glob
 import hashlib
 import json
 import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -178,3 +183,49 @@ def test_data_that_must_not_reach_training_stops_before_transform_and_keeps_the_
     assert summary["status"] == "failed" and expected in summary["error"]
     assert "DataGate" in summary["stage_seconds"] and "Transform" not in summary["stage_seconds"]
     assert summary["file_counts"]["rejected"] == len(summary["rejected_files"]) > 0
+
+
+def test_a_run_killed_in_the_trainer_resumes_when_rerun_and_serving_never_shows_a_partial_version(tmp_path):
+    data_root, output_dir = str(tmp_path / "data"), str(tmp_path / "out")
+    make_class_folder(data_root, per_class=30)
+    command = [sys.executable, "-m", "pipeline.local_runner", "--data-root", data_root, "--output-dir", output_dir,
+               "--epochs", "40", "--batch-size", "8", "--image-size", "32", "32", "--channels", "3",
+               "--min-accuracy", "0.5"]
+    serving_dir = local_runner.serving_dir_of(output_dir)
+    partial, watching = [], threading.Event()
+
+    def watch_serving():  # what a model server polling the folder would see
+        while not watching.is_set():
+            for version in promotion.versions(serving_dir):
+                folder = promotion.version_dir(serving_dir, version)
+                if not {"saved_model.pb", "promotion.json", "labels.txt"} <= set(os.listdir(folder)):
+                    partial.append(sorted(os.listdir(folder)))
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch_serving)
+    watcher.start()
+    try:
+        first = subprocess.Popen(command, cwd=local_runner.REPO_ROOT, start_new_session=True,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        checkpoints = os.path.join(output_dir, "pipeline", "Trainer", "checkpoints", "*", "**", "*.index")
+        deadline = time.time() + 600
+        while not glob.glob(checkpoints, recursive=True) and first.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert first.poll() is None, "the run ended before an epoch was checkpointed"
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+        assert promotion.versions(serving_dir) == []
+
+        rerun = subprocess.run(command, cwd=local_runner.REPO_ROOT, capture_output=True, text=True, timeout=900)
+    finally:
+        watching.set()
+        watcher.join()
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    with open(os.path.join(output_dir, "last_run.json")) as f:
+        summary = json.load(f)
+    assert summary["status"] == "pushed"
+    throughputs = sorted(glob.glob(os.path.join(output_dir, "pipeline", "Trainer", "model_run", "*",
+                                                "throughput.json")), key=os.path.getmtime)
+    with open(throughputs[-1]) as f:
+        assert json.load(f)[0]["epoch"] >= 1, "the rerun resumed after the checkpointed epoch"
+    assert len(promotion.versions(serving_dir)) == 1 and partial == []

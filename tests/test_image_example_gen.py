@@ -96,7 +96,7 @@ def test_executor_hash_splits_a_flat_folder_deterministically(tmp_path):
 def test_executor_accounts_for_every_file_of_a_messy_folder(tmp_path):
     expected = make_messy_folder(str(tmp_path / "data"), per_class=8)
     _run_executor(str(tmp_path / "data"), str(tmp_path / "out"))
-    report = executor.read_ingest_report(str(tmp_path / "out"))
+    report = features.read_ingest_report(str(tmp_path / "out"))
     listed = {e["file"]: (outcome, e["reason"]) for outcome in ("rejected", "ignored") for e in report[outcome]}
     for path, (outcome, reason) in expected.items():
         if outcome == INGESTED:
@@ -122,7 +122,7 @@ def test_executor_numbers_classes_as_the_schema_does_even_a_missing_one_and_writ
     _run_executor(str(tmp_path / "data"), str(tmp_path / "out"), known_classes=["red", "violet", "blue", "green"])
     assert (tmp_path / "out" / "labels.txt").read_text() == "red\nviolet\nblue\ngreen\n"
     assert _count_records(str(tmp_path / "out" / "Split-eval")) == 0
-    report = executor.read_ingest_report(str(tmp_path / "out"))
+    report = features.read_ingest_report(str(tmp_path / "out"))
     assert report["accepted"]["train"] == {"red": 2, "violet": 0, "blue": 2, "green": 2}
     assert report["accepted"]["eval"] == {"red": 0, "violet": 0, "blue": 0, "green": 0}
     assert [r["reason"] for r in report["rejected"]] == ["empty file (0 bytes)"] * 3
@@ -160,14 +160,14 @@ def test_a_file_that_cannot_be_read_is_rejected_with_the_reason_and_the_rest_is_
 def test_the_data_fingerprint_covers_every_ingested_file_path_and_contents(tmp_path):
     files = make_class_folder(str(tmp_path / "data"), per_class=3)
     (tmp_path / "data" / "red" / "broken.png").write_bytes(b"not an image")  # rejected: not part of the data
-    first = executor.read_ingest_report(_run_executor(str(tmp_path / "data"), str(tmp_path / "out1")).uri)
+    first = features.read_ingest_report(_run_executor(str(tmp_path / "data"), str(tmp_path / "out1")).uri)
     by_hand = executor.combine_fingerprints(
         executor.file_fingerprint(os.path.relpath(path, tmp_path / "data"), open(path, "rb").read())
         for paths in files.values() for path in paths)
     assert first["data_fingerprint"] == f"{by_hand:064x}"
-    assert executor.read_ingest_report(_run_executor(str(tmp_path / "data"), str(tmp_path / "out2")).uri)[
+    assert features.read_ingest_report(_run_executor(str(tmp_path / "data"), str(tmp_path / "out2")).uri)[
         "data_fingerprint"] == first["data_fingerprint"], "same files, same fingerprint"
     moved = files["red"][0]
     os.rename(moved, os.path.join(tmp_path / "data" / "blue", "moved.png"))
-    assert executor.read_ingest_report(_run_executor(str(tmp_path / "data"), str(tmp_path / "out3")).uri)[
+    assert features.read_ingest_report(_run_executor(str(tmp_path / "data"), str(tmp_path / "out3")).uri)[
         "data_fingerprint"] != first["data_fingerprint"], "a file in another class is other data"

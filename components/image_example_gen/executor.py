@@ -214,11 +214,6 @@ def training_split(summary: Dict[str, Any]) -> str:
     return folder_layout.TRAIN_SPLIT if folder_layout.TRAIN_SPLIT in summary["accepted"] else folder_layout.UNSPLIT
 
 
-def read_ingest_report(examples_uri: str) -> Dict[str, Any]:
-    with tf.io.gfile.GFile(os.path.join(examples_uri, features.INGEST_REPORT_FILENAME)) as f:
-        return json.load(f)
-
-
 class Executor(base_example_gen_executor.BaseExampleGenExecutor):
     """Resolves the folder layout, runs the PTransform, then writes labels.txt and the ingest report.
 
