@@ -1,9 +1,10 @@
 """Serving artifacts: a SavedModel whose signatures embed the Transform graph, plus TFLite and labels.
 
-Signatures of the SavedModel (TF-Serving style):
-  serving_default(examples: serialized tf.Example [N])  -> probabilities, class_id, class_name
-  serve_image_bytes(image_bytes: encoded images [N])    -> probabilities, class_id, class_name
-The TFLite model takes float images [N, H, W, C] in 0..255; normalization is inside it.
+Signatures of the SavedModel (TF-Serving style), all with the same outputs:
+  serving_default(examples: serialized tf.Example [N])          -> probabilities, class_id, class_name
+  serve_image_bytes(image_bytes: encoded images [N])            -> ...
+  serve_images(images: float32 [N, H, W, C], pixel values 0..255) -> ...
+The TFLite model takes the same float images; normalization is inside every entry point.
 """
 import os
 from typing import Dict, Sequence, Tuple
@@ -32,8 +33,9 @@ def _predictions(logits: tf.Tensor, label_names: tf.Tensor) -> Dict[str, tf.Tens
             "class_name": tf.gather(label_names, class_id)}
 
 
-def serving_signatures(model: keras.Model, tf_transform_output: tft.TFTransformOutput,
-                       label_names: Sequence[str]) -> Dict[str, tf.types.experimental.ConcreteFunction]:
+def serving_signatures(model: keras.Model, tf_transform_output: tft.TFTransformOutput, label_names: Sequence[str],
+                       spec: ImageSpec) -> Dict[str, tf.types.experimental.ConcreteFunction]:
+    mean, std = normalization_constants(tf_transform_output, spec)
     model.tft_layer = tf_transform_output.transform_features_layer()  # tracked, so it is saved
     model.label_names = tf.Variable(list(label_names), trainable=False, name="label_names")
     raw_spec = {k: v for k, v in tf_transform_output.raw_feature_spec().items() if k not in _RAW_KEYS_NOT_SERVED}
@@ -50,8 +52,13 @@ def serving_signatures(model: keras.Model, tf_transform_output: tft.TFTransformO
     def serve_image_bytes(image_bytes):
         return predict(raw_image_features(image_bytes, tf_transform_output))
 
+    @tf.function(input_signature=[tf.TensorSpec([None, *spec.shape], tf.float32, name="images")])
+    def serve_images(images):
+        return _predictions(model((images - mean) / std, training=False), model.label_names)
+
     return {"serving_default": serve_examples.get_concrete_function(),
-            "serve_image_bytes": serve_image_bytes.get_concrete_function()}
+            "serve_image_bytes": serve_image_bytes.get_concrete_function(),
+            "serve_images": serve_images.get_concrete_function()}
 
 
 def normalization_constants(tf_transform_output: tft.TFTransformOutput, spec: ImageSpec) -> Tuple[float, float]:
@@ -85,7 +92,7 @@ def convert_to_tflite(model: keras.Model, spec: ImageSpec, mean: float, std: flo
 def export_serving_model(model: keras.Model, tf_transform_output: tft.TFTransformOutput,
                          label_names: Sequence[str], spec: ImageSpec, export_dir: str) -> None:
     """Writes the SavedModel, model.tflite and labels.txt into export_dir."""
-    signatures = serving_signatures(model, tf_transform_output, label_names)
+    signatures = serving_signatures(model, tf_transform_output, label_names, spec)
     tf.saved_model.save(model, export_dir, signatures=signatures)
     mean, std = normalization_constants(tf_transform_output, spec)
     with tf.io.gfile.GFile(os.path.join(export_dir, TFLITE_FILENAME), "wb") as f:

@@ -1,0 +1,113 @@
+"""The exported SavedModel: three signatures, one model, the same outputs; loads with TensorFlow alone."""
+import io
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+import tensorflow_transform.beam as tft_beam
+import tf_keras as keras
+from PIL import Image
+from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
+
+from models import export, features, preprocessing
+from models.model import ModelConfig, build_classifier
+from models.preprocessing import ImageSpec
+
+SPEC = ImageSpec(height=12, width=10, channels=3)
+LABELS = ["cat", "dog"]
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """(export dir, the images as uint8 pixels at the model's size)."""
+    tmp = tmp_path_factory.mktemp("export")
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (6,) + SPEC.shape, dtype=np.uint8)
+    raw_spec = {features.IMAGE_KEY: tf.io.FixedLenFeature([1], tf.string),
+                features.LABEL_KEY: tf.io.FixedLenFeature([1], tf.int64)}
+    raw = [{features.IMAGE_KEY: [_png(p)], features.LABEL_KEY: [i % 2]} for i, p in enumerate(pixels)]
+
+    def fn(inputs):
+        return preprocessing.preprocessing_fn(inputs, {"image": SPEC.to_config()})
+
+    metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(raw_spec))
+    with tft_beam.Context(temp_dir=str(tmp / "tft-tmp"), force_tf_compat_v1=False):
+        transform_fn = (raw, metadata) | tft_beam.AnalyzeDataset(fn)
+        _ = transform_fn | tft_beam.WriteTransformFn(str(tmp / "transform"))
+    metadata_io.write_metadata(metadata, str(tmp / "transform" / tft.TFTransformOutput.RAW_METADATA_DIR))
+    keras.utils.set_random_seed(0)
+    model = build_classifier(ModelConfig(input_shape=SPEC.shape, num_classes=2, stage_filters=(8, 8),
+                                         stage_strides=(1, 2)))
+    export.export_serving_model(model, tft.TFTransformOutput(str(tmp / "transform")), LABELS, SPEC,
+                                str(tmp / "model"))
+    return str(tmp / "model"), pixels
+
+
+def _example(png: bytes) -> bytes:
+    return tf.train.Example(features=tf.train.Features(feature={
+        features.IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[png]))})).SerializeToString()
+
+
+def test_the_three_signatures_give_the_same_outputs_for_the_same_images(exported):
+    export_dir, pixels = exported
+    signatures = tf.saved_model.load(export_dir).signatures
+    pngs = [_png(p) for p in pixels]
+    outputs = {
+        "serving_default": signatures["serving_default"](examples=tf.constant([_example(p) for p in pngs])),
+        "serve_image_bytes": signatures["serve_image_bytes"](image_bytes=tf.constant(pngs)),
+        "serve_images": signatures["serve_images"](images=tf.constant(pixels, tf.float32)),
+    }
+    reference = outputs["serve_image_bytes"]
+    assert reference["probabilities"].shape == (6, 2)
+    for name, output in outputs.items():
+        np.testing.assert_allclose(output["probabilities"].numpy(), reference["probabilities"].numpy(),
+                                   atol=1e-5, err_msg=name)
+        assert output["class_id"].numpy().tolist() == reference["class_id"].numpy().tolist(), name
+        assert output["class_name"].numpy().tolist() == [LABELS[i].encode() for i in reference["class_id"].numpy()]
+
+
+_TENSORFLOW_ONLY = textwrap.dedent("""
+    import json, sys
+    for name in ("tensorflow_transform", "tfx", "tfx_bsl", "tf_keras", "tensorflow_model_analysis",
+                 "tensorflow_data_validation", "apache_beam", "models", "components", "pipeline"):
+        sys.modules[name] = None  # as if not installed: importing it fails, find_spec finds nothing
+    import tensorflow as tf
+    model = tf.saved_model.load(sys.argv[1])
+    image = tf.io.encode_png(tf.zeros([12, 10, 3], tf.uint8))
+    out = model.signatures["serve_image_bytes"](image_bytes=tf.reshape(image, [1]))
+    print(json.dumps({"signatures": sorted(model.signatures), "class_name": out["class_name"].numpy()[0].decode()}))
+""")
+
+
+def test_the_saved_model_loads_and_serves_in_a_fresh_process_with_only_tensorflow(exported):
+    export_dir, _ = exported
+    result = subprocess.run([sys.executable, "-c", _TENSORFLOW_ONLY, export_dir], capture_output=True, text=True,
+                            timeout=300, cwd="/", env={k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TF_USE_LEGACY_KERAS")})
+    assert result.returncode == 0, result.stderr[-2000:]
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    assert loaded["signatures"] == ["serve_image_bytes", "serve_images", "serving_default"]
+    assert loaded["class_name"] in LABELS
+
+
+def test_the_tflite_model_matches_the_float_image_signature(exported):
+    export_dir, pixels = exported
+    interpreter = tf.lite.Interpreter(model_path=os.path.join(export_dir, export.TFLITE_FILENAME))
+    interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], pixels.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], pixels.astype(np.float32))
+    interpreter.invoke()
+    lite = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    saved = tf.saved_model.load(export_dir).signatures["serve_images"](images=tf.constant(pixels, tf.float32))
+    np.testing.assert_allclose(lite, saved["probabilities"].numpy(), atol=1e-5)
