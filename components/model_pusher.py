@@ -4,15 +4,18 @@ it refuses an unblessed one all the same.
 """
 import json
 import os
+import re
 from typing import Any, Dict, List
 
 from tfx import types
 from tfx.dsl.components.base import base_component, base_executor, executor_spec
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
-from tfx.utils import io_utils, path_utils
+from tfx.utils import io_utils
 
 from components import promotion
+from components.artifacts import TFLiteModels, serving_model_path
+from components.lite_models import QUALITY_FILENAME, read_quality
 from components.evaluation import read_evaluation
 from models import features
 from models.labels import read_labels
@@ -20,14 +23,25 @@ from models.labels import read_labels
 PUSHED_PROPERTY, VERSION_PROPERTY, DESTINATION_PROPERTY = "pushed", "pushed_version", "pushed_destination"
 
 
-def serving_model_path(model_uri: str) -> str:
-    """Where the Trainer wrote the SavedModel of the Model artifact at model_uri."""
-    return path_utils.serving_model_path(model_uri)
+TFLITE_DIR = "tflite"
 
 
-def publish_model(serving_dir: str, model_path: str, entry: Dict[str, Any]) -> int:
-    """A trained model's serving folder as a new version and champion (see components.promotion)."""
-    return promotion.publish(serving_dir, lambda staging: io_utils.copy_dir(model_path, staging), entry)
+def publish_model(serving_dir: str, model_path: str, entry: Dict[str, Any], lite_models_uri: str = "") -> int:
+    """A trained model's serving folder as a new version and champion (see components.promotion),
+    with the TFLite variants whose quality allows it in tflite/ beside labels.txt and quality.json."""
+    quality = read_quality(lite_models_uri) if lite_models_uri else None
+
+    def write(staging: str) -> None:
+        io_utils.copy_dir(model_path, staging)
+        if quality:
+            lite_dir = os.path.join(staging, TFLITE_DIR)
+            pushed = [f"{name}.tflite" for name, measured in quality["variants"].items() if measured["push"]]
+            io_utils.copy_dir(lite_models_uri, lite_dir,
+                              allow_regex_patterns=["/" + re.escape(name) + "$" for name in
+                                                    pushed + [features.LABELS_FILENAME, QUALITY_FILENAME]])
+    if quality:
+        entry = {**entry, "tflite": quality["variants"]}
+    return promotion.publish(serving_dir, write, entry)
 
 
 class ModelPusherSpec(types.ComponentSpec):
@@ -40,6 +54,7 @@ class ModelPusherSpec(types.ComponentSpec):
         "model_blessing": ChannelParameter(type=standard_artifacts.ModelBlessing),
         "evaluation": ChannelParameter(type=standard_artifacts.ModelEvaluation),
         "examples": ChannelParameter(type=standard_artifacts.Examples),
+        "lite_models": ChannelParameter(type=TFLiteModels),
     }
     OUTPUTS = {"pushed_model": ChannelParameter(type=standard_artifacts.PushedModel)}
 
@@ -60,7 +75,8 @@ class Executor(base_executor.BaseExecutor):
                  "data_fingerprint": features.read_ingest_report(examples.uri)["data_fingerprint"],
                  "trained_model": serving_model_path(model.uri)}
         serving_dir = exec_properties["serving_dir"]
-        version = publish_model(serving_dir, serving_model_path(model.uri), entry)
+        lite_models = artifact_utils.get_single_instance(input_dict["lite_models"])
+        version = publish_model(serving_dir, serving_model_path(model.uri), entry, lite_models.uri)
         pushed = artifact_utils.get_single_instance(output_dict["pushed_model"])
         pushed.set_int_custom_property(PUSHED_PROPERTY, 1)
         pushed.set_int_custom_property(VERSION_PROPERTY, version)
@@ -72,9 +88,10 @@ class ModelPusher(base_component.BaseComponent):
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
 
     def __init__(self, *, model: types.BaseChannel, model_blessing: types.BaseChannel,
-                 evaluation: types.BaseChannel, examples: types.BaseChannel, serving_dir: str,
-                 thresholds: Dict[str, float]):
+                 evaluation: types.BaseChannel, examples: types.BaseChannel, lite_models: types.BaseChannel,
+                 serving_dir: str, thresholds: Dict[str, float]):
         super().__init__(spec=ModelPusherSpec(
             model=model, model_blessing=model_blessing, evaluation=evaluation, examples=examples,
+            lite_models=lite_models,
             serving_dir=serving_dir, thresholds=json.dumps(thresholds, sort_keys=True),
             pushed_model=types.Channel(type=standard_artifacts.PushedModel)))

@@ -1,10 +1,10 @@
-"""Serving artifacts: a SavedModel whose signatures embed the Transform graph, plus TFLite and labels.
+"""Serving artifacts: a SavedModel whose signatures embed the Transform graph, and labels.
 
 Signatures of the SavedModel (TF-Serving style), all with the same outputs:
   serving_default(examples: serialized tf.Example [N])          -> probabilities, class_id, class_name
   serve_image_bytes(image_bytes: encoded images [N])            -> ...
   serve_images(images: float32 [N, H, W, C], pixel values 0..255) -> ...
-The TFLite model takes the same float images; normalization is inside every entry point.
+The TFLite variants (models/lite.py) take the same float images; normalization is inside every entry point.
 """
 import os
 from typing import Dict, Sequence, Tuple
@@ -17,7 +17,6 @@ from models import features
 from models.labels import write_labels
 from models.preprocessing import ImageSpec
 
-TFLITE_FILENAME = "model.tflite"
 _RAW_KEYS_NOT_SERVED = (features.LABEL_KEY, features.CLASS_NAME_KEY, features.FILENAME_KEY)
 
 
@@ -79,22 +78,8 @@ def normalization_constants(tf_transform_output: tft.TFTransformOutput, spec: Im
     return -low * std, std
 
 
-def convert_to_tflite(model: keras.Model, spec: ImageSpec, mean: float, std: float) -> bytes:
-    """Float images [N, H, W, C] in 0..255 -> probabilities [N, C]."""
-    @tf.function(input_signature=[tf.TensorSpec([None, *spec.shape], tf.float32, name="image")])
-    def classify(image):
-        return {"probabilities": tf.nn.softmax(model((image - mean) / std, training=False))}
-
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([classify.get_concrete_function()], model)
-    return converter.convert()
-
-
 def export_serving_model(model: keras.Model, tf_transform_output: tft.TFTransformOutput,
                          label_names: Sequence[str], spec: ImageSpec, export_dir: str) -> None:
-    """Writes the SavedModel, model.tflite and labels.txt into export_dir."""
-    signatures = serving_signatures(model, tf_transform_output, label_names, spec)
-    tf.saved_model.save(model, export_dir, signatures=signatures)
-    mean, std = normalization_constants(tf_transform_output, spec)
-    with tf.io.gfile.GFile(os.path.join(export_dir, TFLITE_FILENAME), "wb") as f:
-        f.write(convert_to_tflite(model, spec, mean, std))
+    """Writes the SavedModel and labels.txt into export_dir (TFLite variants: models/lite.py)."""
+    tf.saved_model.save(model, export_dir, signatures=serving_signatures(model, tf_transform_output, label_names, spec))
     write_labels(os.path.join(export_dir, features.LABELS_FILENAME), label_names)

@@ -49,6 +49,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help="how far below the champion's accuracy (on this run's eval split) a model may be")
     parser.add_argument("--min-class-accuracy", type=float, default=0.0,
                         help="accuracy every class needs (0: no per-class floor)")
+    parser.add_argument("--max-tflite-accuracy-drop", type=float, default=configs.MAX_TFLITE_ACCURACY_DROP,
+                        help="a TFLite variant this far below the SavedModel's eval accuracy is not pushed")
     parser.add_argument("--image-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"),
                         help="default: ImageSpec's (28 28)")
     parser.add_argument("--channels", type=int, choices=(1, 3), help="default: ImageSpec.channels (1)")
@@ -174,7 +176,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             model=ModelConfig(**_given(architecture=args.architecture, attention=args.attention,
                                        weight_decay=args.weight_decay, weight_decay_mode=args.weight_decay_mode)),
             min_accuracy=args.min_accuracy, max_accuracy_drop=args.max_accuracy_drop,
-            min_class_accuracy=args.min_class_accuracy, eval_percent=args.eval_percent,
+            min_class_accuracy=args.min_class_accuracy, max_tflite_accuracy_drop=args.max_tflite_accuracy_drop,
+            eval_percent=args.eval_percent,
             max_class_drift=args.max_class_drift, strict=args.strict,
             **_given(max_image_pixels=args.max_image_pixels),
             beam_pipeline_args=beam_pipeline_args(),

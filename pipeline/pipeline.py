@@ -9,6 +9,7 @@ from tfx import v1 as tfx
 from components.evaluation import ChampionEvaluator, ChampionModel, eval_config
 from components.image_example_gen.component import ImageFolderExampleGen
 from components.image_example_gen.image_check import DEFAULT_MAX_IMAGE_PIXELS
+from components.lite_models import LiteModels
 from components.model_pusher import ModelPusher
 from components.validation_gate import DataGate
 from models import features
@@ -23,6 +24,7 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: str, s
                     model: ModelConfig = ModelConfig(),
                     max_accuracy_drop: float = configs.MAX_ACCURACY_DROP,
                     min_class_accuracy: float = 0.0,
+                    max_tflite_accuracy_drop: float = configs.MAX_TFLITE_ACCURACY_DROP,
                     eval_percent: int = configs.EVAL_PERCENT,
                     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
                     max_class_drift: float = configs.MAX_CLASS_DRIFT,
@@ -59,6 +61,8 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: str, s
         custom_config={"image": image_spec.to_config(), "training": dataclasses.asdict(training),
                        "model": model.options(),
                        "checkpoint_root": os.path.join(pipeline_root, "Trainer", "checkpoints")})
+    lite_models = LiteModels(model=trainer.outputs["model"], examples=example_gen.outputs["examples"],
+                             max_accuracy_drop=max_tflite_accuracy_drop)
     champion = ChampionModel(serving_dir=serving_dir)
     evaluator = ChampionEvaluator(
         examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
@@ -71,12 +75,12 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: str, s
         pusher = ModelPusher(
             model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
             evaluation=evaluator.outputs["evaluation"], examples=example_gen.outputs["examples"],
-            serving_dir=serving_dir,
+            lite_models=lite_models.outputs["lite_models"], serving_dir=serving_dir,
             thresholds={"min_accuracy": min_accuracy, "max_accuracy_drop": max_accuracy_drop,
                         "min_class_accuracy": min_class_accuracy}).with_id("Pusher")
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name, pipeline_root=pipeline_root,
         components=[example_gen, schema_gen, statistics_gen, example_validator, data_gate, transform,
-                    trainer, champion, evaluator, pusher],
+                    trainer, lite_models, champion, evaluator, pusher],
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=list(beam_pipeline_args), enable_cache=enable_cache)

@@ -10,7 +10,9 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from components.evaluation import read_evaluation
-from components.model_pusher import serving_model_path
+from components.artifacts import serving_model_path
+from components.lite_models import read_quality
+from components.model_pusher import TFLITE_DIR
 from models import features
 from models.labels import read_labels
 
@@ -99,6 +101,9 @@ def summarize(nodes: Dict[str, Dict[str, Any]], *, run_id: str, data_root: str, 
     model = _single(nodes.get("Trainer"), "model")
     if model is not None:
         summary["trained_model"] = serving_model_path(model.uri)  # what `pipeline.promote force` publishes
+    lite_models = _single(nodes.get("LiteModels"), "lite_models")
+    if lite_models is not None:
+        summary["tflite"] = read_quality(lite_models.uri)
     evaluation = _single(nodes.get("Evaluator"), "evaluation")
     if evaluation is not None:
         summary["evaluation"] = read_evaluation(
@@ -110,8 +115,7 @@ def summarize(nodes: Dict[str, Dict[str, Any]], *, run_id: str, data_root: str, 
     if pushed is not None and pushed.custom_properties["pushed"].int_value == 1:
         version_dir = pushed.custom_properties["pushed_destination"].string_value
         summary["pushed"] = True
-        summary["pushed_paths"] = {"saved_model": version_dir,
-                                   "tflite": os.path.join(version_dir, "model.tflite"),
+        summary["pushed_paths"] = {"saved_model": version_dir, "tflite": os.path.join(version_dir, TFLITE_DIR),
                                    "labels": os.path.join(version_dir, features.LABELS_FILENAME)}
     if not error:
         summary["status"] = "pushed" if summary["pushed"] else "not_blessed"

@@ -2,10 +2,12 @@
 
     python -m pipeline.score --model outputs/serving/image_cnn/<version> --data-root DIR [--split test]
 
-Prints the SavedModel's accuracy (serve_image_bytes on raw file bytes) and how often model.tflite
-gives the same top-1 class. Images are read from <data-root>/<split>/<class>/ (or <data-root>/<class>/).
+Prints the SavedModel's accuracy (serve_image_bytes on raw file bytes) and, for each pushed TFLite
+variant (tflite/*.tflite), its accuracy and how often it gives the SavedModel's top-1 class.
+Images are read from <data-root>/<split>/<class>/ (or <data-root>/<class>/).
 """
 import argparse
+import glob
 import json
 import os
 import sys
@@ -42,20 +44,15 @@ def saved_model_predictions(model_dir: str, paths: Sequence[str], batch_size: in
 
 
 def tflite_top1(tflite_path: str, paths: Sequence[str]) -> np.ndarray:
-    """Top-1 class of model.tflite; images decoded and resized to its input size, as a client would."""
+    """Top-1 class of a TFLite variant; images decoded and resized to its input size, as a client would."""
     import tensorflow as tf
-    from models.preprocessing import ImageSpec, decode_image
-    interpreter = tf.lite.Interpreter(model_path=tflite_path)
-    interpreter.allocate_tensors()
-    (input_detail,), (output_detail,) = interpreter.get_input_details(), interpreter.get_output_details()
-    _, height, width, channels = input_detail["shape"]
-    spec = ImageSpec(height=int(height), width=int(width), channels=int(channels))
-    top1 = []
-    for path in paths:
-        interpreter.set_tensor(input_detail["index"], decode_image(tf.io.read_file(path), spec).numpy()[None])
-        interpreter.invoke()
-        top1.append(int(np.argmax(interpreter.get_tensor(output_detail["index"])[0])))
-    return np.array(top1)
+    from models.lite import LiteClassifier
+    from models.preprocessing import ImageSpec, decode_images
+    with open(tflite_path, "rb") as f:
+        classifier = LiteClassifier(f.read())
+    spec = ImageSpec(*(int(d) for d in classifier.image_shape))
+    images = decode_images(tf.constant([tf.io.gfile.GFile(p, "rb").read() for p in paths]), spec).numpy()
+    return np.concatenate([classifier(images[i:i + 256]).argmax(axis=-1) for i in range(0, len(images), 256)])
 
 
 def score(model_dir: str, folder: str) -> Dict[str, float]:
@@ -67,10 +64,13 @@ def score(model_dir: str, folder: str) -> Dict[str, float]:
         raise ValueError(f"no images under {folder}/<class>/")
     paths, truth = [p for p, _ in files], np.array([n for _, n in files])
     saved = saved_model_predictions(model_dir, paths)
-    lite = tflite_top1(os.path.join(model_dir, "model.tflite"), paths)
-    return {"images": len(paths), "saved_model_accuracy": float(np.mean(saved["class_name"] == truth)),
-            "tflite_accuracy": float(np.mean(np.array(label_names)[lite] == truth)),
-            "tflite_agreement": float(np.mean(lite == saved["class_id"]))}
+    result = {"images": len(paths), "saved_model_accuracy": float(np.mean(saved["class_name"] == truth)), "tflite": {}}
+    for tflite_path in sorted(glob.glob(os.path.join(model_dir, "tflite", "*.tflite"))):
+        lite = tflite_top1(tflite_path, paths)
+        result["tflite"][os.path.basename(tflite_path)[:-len(".tflite")]] = {
+            "accuracy": float(np.mean(np.array(label_names)[lite] == truth)),
+            "agreement": float(np.mean(lite == saved["class_id"]))}
+    return result
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -85,7 +85,16 @@ def test_a_messy_folder_pushes_a_model_that_classifies_held_out_images_then_a_ne
     scores = json.loads(capsys.readouterr().out)  # the README's `python -m pipeline.score` command
     assert scores["images"] == 12
     assert scores["saved_model_accuracy"] == 1.0   # every held-out file classified from its raw bytes
-    assert scores["tflite_agreement"] == 1.0       # model.tflite gives the same top-1 on each
+    quality = summary["tflite"]["variants"]
+    assert set(quality) == {"float32", "dynamic_range", "float16", "int8"}
+    assert set(scores["tflite"]) == {name for name, measured in quality.items() if measured["push"]} >= {"float32"}
+    assert scores["tflite"]["float32"]["agreement"] == 1.0  # same top-1 as the SavedModel on each file
+    assert quality["float32"]["agreement"] == 1.0 and quality["int8"]["agreement"] >= 0.99
+    sizes = {name: measured["size_bytes"] for name, measured in quality.items()}
+    assert sizes["int8"] < sizes["float16"] < sizes["float32"] and sizes["dynamic_range"] < sizes["float32"]
+    assert sorted(os.listdir(os.path.join(version_dir, "tflite"))) == sorted(
+        ["labels.txt", "quality.json"] + [f"{name}.tflite" for name in scores["tflite"]])
+    assert promoted["tflite"] == quality
 
     # A worse model on the same data: not blessed, against both bars, and serving/ is left byte for byte.
     serving_before = _tree_digest(os.path.join(output_dir, "serving"))

@@ -99,15 +99,3 @@ def test_the_saved_model_loads_and_serves_in_a_fresh_process_with_only_tensorflo
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
     assert loaded["signatures"] == ["serve_image_bytes", "serve_images", "serving_default"]
     assert loaded["class_name"] in LABELS
-
-
-def test_the_tflite_model_matches_the_float_image_signature(exported):
-    export_dir, pixels = exported
-    interpreter = tf.lite.Interpreter(model_path=os.path.join(export_dir, export.TFLITE_FILENAME))
-    interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], pixels.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], pixels.astype(np.float32))
-    interpreter.invoke()
-    lite = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-    saved = tf.saved_model.load(export_dir).signatures["serve_images"](images=tf.constant(pixels, tf.float32))
-    np.testing.assert_allclose(lite, saved["probabilities"].numpy(), atol=1e-5)

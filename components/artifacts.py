@@ -1,0 +1,13 @@
+"""Artifact types and layouts the project's components share."""
+from tfx.types import artifact
+from tfx.utils import path_utils
+
+
+class TFLiteModels(artifact.Artifact):
+    """A folder of <variant>.tflite files with labels.txt and quality.json (components/lite_models.py)."""
+    TYPE_NAME = "TFLiteModels"
+
+
+def serving_model_path(model_uri: str) -> str:
+    """Where the Trainer wrote the SavedModel of the Model artifact at model_uri."""
+    return path_utils.serving_model_path(model_uri)

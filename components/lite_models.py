@@ -1,0 +1,79 @@
+"""LiteModels: the trained model's TFLite variants (models/lite.py), each measured on the eval
+split against the SavedModel: top-1 agreement, accuracy, file size, single-thread latency per image.
+A variant whose accuracy is more than max_accuracy_drop below the SavedModel's is marked not to be
+pushed, with the reason. Writes <variant>.tflite, labels.txt and quality.json.
+"""
+import json
+import os
+from typing import Any, Dict, Tuple
+
+import numpy as np
+import tensorflow as tf
+from tfx import v1 as tfx
+
+from components.artifacts import TFLiteModels, serving_model_path
+from models import features, lite
+from models.labels import read_labels, write_labels
+from models.preprocessing import ImageSpec, decode_images
+
+QUALITY_FILENAME = "quality.json"
+REPRESENTATIVE_IMAGES = 200  # training images that calibrate the int8 variant
+
+
+def read_split(examples_uri: str, split: str, spec: ImageSpec, limit: int = -1) -> Tuple[np.ndarray, np.ndarray]:
+    """(float images [N, H, W, C] in 0..255, decoded as Transform does; labels [N]) of a split."""
+    files = tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{split}", "*"))
+    feature_spec = {features.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
+                    features.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
+    dataset = (tf.data.TFRecordDataset(files, compression_type="GZIP").take(limit).batch(256)
+               .map(lambda records: tf.io.parse_example(records, feature_spec)))
+    images, labels = [], []
+    for batch in dataset:
+        images.append(decode_images(batch[features.IMAGE_KEY], spec).numpy())
+        labels.append(batch[features.LABEL_KEY].numpy())
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def variants_with_quality(saved_model_dir: str, examples_uri: str, output_dir: str,
+                          max_accuracy_drop: float) -> Dict[str, Any]:
+    spec = ImageSpec(*(int(d) for d in lite.image_shape(saved_model_dir)))
+    images, labels = read_split(examples_uri, "eval", spec)
+    training_images, _ = read_split(examples_uri, "train", spec, limit=REPRESENTATIVE_IMAGES)
+    serve_images = tf.saved_model.load(saved_model_dir).signatures["serve_images"]
+    reference = np.concatenate([serve_images(images=tf.constant(images[i:i + 256]))["class_id"].numpy()
+                                for i in range(0, len(images), 256)])
+    saved_model_accuracy = float(np.mean(reference == labels))
+    quality: Dict[str, Any] = {"eval_images": len(images), "saved_model_accuracy": saved_model_accuracy,
+                               "max_accuracy_drop": max_accuracy_drop, "variants": {}}
+    for variant in lite.VARIANTS:
+        model = lite.convert(saved_model_dir, variant, training_images)
+        measured = lite.measure(model, images, labels, reference)
+        drop = saved_model_accuracy - measured["accuracy"]
+        measured["push"] = drop <= max_accuracy_drop
+        if not measured["push"]:
+            measured["reason"] = (f"accuracy {measured['accuracy']:.4f} is {drop:.4f} below the SavedModel's "
+                                  f"{saved_model_accuracy:.4f} (allowed {max_accuracy_drop:.4f})")
+        quality["variants"][variant] = measured
+        with tf.io.gfile.GFile(os.path.join(output_dir, f"{variant}.tflite"), "wb") as f:
+            f.write(model)
+    float32_size = quality["variants"]["float32"]["size_bytes"]
+    for measured in quality["variants"].values():
+        measured["size_vs_float32"] = round(measured["size_bytes"] / float32_size, 3)
+    return quality
+
+
+def read_quality(lite_models_uri: str) -> Dict[str, Any]:
+    with tf.io.gfile.GFile(os.path.join(lite_models_uri, QUALITY_FILENAME)) as f:
+        return json.load(f)
+
+
+@tfx.dsl.components.component
+def LiteModels(model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model],
+               examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
+               lite_models: tfx.dsl.components.OutputArtifact[TFLiteModels],
+               max_accuracy_drop: tfx.dsl.components.Parameter[float] = 0.01) -> None:
+    quality = variants_with_quality(serving_model_path(model.uri), examples.uri, lite_models.uri, max_accuracy_drop)
+    write_labels(os.path.join(lite_models.uri, features.LABELS_FILENAME),
+                 read_labels(os.path.join(examples.uri, features.LABELS_FILENAME)))
+    with tf.io.gfile.GFile(os.path.join(lite_models.uri, QUALITY_FILENAME), "w") as f:
+        json.dump(quality, f, indent=2)

@@ -1,0 +1,113 @@
+"""TFLite variants of an exported model, and their measured quality.
+
+Every variant is converted from the SavedModel's `serve_images` signature (float images [N, H, W, C]
+in 0..255, the Transform normalization inside), so it needs no preprocessing a client must repeat:
+  float32        as trained
+  dynamic_range  int8 weights, float activations
+  float16        float16 weights
+  int8           integer weights and activations, uint8 pixels in, uint8 probabilities out
+                 (calibrated on representative training images)
+"""
+import time
+from typing import Dict, Optional
+
+import numpy as np
+import tensorflow as tf
+
+VARIANTS = ("float32", "dynamic_range", "float16", "int8")
+LATENCY_IMAGES = 200  # single-image invocations timed per variant (after a warm-up)
+
+
+def _classify(saved_model_dir: str):
+    """(concrete function images -> probabilities, the model kept alive for it)."""
+    loaded = tf.saved_model.load(saved_model_dir)
+    signature = loaded.signatures["serve_images"]
+    spec = signature.structured_input_signature[1]["images"]
+
+    @tf.function(input_signature=[tf.TensorSpec([None, *spec.shape[1:]], tf.float32, name="images")])
+    def classify(images):
+        return {"probabilities": signature(images=images)["probabilities"]}
+
+    return classify.get_concrete_function(), loaded
+
+
+def image_shape(saved_model_dir: str):
+    """(height, width, channels) the model takes."""
+    return tuple(tf.saved_model.load(saved_model_dir).signatures["serve_images"]
+                 .structured_input_signature[1]["images"].shape[1:])
+
+
+def convert(saved_model_dir: str, variant: str, representative_images: Optional[np.ndarray] = None) -> bytes:
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    function, loaded = _classify(saved_model_dir)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], loaded)
+    if variant != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if variant == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if variant == "int8":
+        if representative_images is None or not len(representative_images):
+            raise ValueError("the int8 variant needs representative images")
+        converter.representative_dataset = lambda: ([image[None].astype(np.float32)] for image in representative_images)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.uint8
+        converter.inference_output_type = tf.uint8
+    return converter.convert()
+
+
+class LiteClassifier:
+    """A TFLite model on one thread: float images in 0..255 -> float probabilities, whatever the
+    variant's input and output types."""
+
+    def __init__(self, model: bytes):
+        self._interpreter = tf.lite.Interpreter(model_content=model, num_threads=1)
+        self._input = self._interpreter.get_input_details()[0]
+        self._output = self._interpreter.get_output_details()[0]
+        self._batch = None
+
+    @property
+    def image_shape(self):
+        """(height, width, channels) it takes."""
+        return tuple(int(d) for d in self._input["shape"][1:])
+
+    def _resize(self, batch: int) -> None:
+        if batch != self._batch:
+            self._interpreter.resize_tensor_input(self._input["index"], [batch, *self._input["shape"][1:]])
+            self._interpreter.allocate_tensors()
+            self._input = self._interpreter.get_input_details()[0]
+            self._batch = batch
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        self._resize(len(images))
+        dtype = self._input["dtype"]
+        if dtype == np.uint8:
+            scale, zero_point = self._input["quantization"]
+            images = np.clip(np.round(images / scale + zero_point), 0, 255)
+        self._interpreter.set_tensor(self._input["index"], images.astype(dtype))
+        self._interpreter.invoke()
+        output = self._interpreter.get_tensor(self._output["index"])
+        if self._output["dtype"] == np.uint8:
+            scale, zero_point = self._output["quantization"]
+            output = (output.astype(np.float32) - zero_point) * scale
+        return output
+
+    def latency_ms(self, images: np.ndarray) -> float:
+        """Median milliseconds per single-image invocation."""
+        for image in images[:10]:
+            self(image[None])
+        timings = []
+        for image in images[:LATENCY_IMAGES]:
+            started = time.perf_counter()
+            self(image[None])
+            timings.append((time.perf_counter() - started) * 1000)
+        return float(np.median(timings))
+
+
+def measure(model: bytes, images: np.ndarray, labels: np.ndarray, reference_ids: np.ndarray) -> Dict[str, float]:
+    """Size, top-1 accuracy, top-1 agreement with the reference (the SavedModel) and latency."""
+    classifier = LiteClassifier(model)
+    predicted = np.concatenate([classifier(images[i:i + 256]).argmax(axis=-1) for i in range(0, len(images), 256)])
+    return {"size_bytes": len(model), "accuracy": float(np.mean(predicted == labels)),
+            "agreement": float(np.mean(predicted == reference_ids)),
+            "latency_ms_per_image": round(classifier.latency_ms(images), 4)}
