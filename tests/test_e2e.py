@@ -144,16 +144,23 @@ def test_a_model_below_the_accuracy_bar_is_not_pushed_and_the_reason_is_recorded
     output_dir = str(tmp_path / "out")
 
     exit_code = local_runner.main(["--data-root", str(tmp_path / "data"), "--output-dir", output_dir,
-                                   "--epochs", "1", "--batch-size", "8", "--min-accuracy", "0.99"])
+                                   "--epochs", "1", "--batch-size", "8", "--min-accuracy", "0.99",
+                                   "--min-class-accuracy", "0.99"])
 
     with open(os.path.join(output_dir, "last_run.json")) as f:
         summary = json.load(f)
     assert exit_code == 0, summary["error"]
     assert summary["status"] == "not_blessed" and not summary["blessed"] and not summary["pushed"]
     assert summary["evaluation"]["accuracy"] < 0.99
-    accuracy = summary["evaluation"]["accuracy"]
-    assert summary["evaluation"]["validation_failures"] == [
-        f"sparse_categorical_accuracy = {accuracy:.4f}, needs >= 0.9900: short by {0.99 - accuracy:.4f}"]
+    accuracy, per_class = summary["evaluation"]["accuracy"], summary["evaluation"]["per_class"]
+    failures = summary["evaluation"]["validation_failures"]
+    assert f"sparse_categorical_accuracy = {accuracy:.4f}, needs >= 0.9900: short by {0.99 - accuracy:.4f}" in failures
+    below_floor = [name for name in ("left", "right") if per_class[name]["accuracy"] < 0.99]
+    assert below_floor, "two classes of the same colour cannot both be learned"
+    for name in below_floor:
+        assert (f"class {name!r} sparse_categorical_accuracy = {per_class[name]['accuracy']:.4f}, needs >= 0.9900"
+                in " ".join(failures))
+    assert len(failures) == 1 + len(below_floor)
     assert not os.path.exists(os.path.join(output_dir, "serving"))
     out = capsys.readouterr().out
     assert "threshold not met: sparse_categorical_accuracy" in out
