@@ -1,7 +1,7 @@
 """Model evaluation against absolute bounds and the champion.
 
-- eval_config: TFMA settings. Overall and per-class accuracy (slices by class name), per-class
-  precision and recall, a confusion matrix; blessing needs overall accuracy >= min_accuracy, no
+- eval_config: TFMA settings. Overall and per-class accuracy (slices by class name) and a
+  confusion matrix (read_evaluation derives top-1 precision and recall per class); blessing needs overall accuracy >= min_accuracy, no
   more than max_accuracy_drop below the champion's on the same eval split, and optionally every
   class's accuracy >= min_class_accuracy.
 - ChampionModel: a component that copies the serving folder's champion into a Model artifact, the
