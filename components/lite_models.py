@@ -34,6 +34,15 @@ def read_split(examples_uri: str, split: str, spec: ImageSpec, limit: int = -1) 
     return np.concatenate(images), np.concatenate(labels)
 
 
+def push_decision(accuracy: float, saved_model_accuracy: float, max_accuracy_drop: float) -> Dict[str, Any]:
+    """{"push": True}, or {"push": False, "reason": …} for a variant too far below the SavedModel."""
+    drop = round(saved_model_accuracy - accuracy, 9)  # 0.98 - 0.97 is 0.010000000000000009 in floats
+    if drop <= max_accuracy_drop:
+        return {"push": True}
+    return {"push": False, "reason": f"accuracy {accuracy:.4f} is {drop:.4f} below the SavedModel's "
+                                     f"{saved_model_accuracy:.4f} (allowed {max_accuracy_drop:.4f})"}
+
+
 def variants_with_quality(saved_model_dir: str, examples_uri: str, output_dir: str,
                           max_accuracy_drop: float) -> Dict[str, Any]:
     spec = ImageSpec(*(int(d) for d in lite.image_shape(saved_model_dir)))
@@ -48,12 +57,8 @@ def variants_with_quality(saved_model_dir: str, examples_uri: str, output_dir: s
     for variant in lite.VARIANTS:
         model = lite.convert(saved_model_dir, variant, training_images)
         measured = lite.measure(model, images, labels, reference)
-        drop = saved_model_accuracy - measured["accuracy"]
-        measured["push"] = drop <= max_accuracy_drop
-        if not measured["push"]:
-            measured["reason"] = (f"accuracy {measured['accuracy']:.4f} is {drop:.4f} below the SavedModel's "
-                                  f"{saved_model_accuracy:.4f} (allowed {max_accuracy_drop:.4f})")
-        quality["variants"][variant] = measured
+        quality["variants"][variant] = {**measured, **push_decision(measured["accuracy"], saved_model_accuracy,
+                                                                    max_accuracy_drop)}
         with tf.io.gfile.GFile(os.path.join(output_dir, f"{variant}.tflite"), "wb") as f:
             f.write(model)
     float32_size = quality["variants"]["float32"]["size_bytes"]

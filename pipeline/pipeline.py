@@ -32,8 +32,9 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: str, s
                     metadata_connection_config=None,
                     beam_pipeline_args: Sequence[str] = configs.BEAM_PIPELINE_ARGS,
                     enable_cache: bool = False) -> tfx.dsl.Pipeline:
-    if not 0 <= max_class_drift <= 1:
-        raise ValueError(f"max_class_drift must be between 0 and 1, got {max_class_drift!r}")
+    for name, value in (("max_class_drift", max_class_drift), ("max_tflite_accuracy_drop", max_tflite_accuracy_drop)):
+        if not 0 <= value <= 1:
+            raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
     class_names = schema.class_names(schema.load(schema_file))
     example_gen = ImageFolderExampleGen(input_base=data_root, eval_percent=eval_percent,
                                         known_classes=class_names,

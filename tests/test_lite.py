@@ -38,3 +38,13 @@ def test_int8_needs_representative_images_and_unknown_variants_are_named(exporte
         lite.convert(export_dir, "int8")
     with pytest.raises(ValueError, match="variant must be one of"):
         lite.convert(export_dir, "int4")
+
+
+@pytest.mark.parametrize("accuracy, expected", [
+    (0.975, {"push": True}),
+    (0.97, {"push": True}),
+    (0.95, {"push": False, "reason": "accuracy 0.9500 is 0.0300 below the SavedModel's 0.9800 (allowed 0.0100)"}),
+])
+def test_a_variant_too_far_below_the_saved_model_is_not_pushed_and_says_why(accuracy, expected):
+    from components.lite_models import push_decision
+    assert push_decision(accuracy, saved_model_accuracy=0.98, max_accuracy_drop=0.01) == expected
