@@ -147,3 +147,8 @@ def _confusion_matrix(result, num_classes: int) -> List[List[int]]:
         for entry in matrix.get("matrices", [{}])[0].get("entries", []):  # zero ids are left out
             grid[entry.get("actualClassId", 0)][entry.get("predictedClassId", 0)] = int(entry["numWeightedExamples"])
     return grid
+
+
+def promotion_metrics(evaluation: Dict[str, Any]) -> Dict[str, Any]:
+    """What a promotion record keeps of read_evaluation's summary."""
+    return {key: evaluation.get(key) for key in ("accuracy", "champion_accuracy", "examples", "per_class")}

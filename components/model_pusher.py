@@ -16,7 +16,7 @@ from tfx.utils import io_utils
 from components import promotion
 from components.artifacts import TFLiteModels, serving_model_path
 from components.lite_models import QUALITY_FILENAME, read_quality
-from components.evaluation import read_evaluation
+from components.evaluation import promotion_metrics, read_evaluation
 from models import features
 from models.labels import read_labels
 
@@ -70,7 +70,7 @@ class Executor(base_executor.BaseExecutor):
         evaluation = read_evaluation(artifact_utils.get_single_instance(input_dict["evaluation"]).uri,
                                      read_labels(os.path.join(examples.uri, features.LABELS_FILENAME)))
         entry = {"action": "blessed", "run_id": self._context.pipeline_run_id if self._context else None,
-                 "metrics": {key: evaluation[key] for key in ("accuracy", "champion_accuracy", "examples", "per_class")},
+                 "metrics": promotion_metrics(evaluation),
                  "thresholds": json.loads(exec_properties["thresholds"]),
                  "data_fingerprint": features.read_ingest_report(examples.uri)["data_fingerprint"],
                  "trained_model": serving_model_path(model.uri)}

@@ -46,7 +46,8 @@ def list_versions(serving_dir: str) -> str:
 
 
 def force(output_dir: str, serving_dir: str, run_id: str, reason: str) -> int:
-    from components.model_pusher import publish_model  # TFX only when a model is published
+    from components.evaluation import promotion_metrics  # TFX only when a model is published
+    from components.model_pusher import publish_model
     if not reason.strip():
         raise promotion.PromotionError("force needs a --reason")
     runs_dir = os.path.join(output_dir, "runs")
@@ -63,7 +64,7 @@ def force(output_dir: str, serving_dir: str, run_id: str, reason: str) -> int:
     evaluation = run.get("evaluation") or {}
     return publish_model(serving_dir, model, {
         "action": "forced", "reason": reason, "run_id": run["run_id"], "blessed": run.get("blessed"),
-        "metrics": {key: evaluation.get(key) for key in ("accuracy", "champion_accuracy", "examples", "per_class")},
+        "metrics": promotion_metrics(evaluation),
         "validation_failures": evaluation.get("validation_failures"), "thresholds": None,
         "data_fingerprint": run.get("data_fingerprint"), "trained_model": model})
 
