@@ -1,9 +1,9 @@
 """Model evaluation against absolute bounds and the champion.
 
 - eval_config: TFMA settings. Overall and per-class accuracy (slices by class name) and a
-  confusion matrix (read_evaluation derives top-1 precision and recall per class); blessing needs overall accuracy >= min_accuracy, no
-  more than max_accuracy_drop below the champion's on the same eval split, and optionally every
-  class's accuracy >= min_class_accuracy.
+  confusion matrix (read_evaluation derives top-1 precision and recall per class). Blessing needs
+  overall accuracy >= min_accuracy, no more than max_accuracy_drop below the champion's on the
+  same eval split, and optionally every class's accuracy >= min_class_accuracy.
 - ChampionModel: a component that copies the serving folder's champion into a Model artifact, the
   Evaluator's baseline (open-source Kubeflow cannot run TFX's Resolver, so the lookup is a step of
   its own). With no champion yet the artifact is empty and marked so.
@@ -60,11 +60,11 @@ def eval_config(*, label_key: str, class_key: str, num_classes: int, min_accurac
 def ChampionModel(champion: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.Model],
                   serving_dir: tfx.dsl.components.Parameter[str]) -> None:
     """The serving folder's champion, copied as a Model artifact (empty when there is none)."""
-    source = promotion.champion_dir(serving_dir)
-    version = promotion.champion(serving_dir)["version"] if source else 0
-    if source:
-        io_utils.copy_dir(source, path_utils.serving_model_dir(champion.uri))
-    champion.set_int_custom_property(CHAMPION_VERSION_PROPERTY, version)
+    pointer = promotion.champion(serving_dir)
+    if pointer:
+        io_utils.copy_dir(promotion.version_dir(serving_dir, pointer["version"]),
+                          path_utils.serving_model_dir(champion.uri))
+    champion.set_int_custom_property(CHAMPION_VERSION_PROPERTY, pointer["version"] if pointer else 0)
 
 
 class _Executor(evaluator_executor.Executor):

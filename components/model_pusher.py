@@ -21,8 +21,6 @@ from models import features
 from models.labels import read_labels
 
 PUSHED_PROPERTY, VERSION_PROPERTY, DESTINATION_PROPERTY = "pushed", "pushed_version", "pushed_destination"
-
-
 TFLITE_DIR = "tflite"
 
 
@@ -65,7 +63,7 @@ class Executor(base_executor.BaseExecutor):
         blessing = artifact_utils.get_single_instance(input_dict["model_blessing"])
         if blessing.get_int_custom_property("blessed") != 1:
             raise RuntimeError("refusing to push a model the Evaluator did not bless")
-        model = artifact_utils.get_single_instance(input_dict["model"])
+        model_path = serving_model_path(artifact_utils.get_single_instance(input_dict["model"]).uri)
         examples = artifact_utils.get_single_instance(input_dict["examples"])
         evaluation = read_evaluation(artifact_utils.get_single_instance(input_dict["evaluation"]).uri,
                                      read_labels(os.path.join(examples.uri, features.LABELS_FILENAME)))
@@ -73,10 +71,10 @@ class Executor(base_executor.BaseExecutor):
                  "metrics": promotion_metrics(evaluation),
                  "thresholds": json.loads(exec_properties["thresholds"]),
                  "data_fingerprint": features.read_ingest_report(examples.uri)["data_fingerprint"],
-                 "trained_model": serving_model_path(model.uri)}
+                 "trained_model": model_path}
         serving_dir = exec_properties["serving_dir"]
         lite_models = artifact_utils.get_single_instance(input_dict["lite_models"])
-        version = publish_model(serving_dir, serving_model_path(model.uri), entry, lite_models.uri)
+        version = publish_model(serving_dir, model_path, entry, lite_models.uri)
         pushed = artifact_utils.get_single_instance(output_dict["pushed_model"])
         pushed.set_int_custom_property(PUSHED_PROPERTY, 1)
         pushed.set_int_custom_property(VERSION_PROPERTY, version)

@@ -92,6 +92,11 @@ class LiteClassifier:
             output = (output.astype(np.float32) - zero_point) * scale
         return output
 
+    def top1(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """The top class of each image."""
+        return np.concatenate([self(images[i:i + batch_size]).argmax(axis=-1)
+                               for i in range(0, len(images), batch_size)])
+
     def latency_ms(self, images: np.ndarray) -> float:
         """Median milliseconds per single-image invocation."""
         for image in images[:10]:
@@ -107,7 +112,7 @@ class LiteClassifier:
 def measure(model: bytes, images: np.ndarray, labels: np.ndarray, reference_ids: np.ndarray) -> Dict[str, float]:
     """Size, top-1 accuracy, top-1 agreement with the reference (the SavedModel) and latency."""
     classifier = LiteClassifier(model)
-    predicted = np.concatenate([classifier(images[i:i + 256]).argmax(axis=-1) for i in range(0, len(images), 256)])
+    predicted = classifier.top1(images)
     return {"size_bytes": len(model), "accuracy": float(np.mean(predicted == labels)),
             "agreement": float(np.mean(predicted == reference_ids)),
             "latency_ms_per_image": round(classifier.latency_ms(images), 4)}

@@ -52,7 +52,7 @@ def tflite_top1(tflite_path: str, paths: Sequence[str]) -> np.ndarray:
         classifier = LiteClassifier(f.read())
     spec = ImageSpec(*(int(d) for d in classifier.image_shape))
     images = decode_images(tf.constant([tf.io.gfile.GFile(p, "rb").read() for p in paths]), spec).numpy()
-    return np.concatenate([classifier(images[i:i + 256]).argmax(axis=-1) for i in range(0, len(images), 256)])
+    return classifier.top1(images)
 
 
 def score(model_dir: str, folder: str) -> Dict[str, float]:
