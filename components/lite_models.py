@@ -1,7 +1,8 @@
 """LiteModels: the trained model's TFLite variants (models/lite.py), each measured on the eval
 split against the SavedModel: top-1 agreement, accuracy, file size, single-thread latency per image.
 A variant whose accuracy is more than max_accuracy_drop below the SavedModel's is marked not to be
-pushed, with the reason. Writes <variant>.tflite, labels.txt and quality.json.
+pushed, with the reason. int8 weights are quantized per tensor, or per channel when per tensor is
+too inaccurate to push. Writes <variant>.tflite, labels.txt and quality.json.
 """
 import json
 import os
@@ -55,10 +56,19 @@ def variants_with_quality(saved_model_dir: str, examples_uri: str, output_dir: s
     quality: Dict[str, Any] = {"eval_images": len(images), "saved_model_accuracy": saved_model_accuracy,
                                "max_accuracy_drop": max_accuracy_drop, "variants": {}}
     for variant in lite.VARIANTS:
-        model = lite.convert(saved_model_dir, variant, training_images)
-        measured = lite.measure(model, images, labels, reference)
-        quality["variants"][variant] = {**measured, **push_decision(measured["accuracy"], saved_model_accuracy,
-                                                                    max_accuracy_drop)}
+        # int8: the smallest weight quantization whose accuracy may be pushed; the others are recorded
+        attempts = []
+        for weight_quantization in lite.WEIGHT_QUANTIZATIONS if variant == "int8" else ("per-channel",):
+            model = lite.convert(saved_model_dir, variant, training_images, weight_quantization)
+            measured = lite.measure(model, images, labels, reference)
+            attempts.append({**measured, **push_decision(measured["accuracy"], saved_model_accuracy,
+                                                         max_accuracy_drop)})
+            if variant == "int8":
+                attempts[-1]["weight_quantization"] = weight_quantization
+            if attempts[-1]["push"]:
+                break
+        quality["variants"][variant] = {**attempts[-1], **({"earlier_attempts": attempts[:-1]} if len(attempts) > 1
+                                                           else {})}
         with tf.io.gfile.GFile(os.path.join(output_dir, f"{variant}.tflite"), "wb") as f:
             f.write(model)
     float32_size = quality["variants"]["float32"]["size_bytes"]

@@ -90,6 +90,7 @@ def test_a_messy_folder_pushes_a_model_that_classifies_held_out_images_then_a_ne
     assert set(scores["tflite"]) == {name for name, measured in quality.items() if measured["push"]} >= {"float32"}
     assert scores["tflite"]["float32"]["agreement"] == 1.0  # same top-1 as the SavedModel on each file
     assert quality["float32"]["agreement"] == 1.0 and quality["int8"]["agreement"] >= 0.99
+    assert quality["int8"]["weight_quantization"] in ("per-tensor", "per-channel")
     sizes = {name: measured["size_bytes"] for name, measured in quality.items()}
     assert sizes["int8"] < sizes["float16"] < sizes["float32"] and sizes["dynamic_range"] < sizes["float32"]
     assert sorted(os.listdir(os.path.join(version_dir, "tflite"))) == sorted(

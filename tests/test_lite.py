@@ -1,10 +1,19 @@
 """TFLite variants converted from the exported model, run as a client runs them, and measured."""
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from models import lite
-from tests.test_export import SPEC, exported  # noqa: F401  (the module-scoped fixture)
+from components.lite_models import variants_with_quality
+from models import features, lite
+from tests.test_export import SPEC, _png, exported  # noqa: F401  (the module-scoped fixture)
+
+
+def _scale_counts(model: bytes):
+    """How many scales each quantized tensor carries: one per tensor, or one per output channel."""
+    return [len(t["quantization_parameters"]["scales"]) for t in tf.lite.Interpreter(model_content=model)
+            .get_tensor_details() if len(t["quantization_parameters"]["scales"])]
 
 
 def test_the_float32_variant_gives_the_savedmodels_probabilities(exported):  # noqa: F811
@@ -48,3 +57,45 @@ def test_int8_needs_representative_images_and_unknown_variants_are_named(exporte
 def test_a_variant_too_far_below_the_saved_model_is_not_pushed_and_says_why(accuracy, expected):
     from components.lite_models import push_decision
     assert push_decision(accuracy, saved_model_accuracy=0.98, max_accuracy_drop=0.01) == expected
+
+
+def test_int8_weights_per_tensor_carry_one_scale_each_and_make_a_smaller_file(exported):  # noqa: F811
+    export_dir, pixels = exported
+    images = pixels.astype(np.float32)
+    per_channel = lite.convert(export_dir, "int8", images, weight_quantization="per-channel")
+    per_tensor = lite.convert(export_dir, "int8", images, weight_quantization="per-tensor")
+    assert max(_scale_counts(per_channel)) > 1
+    assert set(_scale_counts(per_tensor)) == {1}
+    assert len(per_tensor) < len(per_channel)
+    with pytest.raises(ValueError, match="weight_quantization must be one of"):
+        lite.convert(export_dir, "int8", images, weight_quantization="per-axis")
+
+
+def _write_examples(examples_uri: str, pixels: np.ndarray) -> None:
+    for split in ("train", "eval"):
+        os.makedirs(os.path.join(examples_uri, f"Split-{split}"))
+        path = os.path.join(examples_uri, f"Split-{split}", "data_tfrecord-00000-of-00001.gz")
+        with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+            for i, image in enumerate(pixels):
+                writer.write(tf.train.Example(features=tf.train.Features(feature={
+                    features.IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[_png(image)])),
+                    features.LABEL_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[i % 2]))})
+                ).SerializeToString())
+
+
+@pytest.mark.parametrize("max_accuracy_drop, int8_quantization, earlier", [
+    (1.0, "per-tensor", []),                  # per tensor may be pushed: kept
+    (-1.0, "per-channel", ["per-tensor"]),    # nothing may be pushed: both tried, the last one kept
+])
+def test_int8_falls_back_to_per_channel_weights_only_when_per_tensor_may_not_be_pushed(
+        exported, tmp_path, max_accuracy_drop, int8_quantization, earlier):  # noqa: F811
+    export_dir, pixels = exported
+    _write_examples(str(tmp_path / "examples"), pixels)
+    quality = variants_with_quality(export_dir, str(tmp_path / "examples"), str(tmp_path), max_accuracy_drop)
+    int8 = quality["variants"]["int8"]
+    assert int8["weight_quantization"] == int8_quantization
+    assert [attempt["weight_quantization"] for attempt in int8.get("earlier_attempts", [])] == earlier
+    assert int8["push"] == (max_accuracy_drop >= 0)
+    with open(tmp_path / "int8.tflite", "rb") as f:
+        assert (set(_scale_counts(f.read())) == {1}) == (int8_quantization == "per-tensor")
+    assert sorted(os.listdir(tmp_path)) == sorted(["examples"] + [f"{v}.tflite" for v in lite.VARIANTS])
