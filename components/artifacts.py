@@ -5,7 +5,9 @@ from tfx.utils import path_utils
 
 class TFLiteModels(artifact.Artifact):
     """A folder of <variant>.tflite files with labels.txt and quality.json (components/lite_models.py)."""
-    TYPE_NAME = "TFLiteModels"
+    # On Kubeflow the type name is the class's import path, one dot allowed: components/__init__.py
+    # exports the class under it.
+    TYPE_NAME = "components.TFLiteModels"
 
 
 def serving_model_path(model_uri: str) -> str:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.lite_models import variants_with_quality
+from components.lite_models import sample_split, variants_with_quality
 from models import features, lite
 from tests.test_export import SPEC, _png, exported  # noqa: F401  (the module-scoped fixture)
 
@@ -71,16 +71,28 @@ def test_int8_weights_per_tensor_carry_one_scale_each_and_make_a_smaller_file(ex
         lite.convert(export_dir, "int8", images, weight_quantization="per-axis")
 
 
-def _write_examples(examples_uri: str, pixels: np.ndarray) -> None:
-    for split in ("train", "eval"):
+def _write_examples(examples_uri: str, pixels: np.ndarray, labels=None, splits=("train", "eval")) -> None:
+    labels = [i % 2 for i in range(len(pixels))] if labels is None else labels
+    for split in splits:
         os.makedirs(os.path.join(examples_uri, f"Split-{split}"))
         path = os.path.join(examples_uri, f"Split-{split}", "data_tfrecord-00000-of-00001.gz")
         with tf.io.TFRecordWriter(path, options="GZIP") as writer:
-            for i, image in enumerate(pixels):
+            for image, label in zip(pixels, labels):
                 writer.write(tf.train.Example(features=tf.train.Features(feature={
                     features.IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[_png(image)])),
-                    features.LABEL_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[i % 2]))})
+                    features.LABEL_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[label]))})
                 ).SerializeToString())
+
+
+def test_the_calibration_sample_spans_a_class_sorted_split(tmp_path):
+    pixels = np.random.default_rng(0).integers(0, 256, (400,) + SPEC.shape, dtype=np.uint8)
+    labels = [i * 4 // 400 for i in range(400)]  # four classes, written one after the other as ExampleGen does
+    _write_examples(str(tmp_path), pixels, labels, splits=("train",))
+    images, sampled = sample_split(str(tmp_path), "train", SPEC, count=40)
+    assert images.shape == (40,) + SPEC.shape and set(sampled) == {0, 1, 2, 3}
+    assert max(np.bincount(sampled)) <= 20  # not dominated by one class
+    assert len(sample_split(str(tmp_path), "train", SPEC, count=1000)[1]) == 400  # fewer: all of them
+    assert (sample_split(str(tmp_path), "train", SPEC, count=40)[1] == sampled).all()  # seeded
 
 
 @pytest.mark.parametrize("max_accuracy_drop, int8_quantization, earlier", [
