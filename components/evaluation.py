@@ -8,7 +8,8 @@
   Evaluator's baseline (open-source Kubeflow cannot run TFX's Resolver, so the lookup is a step of
   its own). With no champion yet the artifact is empty and marked so.
 - ChampionEvaluator: TFX's Evaluator, except that an empty champion means "no baseline": a first
-  run is judged by the absolute thresholds alone.
+  run is judged by the absolute thresholds alone; and that the absolute bound on accuracy is a
+  parameter of its own (a Kubeflow run-time parameter must be a top-level value, not inside a proto).
 - read_evaluation: the evaluation artifact as plain JSON for run summaries and promotion records.
 """
 import os
@@ -16,29 +17,36 @@ from typing import Any, Dict, List
 
 import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.proto import config_pb2  # tfma lists PerSliceMetricThreshold but does not export it
+from tfx import types
 from tfx import v1 as tfx
 from tfx.components.evaluator import executor as evaluator_executor
-from tfx.dsl.components.base import executor_spec
-from tfx.types import standard_component_specs
-from tfx.utils import io_utils, path_utils
+from tfx.dsl.components.base import base_beam_component, executor_spec
+from tfx.types import standard_artifacts, standard_component_specs
+from tfx.types.component_spec import ExecutionParameter
+from tfx.utils import io_utils, json_utils, path_utils, proto_utils
 
 from components import promotion
 
 ACCURACY = "sparse_categorical_accuracy"
 CANDIDATE, BASELINE = "candidate", "champion"
 CHAMPION_VERSION_PROPERTY = "champion_version"  # 0: there is no champion
+MIN_ACCURACY_KEY = "min_accuracy"
 
 
-def eval_config(*, label_key: str, class_key: str, num_classes: int, min_accuracy: float,
+def check_fraction(name: str, value) -> None:
+    """A bound given as a number must be in [0, 1]; a run-time parameter is checked when it is read."""
+    if isinstance(value, (int, float)) and not 0 <= value <= 1:
+        raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
+
+
+def eval_config(*, label_key: str, class_key: str, num_classes: int,
                 max_accuracy_drop: float, min_class_accuracy: float = 0.0) -> tfma.EvalConfig:
-    for name, value in (("min_accuracy", min_accuracy), ("max_accuracy_drop", max_accuracy_drop),
-                        ("min_class_accuracy", min_class_accuracy)):
-        if not 0 <= value <= 1:
-            raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
+    """The evaluation, without the absolute bound on overall accuracy (with_min_accuracy adds it)."""
+    for name, value in (("max_accuracy_drop", max_accuracy_drop), ("min_class_accuracy", min_class_accuracy)):
+        check_fraction(name, value)
     overall, per_class = tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=[class_key])
     accuracy_thresholds = [config_pb2.PerSliceMetricThreshold(
         slicing_specs=[overall], threshold=tfma.MetricThreshold(
-            value_threshold=tfma.GenericValueThreshold(lower_bound={"value": min_accuracy}),
             change_threshold=tfma.GenericChangeThreshold(direction=tfma.MetricDirection.HIGHER_IS_BETTER,
                                                          absolute={"value": -max_accuracy_drop})))]
     if min_class_accuracy:
@@ -67,16 +75,51 @@ def ChampionModel(champion: tfx.dsl.components.OutputArtifact[tfx.types.standard
     champion.set_int_custom_property(CHAMPION_VERSION_PROPERTY, pointer["version"] if pointer else 0)
 
 
+def with_min_accuracy(config: tfma.EvalConfig, min_accuracy: float) -> tfma.EvalConfig:
+    """The config with overall accuracy >= min_accuracy added to its overall accuracy threshold."""
+    check_fraction("min_accuracy", min_accuracy)
+    config = type(config).FromString(config.SerializeToString())
+    for metrics_spec in config.metrics_specs:
+        for metric in metrics_spec.metrics:
+            for per_slice in metric.per_slice_thresholds:
+                if metric.class_name == "SparseCategoricalAccuracy" and per_slice.slicing_specs == [tfma.SlicingSpec()]:
+                    per_slice.threshold.value_threshold.lower_bound.value = min_accuracy
+                    return config
+    raise ValueError("the eval config has no overall SparseCategoricalAccuracy threshold to bound")
+
+
 class _Executor(evaluator_executor.Executor):
     def Do(self, input_dict, output_dict, exec_properties):
         baseline = input_dict.get(standard_component_specs.BASELINE_MODEL_KEY) or []
         if baseline and not baseline[0].get_int_custom_property(CHAMPION_VERSION_PROPERTY):
             input_dict = {k: v for k, v in input_dict.items() if k != standard_component_specs.BASELINE_MODEL_KEY}
+        exec_properties = dict(exec_properties)
+        config = proto_utils.json_to_proto(exec_properties[standard_component_specs.EVAL_CONFIG_KEY], tfma.EvalConfig())
+        exec_properties[standard_component_specs.EVAL_CONFIG_KEY] = proto_utils.proto_to_json(
+            with_min_accuracy(config, float(exec_properties.pop(MIN_ACCURACY_KEY))))
         super().Do(input_dict, output_dict, exec_properties)
 
 
+class ChampionEvaluatorSpec(standard_component_specs.EvaluatorSpec):
+    PARAMETERS = {**standard_component_specs.EvaluatorSpec.PARAMETERS,
+                  MIN_ACCURACY_KEY: ExecutionParameter(type=float)}
+
+
 class ChampionEvaluator(tfx.components.Evaluator):
+    SPEC_CLASS = ChampionEvaluatorSpec
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(_Executor)
+
+    def __init__(self, *, examples: types.BaseChannel, model: types.BaseChannel, baseline_model: types.BaseChannel,
+                 eval_config: tfma.EvalConfig, min_accuracy):
+        """min_accuracy: a float, or a RuntimeParameter of type float."""
+        check_fraction("min_accuracy", min_accuracy)
+        spec = ChampionEvaluatorSpec(
+            examples=examples, model=model, baseline_model=baseline_model, eval_config=eval_config,
+            fairness_indicator_thresholds=json_utils.dumps(None), example_splits=json_utils.dumps(None),
+            min_accuracy=min_accuracy, evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
+            blessing=types.Channel(type=standard_artifacts.ModelBlessing))
+        # Evaluator.__init__ builds its own spec; this one adds a parameter.
+        base_beam_component.BaseBeamComponent.__init__(self, spec=spec)  # pylint: disable=non-parent-init-called
 
 
 def _slice_name(slice_key) -> str:

@@ -2,7 +2,6 @@
 record (components/promotion.py). The pipeline runs it only for a blessed model (a tfx.dsl.Cond);
 it refuses an unblessed one all the same.
 """
-import json
 import os
 import re
 from typing import Any, Dict, List
@@ -22,6 +21,7 @@ from models.labels import read_labels
 
 PUSHED_PROPERTY, VERSION_PROPERTY, DESTINATION_PROPERTY = "pushed", "pushed_version", "pushed_destination"
 TFLITE_DIR = "tflite"
+THRESHOLDS = ("min_accuracy", "max_accuracy_drop", "min_class_accuracy")
 
 
 def publish_model(serving_dir: str, model_path: str, entry: Dict[str, Any], lite_models_uri: str = "") -> int:
@@ -45,7 +45,8 @@ def publish_model(serving_dir: str, model_path: str, entry: Dict[str, Any], lite
 class ModelPusherSpec(types.ComponentSpec):
     PARAMETERS = {
         "serving_dir": ExecutionParameter(type=str),
-        "thresholds": ExecutionParameter(type=str),  # JSON, recorded with the promotion
+        # recorded with the promotion; separate values, so that a run-time parameter can be one
+        **{name: ExecutionParameter(type=float) for name in THRESHOLDS},
     }
     INPUTS = {
         "model": ChannelParameter(type=standard_artifacts.Model),
@@ -69,7 +70,7 @@ class Executor(base_executor.BaseExecutor):
                                      read_labels(os.path.join(examples.uri, features.LABELS_FILENAME)))
         entry = {"action": "blessed", "run_id": self._context.pipeline_run_id if self._context else None,
                  "metrics": promotion_metrics(evaluation),
-                 "thresholds": json.loads(exec_properties["thresholds"]),
+                 "thresholds": {name: float(exec_properties[name]) for name in THRESHOLDS},
                  "data_fingerprint": features.read_ingest_report(examples.uri)["data_fingerprint"],
                  "trained_model": model_path}
         serving_dir = exec_properties["serving_dir"]
@@ -87,9 +88,9 @@ class ModelPusher(base_component.BaseComponent):
 
     def __init__(self, *, model: types.BaseChannel, model_blessing: types.BaseChannel,
                  evaluation: types.BaseChannel, examples: types.BaseChannel, lite_models: types.BaseChannel,
-                 serving_dir: str, thresholds: Dict[str, float]):
+                 serving_dir: str, thresholds: Dict[str, Any]):
+        """thresholds: each of THRESHOLDS, a float or a RuntimeParameter of type float."""
         super().__init__(spec=ModelPusherSpec(
             model=model, model_blessing=model_blessing, evaluation=evaluation, examples=examples,
-            lite_models=lite_models,
-            serving_dir=serving_dir, thresholds=json.dumps(thresholds, sort_keys=True),
+            lite_models=lite_models, serving_dir=serving_dir, **{name: thresholds[name] for name in THRESHOLDS},
             pushed_model=types.Channel(type=standard_artifacts.PushedModel)))

@@ -26,6 +26,13 @@ _LISTED_FILES = 20  # a message names at most this many files; last_run.json has
 GENERIC_ACCEPT_COMMAND = "python -m pipeline.schema --schema <schema file> --data-root <data root>"
 
 
+def accept_command(schema_file: str, data_root: str) -> str:
+    """The one command that accepts the data root's classes into the schema."""
+    if not schema_file or not data_root:
+        return GENERIC_ACCEPT_COMMAND
+    return f"bin/in-env python -m pipeline.schema --schema {schema_file} --data-root {data_root}"
+
+
 class DataValidationError(RuntimeError):
     """The data must not reach training; the message lists every reason."""
 
@@ -117,14 +124,15 @@ def DataGate(examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artif
              baseline_path: tfx.dsl.components.Parameter[str] = "",
              max_class_drift: tfx.dsl.components.Parameter[float] = 1.0,
              strict: tfx.dsl.components.Parameter[int] = 0,
-             accept_command: tfx.dsl.components.Parameter[str] = "",
+             schema_file: tfx.dsl.components.Parameter[str] = "",
+             data_root: tfx.dsl.components.Parameter[str] = "",
              ) -> tfx.dsl.components.OutputDict(class_balance=str):
     report = features.read_ingest_report(examples.uri)
     found_anomalies = read_anomalies(anomalies.uri, artifact_utils.decode_split_names(anomalies.split_names))
     counts = class_counts(report)
     balance = class_balance(_read_baseline(baseline_path), counts)
     found = problems(report, found_anomalies, balance, max_class_drift, bool(strict),
-                     accept_command or GENERIC_ACCEPT_COMMAND)
+                     accept_command(schema_file, data_root))
     if found:
         raise DataValidationError("data validation stopped the run before Transform:\n"
                                   + "\n".join(f"  - {line}" for line in found))

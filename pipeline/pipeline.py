@@ -1,16 +1,17 @@
 """create_pipeline: pure wiring of the stages. Runners own paths and the orchestrator."""
 import dataclasses
 import os
-from typing import Sequence
+from typing import Optional, Sequence, Union
 
 import tensorflow_data_validation as tfdv
 from tfx import v1 as tfx
 
-from components.evaluation import ChampionEvaluator, ChampionModel, eval_config
+from components.evaluation import ChampionEvaluator, ChampionModel, check_fraction, eval_config
 from components.image_example_gen.component import ImageFolderExampleGen
 from components.image_example_gen.image_check import DEFAULT_MAX_IMAGE_PIXELS
 from components.lite_models import LiteModels
 from components.model_pusher import ModelPusher
+from components.trainer import Trainer
 from components.validation_gate import DataGate
 from models import features
 from models.model import ModelConfig
@@ -18,9 +19,13 @@ from models.preprocessing import ImageSpec
 from models.trainer import TrainingConfig
 from pipeline import configs, schema
 
+RuntimeParameter = tfx.dsl.experimental.RuntimeParameter
 
-def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: str, serving_dir: str,
-                    schema_file: str, image_spec: ImageSpec, training: TrainingConfig, min_accuracy: float,
+
+def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: Union[str, RuntimeParameter],
+                    serving_dir: str, schema_file: str, image_spec: ImageSpec, training: TrainingConfig,
+                    min_accuracy: Union[float, RuntimeParameter],
+                    epochs: Optional[Union[int, RuntimeParameter]] = None,
                     model: ModelConfig = ModelConfig(),
                     max_accuracy_drop: float = configs.MAX_ACCURACY_DROP,
                     min_class_accuracy: float = 0.0,
@@ -31,15 +36,20 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: str, s
                     strict: bool = False,
                     metadata_connection_config=None,
                     beam_pipeline_args: Sequence[str] = configs.BEAM_PIPELINE_ARGS,
-                    enable_cache: bool = False) -> tfx.dsl.Pipeline:
-    for name, value in (("max_class_drift", max_class_drift), ("max_tflite_accuracy_drop", max_tflite_accuracy_drop)):
-        if not 0 <= value <= 1:
-            raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
+                    enable_cache: bool = False,
+                    schema_file_in_pipeline: Optional[str] = None) -> tfx.dsl.Pipeline:
+    """data_root, min_accuracy and epochs (default: training.epochs) may be RuntimeParameters, set
+    per run on Kubeflow. schema_file is read here; schema_file_in_pipeline is where the steps find
+    it (default: the same path)."""
+    for name, value in (("max_class_drift", max_class_drift), ("max_tflite_accuracy_drop", max_tflite_accuracy_drop),
+                        ("min_accuracy", min_accuracy)):
+        check_fraction(name, value)
+    schema_file_in_pipeline = schema_file_in_pipeline or schema_file
     class_names = schema.class_names(schema.load(schema_file))
     example_gen = ImageFolderExampleGen(input_base=data_root, eval_percent=eval_percent,
                                         known_classes=class_names,
                                         max_image_pixels=max_image_pixels)
-    schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_file)
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_file_in_pipeline)
     statistics_gen = tfx.components.StatisticsGen(
         examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
         stats_options=tfdv.StatsOptions(desired_batch_size=configs.STATS_BATCH_SIZE,
@@ -49,17 +59,18 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: str, s
     data_gate = DataGate(examples=example_gen.outputs["examples"], anomalies=example_validator.outputs["anomalies"],
                          baseline_path=os.path.join(pipeline_root, "DataGate", configs.CLASS_BALANCE_BASELINE),
                          max_class_drift=max_class_drift, strict=int(strict),
-                         accept_command=f"bin/in-env python -m pipeline.schema --schema {schema_file} "
-                                        f"--data-root {data_root}")
+                         schema_file=schema_file, data_root=data_root)
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
         preprocessing_fn=configs.PREPROCESSING_FN, materialize=False,
         custom_config={"image": image_spec.to_config()})
     transform.add_upstream_node(data_gate)
-    trainer = tfx.components.Trainer(
+    trainer = Trainer(
         run_fn=configs.RUN_FN, examples=example_gen.outputs["examples"],
         transform_graph=transform.outputs["transform_graph"], schema=schema_gen.outputs["schema"],
-        custom_config={"image": image_spec.to_config(), "training": dataclasses.asdict(training),
+        epochs=training.epochs if epochs is None else epochs,
+        custom_config={"image": image_spec.to_config(),
+                       "training": {k: v for k, v in dataclasses.asdict(training).items() if k != "epochs"},
                        "model": model.options(),
                        "checkpoint_root": os.path.join(pipeline_root, "Trainer", "checkpoints")})
     lite_models = LiteModels(model=trainer.outputs["model"], examples=example_gen.outputs["examples"],
@@ -69,9 +80,9 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: str, s
         examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
         baseline_model=champion.outputs["champion"],
         eval_config=eval_config(label_key=features.LABEL_KEY, class_key=features.CLASS_NAME_KEY,
-                                num_classes=len(class_names), min_accuracy=min_accuracy,
-                                max_accuracy_drop=max_accuracy_drop, min_class_accuracy=min_class_accuracy)
-    ).with_id("Evaluator")
+                                num_classes=len(class_names), max_accuracy_drop=max_accuracy_drop,
+                                min_class_accuracy=min_class_accuracy),
+        min_accuracy=min_accuracy).with_id("Evaluator")
     with tfx.dsl.Cond(evaluator.outputs["blessing"].future()[0].custom_property("blessed") == 1):
         pusher = ModelPusher(
             model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],

@@ -1,0 +1,55 @@
+"""Trainer: TFX's Trainer with the number of epochs as a parameter of its own. A Kubeflow run-time
+parameter must be a top-level value, not an entry of custom_config; the executor puts it into
+custom_config["training"]["epochs"], where run_fn reads it.
+"""
+import json
+from typing import Any, Dict
+
+from tfx import types
+from tfx import v1 as tfx
+from tfx.components.trainer import executor as trainer_executor
+from tfx.dsl.components.base import base_component, executor_spec
+from tfx.proto import trainer_pb2
+from tfx.types import standard_artifacts, standard_component_specs
+from tfx.types.component_spec import ExecutionParameter
+
+EPOCHS_KEY = "epochs"
+
+
+def check_epochs(epochs) -> None:
+    """A number of epochs given as a number must be >= 1; a run-time parameter is checked when read."""
+    if isinstance(epochs, (int, float)) and (int(epochs) != epochs or epochs < 1):
+        raise ValueError(f"epochs must be a whole number >= 1, got {epochs!r}")
+
+
+class Executor(trainer_executor.GenericExecutor):
+    def Do(self, input_dict, output_dict, exec_properties: Dict[str, Any]) -> None:
+        exec_properties = dict(exec_properties)
+        epochs = exec_properties.pop(EPOCHS_KEY)
+        check_epochs(epochs)
+        custom_config = json.loads(exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY) or "{}")
+        custom_config.setdefault("training", {})["epochs"] = int(epochs)
+        exec_properties[standard_component_specs.CUSTOM_CONFIG_KEY] = json.dumps(custom_config)
+        super().Do(input_dict, output_dict, exec_properties)
+
+
+class TrainerSpec(standard_component_specs.TrainerSpec):
+    PARAMETERS = {**standard_component_specs.TrainerSpec.PARAMETERS, EPOCHS_KEY: ExecutionParameter(type=int)}
+
+
+class Trainer(tfx.components.Trainer):
+    SPEC_CLASS = TrainerSpec
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
+
+    def __init__(self, *, examples: types.BaseChannel, transform_graph: types.BaseChannel,
+                 schema: types.BaseChannel, run_fn: str, custom_config: Dict[str, Any], epochs):
+        """epochs: an int, or a RuntimeParameter of type int."""
+        check_epochs(epochs)
+        spec = TrainerSpec(
+            examples=examples, transform_graph=transform_graph, schema=schema, run_fn=run_fn,
+            train_args=trainer_pb2.TrainArgs(), eval_args=trainer_pb2.EvalArgs(),
+            custom_config=json.dumps(custom_config), epochs=epochs,
+            model=types.Channel(type=standard_artifacts.Model),
+            model_run=types.Channel(type=standard_artifacts.ModelRun))
+        # tfx Trainer.__init__ builds its own spec; this one adds a parameter.
+        base_component.BaseComponent.__init__(self, spec=spec)  # pylint: disable=non-parent-init-called

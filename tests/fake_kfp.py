@@ -1,0 +1,108 @@
+"""A local stand-in for the Kubeflow Pipelines API server (the v2beta1 endpoints kfp.Client uses for
+experiments, runs and recurring runs). It keeps what it is sent and records every request; a real
+cluster is the user's."""
+import json
+import threading
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Dict, List
+
+API = "/apis/v2beta1"
+
+
+class FakeKfp:
+    def __init__(self):
+        self.requests: List[Dict[str, Any]] = []
+        self.experiments: Dict[str, Dict[str, Any]] = {}
+        self.runs: Dict[str, Dict[str, Any]] = {}
+        self.recurring_runs: Dict[str, Dict[str, Any]] = {}
+        self._ids = 0
+        handler = type("Handler", (_Handler,), {"fake": self})
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.host = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._server.shutdown()
+        self._server.server_close()
+
+    def new_id(self, kind: str) -> str:
+        self._ids += 1
+        return f"{kind}-{self._ids}"
+
+    def calls(self) -> List[str]:
+        """'METHOD /path' of every request, API prefix and query left out."""
+        return [f"{r['method']} {r['path'][len(API):]}" for r in self.requests if r["path"].startswith(API)]
+
+    def handle(self, method: str, path: str, query: Dict[str, List[str]], body: Any):
+        parts = path[len(API):].strip("/").split("/") if path.startswith(API) else []
+        if parts == ["healthz"]:
+            return 200, {"multi_user": False}
+        if parts == ["experiments"] and method == "POST":
+            experiment = {**body, "experiment_id": self.new_id("experiment")}
+            self.experiments[experiment["experiment_id"]] = experiment
+            return 200, experiment
+        if parts == ["experiments"] and method == "GET":
+            wanted = _display_name_filter(query)
+            found = [e for e in self.experiments.values() if wanted is None or e["display_name"] == wanted]
+            return 200, {"experiments": found, "total_size": len(found)}
+        if parts == ["runs"] and method == "POST":
+            run = {**body, "run_id": self.new_id("run"), "state": "PENDING"}
+            self.runs[run["run_id"]] = run
+            return 200, run
+        if parts == ["recurringruns"] and method == "POST":
+            run = {**body, "recurring_run_id": self.new_id("recurring"), "status": "ENABLED"}
+            self.recurring_runs[run["recurring_run_id"]] = run
+            return 200, run
+        if parts == ["recurringruns"] and method == "GET":
+            experiment = (query.get("experiment_id") or [None])[0]
+            found = [r for r in self.recurring_runs.values() if experiment in (None, r.get("experiment_id"))]
+            return 200, {"recurringRuns": found, "total_size": len(found)}
+        if len(parts) == 2 and parts[0] == "recurringruns" and method == "DELETE":
+            if self.recurring_runs.pop(parts[1], None) is None:
+                return 404, {"error": f"recurring run {parts[1]} not found", "code": 5}
+            return 200, {}
+        return 404, {"error": f"{method} {path} is not an endpoint of this fake", "code": 5}
+
+
+def _display_name_filter(query: Dict[str, List[str]]):
+    for raw in query.get("filter", []):
+        for predicate in json.loads(raw).get("predicates", []):
+            if predicate.get("key") in ("display_name", "name"):
+                return predicate.get("string_value") or predicate.get("stringValue")
+    return None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    fake: FakeKfp
+
+    def _serve(self, method: str) -> None:
+        url = urllib.parse.urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length)) if length else None
+        query = urllib.parse.parse_qs(url.query)
+        self.fake.requests.append({"method": method, "path": url.path, "query": query, "body": body,
+                                   "headers": dict(self.headers)})
+        status, answer = self.fake.handle(method, url.path, query, body)
+        payload = json.dumps(answer).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def do_GET(self):  # noqa: N802
+        self._serve("GET")
+
+    def do_POST(self):  # noqa: N802
+        self._serve("POST")
+
+    def do_DELETE(self):  # noqa: N802
+        self._serve("DELETE")
+
+    def log_message(self, *args):  # quiet
+        pass

@@ -1,0 +1,37 @@
+"""The Evaluator's absolute accuracy bound, applied at run time from its own parameter."""
+import pytest
+import tensorflow_model_analysis as tfma
+
+from components.evaluation import eval_config, with_min_accuracy
+from components.trainer import check_epochs
+
+
+def _thresholds(config):
+    (accuracy,) = [m for m in config.metrics_specs[0].metrics if m.class_name == "SparseCategoricalAccuracy"]
+    return {("overall" if s.slicing_specs == [tfma.SlicingSpec()] else "per class"): s.threshold
+            for s in accuracy.per_slice_thresholds}
+
+
+def test_the_run_time_bound_goes_on_overall_accuracy_and_keeps_the_other_thresholds():
+    config = eval_config(label_key="label", class_key="class_name", num_classes=3, max_accuracy_drop=0.02,
+                         min_class_accuracy=0.5)
+    assert not _thresholds(config)["overall"].HasField("value_threshold")
+    bounded = _thresholds(with_min_accuracy(config, 0.93))
+    assert bounded["overall"].value_threshold.lower_bound.value == pytest.approx(0.93)
+    assert bounded["overall"].change_threshold.absolute.value == pytest.approx(-0.02)
+    assert bounded["per class"].value_threshold.lower_bound.value == pytest.approx(0.5)
+    assert not _thresholds(config)["overall"].HasField("value_threshold")  # the input is left as it was
+
+
+@pytest.mark.parametrize("value", [1.5, -0.1])
+def test_a_run_time_bound_out_of_range_names_itself(value):
+    config = eval_config(label_key="label", class_key="class_name", num_classes=3, max_accuracy_drop=0.01)
+    with pytest.raises(ValueError, match="min_accuracy must be between 0 and 1"):
+        with_min_accuracy(config, value)
+
+
+@pytest.mark.parametrize("epochs", [0, 2.5, -3])
+def test_epochs_must_be_a_whole_number_from_one(epochs):
+    with pytest.raises(ValueError, match="epochs must be a whole number >= 1"):
+        check_epochs(epochs)
+    check_epochs(15)

@@ -1,0 +1,231 @@
+"""The Kubeflow pipeline: compiled as KFP and Vertex run it, every named class importable here, and
+submitted and scheduled through kfp.Client against a local fake of the KFP API (tests/fake_kfp.py)."""
+import json
+import os
+import socket
+
+import pytest
+import yaml
+from google.protobuf import json_format
+from kfp.pipeline_spec import pipeline_spec_pb2
+from tfx.utils import import_utils
+
+from pipeline import kubeflow_runner
+from tests.fake_kfp import FakeKfp
+
+STEPS = {"ImageFolderExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator", "DataGate", "Transform",
+         "Trainer", "LiteModels", "ChampionModel", "Evaluator", "Pusher"}
+# producer -> consumer edges that make the order ExampleGen -> validation -> Transform -> Trainer ->
+# Evaluator -> gated Pusher, with the champion step feeding the Evaluator
+ORDER = [("ImageFolderExampleGen", "StatisticsGen"), ("StatisticsGen", "ExampleValidator"),
+         ("ExampleValidator", "DataGate"), ("DataGate", "Transform"), ("Transform", "Trainer"),
+         ("Trainer", "Evaluator"), ("ChampionModel", "Evaluator"), ("Evaluator", "Pusher"), ("LiteModels", "Pusher")]
+
+
+def _compile(tmp_path, name: str, *flags: str):
+    output = str(tmp_path / name)
+    assert kubeflow_runner.main(["compile", "--output", output, *flags]) == 0
+    with open(output) as f:
+        return list(yaml.safe_load_all(f))
+
+
+@pytest.fixture(scope="module")
+def kfp_documents(tmp_path_factory):
+    return _compile(tmp_path_factory.mktemp("kfp"), "pipeline.yaml", "--image", "registry.example/image-cnn:1",
+                    "--gpus", "2", "--volume", "models-claim", "--mount-path", "/mnt/models")
+
+
+@pytest.fixture(scope="module")
+def kfp_spec(kfp_documents):
+    return json_format.ParseDict(kfp_documents[0], pipeline_spec_pb2.PipelineSpec())
+
+
+@pytest.fixture(scope="module")
+def executors(kfp_spec):
+    """The deployment config (a Struct in PipelineSpec), parsed with its own proto."""
+    return json_format.ParseDict(json_format.MessageToDict(kfp_spec.deployment_spec),
+                                 pipeline_spec_pb2.PipelineDeploymentConfig()).executors
+
+
+def _dependencies(spec: pipeline_spec_pb2.PipelineSpec):
+    return {name: set(task.dependent_tasks) for name, task in spec.root.dag.tasks.items()}
+
+
+def _reaches(dependencies, source: str, target: str) -> bool:
+    pending, seen = [target], set()
+    while pending:
+        step = pending.pop()
+        if step == source:
+            return True
+        if step not in seen:
+            seen.add(step)
+            pending += dependencies[step]
+    return False
+
+
+def test_kfp_spec_parses_and_holds_the_steps_in_order(kfp_spec):
+    dependencies = _dependencies(kfp_spec)
+    assert set(dependencies) == STEPS
+    for producer, consumer in ORDER:
+        assert _reaches(dependencies, producer, consumer), f"{producer} does not run before {consumer}"
+    assert not _reaches(dependencies, "Pusher", "Evaluator")
+
+
+def test_kfp_spec_has_no_resolver_only_containers(kfp_spec, executors):
+    for label, executor in executors.items():
+        assert executor.WhichOneof("spec") == "container", label
+    assert not any("resolver" in label.lower() for label in executors)
+
+
+def test_the_pusher_runs_only_for_a_blessed_model_named_by_a_declared_input(kfp_spec):
+    pusher = kfp_spec.root.dag.tasks["Pusher"]
+    assert pusher.trigger_policy.condition == \
+        "(inputs.artifacts['model_blessing'].artifacts[0].metadata['blessed'] == 1.0)"
+    assert pusher.inputs.artifacts["model_blessing"].task_output_artifact.producer_task == "Evaluator"
+    conditioned = [name for name, task in kfp_spec.root.dag.tasks.items() if task.trigger_policy.condition]
+    assert conditioned == ["Pusher"]
+
+
+def test_run_time_parameters_exist_and_reach_their_steps(kfp_spec):
+    parameters = kfp_spec.root.input_definitions.parameters
+    assert {name: (pipeline_spec_pb2.ParameterType.ParameterTypeEnum.Name(p.parameter_type),
+                   json_format.MessageToDict(p.default_value)) for name, p in parameters.items()} == {
+        "data_root": ("STRING", "/mnt/models/data"), "min_accuracy": ("NUMBER_DOUBLE", 0.9),
+        "epochs": ("NUMBER_INTEGER", 15)}  # defaults in the spec: KFP takes no runtimeConfig
+    uses = {(step, key): value.component_input_parameter for step, task in kfp_spec.root.dag.tasks.items()
+            for key, value in task.inputs.parameters.items() if value.component_input_parameter}
+    assert uses == {("ImageFolderExampleGen", "input_base"): "data_root", ("DataGate", "data_root"): "data_root",
+                    ("Evaluator", "min_accuracy"): "min_accuracy", ("Pusher", "min_accuracy"): "min_accuracy",
+                    ("Trainer", "epochs"): "epochs"}
+
+
+def test_the_trainer_alone_requests_gpus_and_memory(kfp_spec, executors):
+    requested = {label: executor.container.resources for label, executor in executors.items()
+                 if executor.container.HasField("resources")}
+    assert list(requested) == ["Trainer_executor"]
+    resources = requested["Trainer_executor"]
+    assert (resources.accelerator.type, resources.accelerator.count) == ("nvidia.com/gpu", 2)
+    assert resources.memory_limit == 16.0
+
+
+def test_every_step_runs_the_image_and_mounts_the_volume(kfp_spec, kfp_documents, executors):
+    platform = json_format.ParseDict(kfp_documents[1], pipeline_spec_pb2.PlatformSpec())
+    mounts = json_format.MessageToDict(platform.platforms["kubernetes"])["deploymentSpec"]["executors"]
+    assert set(mounts) == set(executors)
+    for label, executor in executors.items():
+        assert executor.container.image == "registry.example/image-cnn:1"
+        assert mounts[label] == {"pvcMount": [{"constant": "models-claim", "mountPath": "/mnt/models"}]}
+    pusher = kfp_spec.root.dag.tasks["Pusher"].inputs.parameters["serving_dir"].runtime_value.constant
+    assert pusher.string_value == "/mnt/models/serving/image_cnn"
+    schema = kfp_spec.root.dag.tasks["ImportSchemaGen"].inputs.parameters["schema_file"].runtime_value.constant
+    assert schema.string_value == "/opt/image-cnn/schemas/mnist-sample.pbtxt"
+
+
+def test_every_class_the_spec_names_imports_here(kfp_spec, executors):
+    named = set()
+    for executor in executors.values():
+        args = list(executor.container.args)
+        named.add(args[args.index("--executor_class_path") + 1])
+    for component in kfp_spec.components.values():
+        for definitions in (component.input_definitions.artifacts, component.output_definitions.artifacts):
+            for artifact in definitions.values():
+                title = yaml.safe_load(artifact.artifact_type.instance_schema)["title"]
+                if not title.startswith("tfx."):  # TFX maps its own types; ours are import paths
+                    named.add(title)
+    assert {"components.image_example_gen.executor.Executor", "components.trainer.Executor",
+            "components.evaluation._Executor", "components.TFLiteModels"} <= named
+    for class_path in named:
+        import_utils.import_class_by_path(class_path)
+
+
+def test_json_output_is_the_bare_spec_and_says_the_mount_needs_yaml(tmp_path, capsys):
+    documents = _compile(tmp_path, "p.json", "--target", "kfp")
+    assert len(documents) == 1 and "deploymentSpec" in documents[0] and "pipelineSpec" not in documents[0]
+    json_format.ParseDict(documents[0], pipeline_spec_pb2.PipelineSpec())
+    assert "without the volume mount" in capsys.readouterr().err
+
+
+def test_vertex_target_is_a_pipeline_job_on_gcs(tmp_path, capsys):
+    (job,) = _compile(tmp_path, "job.json", "--target", "vertex", "--pipeline-root", "gs://bucket/root")
+    assert job["runtimeConfig"]["gcsOutputDirectory"] == "gs://bucket/root"
+    assert job["runtimeConfig"]["parameterValues"] == {"data_root": "/mnt/image-cnn/data", "min_accuracy": 0.9,
+                                                       "epochs": 15}
+    assert set(job["pipelineSpec"]["root"]["dag"]["tasks"]) == STEPS
+    with pytest.raises(SystemExit):
+        kubeflow_runner.main(["compile", "--output", str(tmp_path / "x.json"), "--target", "vertex"])
+    assert "needs --pipeline-root gs://" in capsys.readouterr().err
+
+
+def test_beam_targets_and_no_gpu_option(tmp_path, capsys):
+    (spec,) = _compile(tmp_path, "dataflow.json", "--beam-target", "dataflow", "--image", "img:2", "--gpus", "0",
+                       "--beam-arg=--project=p", "--beam-arg=--region=europe-west4")
+    args = spec["deploymentSpec"]["executors"]["Transform_executor"]["container"]["args"]
+    assert {"--runner=DataflowRunner", "--sdk_container_image=img:2", "--project=p", "--region=europe-west4"} <= set(args)
+    assert not any("accelerator" in e["container"].get("resources", {}) for e in spec["deploymentSpec"]["executors"].values())
+    (spec,) = _compile(tmp_path, "flink.json", "--beam-target", "flink", "--beam-master", "flink:8081")
+    args = spec["deploymentSpec"]["executors"]["StatisticsGen_executor"]["container"]["args"]
+    assert {"--runner=FlinkRunner", "--flink_master=flink:8081", "--environment_type=DOCKER"} <= set(args)
+    capsys.readouterr()
+    assert kubeflow_runner.main(["compile", "--output", str(tmp_path / "s.json"), "--beam-target", "spark"]) == 2
+    assert "needs --beam-master" in capsys.readouterr().err
+
+
+def test_a_schema_the_image_does_not_hold_is_refused(tmp_path, capsys):
+    schema = tmp_path / "mine.pbtxt"
+    schema.write_text(open(os.path.join(kubeflow_runner.SCHEMAS_DIR, "mnist-sample.pbtxt")).read())
+    assert kubeflow_runner.main(["compile", "--output", str(tmp_path / "p.yaml"), "--schema", str(schema)]) == 2
+    assert "the pipeline image holds only the files of" in capsys.readouterr().err
+    (spec, _) = _compile(tmp_path, "p.yaml", "--schema", str(schema), "--schema-in-pipeline", "/mnt/image-cnn/mine.pbtxt")
+    assert spec["root"]["dag"]["tasks"]["ImportSchemaGen"]["inputs"]["parameters"]["schema_file"] == \
+        {"runtimeValue": {"constant": "/mnt/image-cnn/mine.pbtxt"}}
+
+
+def _runtime_parameters(body):
+    return body.get("runtime_config", {}).get("parameters", {})
+
+
+def test_submit_and_schedule_through_the_kfp_client(kfp_documents, tmp_path, capsys):
+    package = str(tmp_path / "pipeline.yaml")
+    with open(package, "w") as f:
+        yaml.safe_dump_all(kfp_documents, f)
+    with FakeKfp() as kfp:
+        assert kubeflow_runner.main(["submit", "--host", kfp.host, "--package", package,
+                                     "--run-epochs", "3", "--run-min-accuracy", "0.95"]) == 0
+        (run,) = kfp.runs.values()
+        assert _runtime_parameters(run) == {"epochs": 3, "min_accuracy": 0.95}
+        assert run["pipeline_spec"]["platform_spec"] == kfp_documents[1]  # the volume mount goes along
+        assert run["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "image-cnn"
+        assert f"run started: {run['run_id']}" in capsys.readouterr().out
+
+        scheduled = []
+        for cron in ("0 3 * * *", "0 4 * * *"):  # rescheduling replaces: KFP cannot update one in place
+            assert kubeflow_runner.main(["schedule", "--host", kfp.host, "--package", package, "--cron", cron,
+                                         "--run-data-root", "/mnt/image-cnn/photos"]) == 0
+            scheduled.append(list(kfp.recurring_runs))
+        assert len(scheduled[0]) == 1 and scheduled[0] != scheduled[1]
+        assert f"DELETE /recurringruns/{scheduled[0][0]}" in kfp.calls()
+        (recurring,) = kfp.recurring_runs.values()
+        assert recurring["trigger"]["cron_schedule"]["cron"] == "0 4 * * *"
+        assert int(recurring["max_concurrency"]) == 1 and recurring["display_name"] == "image-cnn-nightly"
+        assert _runtime_parameters(recurring) == {"data_root": "/mnt/image-cnn/photos"}
+        assert kfp.calls().count("POST /recurringruns") == 2
+
+        assert kubeflow_runner.main(["unschedule", "--host", kfp.host]) == 0
+        assert kfp.recurring_runs == {}
+        assert "deleted recurring run(s)" in capsys.readouterr().out
+        assert kubeflow_runner.main(["unschedule", "--host", kfp.host]) == 0
+        assert "no recurring run named 'image-cnn-nightly'" in capsys.readouterr().out
+        for request in kfp.requests:  # credentials never travel as parameters
+            assert set(_runtime_parameters(request["body"] or {})) <= set(kubeflow_runner.RUN_PARAMETERS)
+
+
+def test_an_unreachable_host_is_one_line_and_exit_1(kfp_documents, tmp_path, capsys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: nothing listens there
+    package = str(tmp_path / "pipeline.yaml")
+    with open(package, "w") as f:
+        yaml.safe_dump_all(kfp_documents, f)
+    assert kubeflow_runner.main(["submit", "--host", f"http://127.0.0.1:{port}", "--package", package]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: Kubeflow Pipelines at http://127.0.0.1:{port}")
