@@ -127,6 +127,23 @@ def _fix_condition_keys(pipeline_spec: Dict[str, Any]) -> None:
         task["triggerPolicy"]["condition"] = condition
 
 
+def named_classes(pipeline_spec: Dict[str, Any]) -> List[str]:
+    """Every class a step imports by name at run time: executors, and artifact types other than TFX's
+    (whose schema title is the import path). The image must hold them all."""
+    import yaml
+    named = set()
+    for executor in pipeline_spec["deploymentSpec"]["executors"].values():
+        args = executor["container"].get("args", [])
+        named.add(args[args.index("--executor_class_path") + 1])
+    for component in pipeline_spec["components"].values():
+        for side in ("inputDefinitions", "outputDefinitions"):
+            for artifact in component.get(side, {}).get("artifacts", {}).values():
+                title = yaml.safe_load(artifact["artifactType"]["instanceSchema"])["title"]
+                if not title.startswith("tfx."):
+                    named.add(title)
+    return sorted(named)
+
+
 def platform_spec(pipeline_spec: Dict[str, Any], volume: str, mount_path: str) -> Dict[str, Any]:
     """The Kubernetes platform spec that mounts the volume in every step."""
     executors = pipeline_spec["deploymentSpec"]["executors"]
@@ -318,6 +335,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     try:
+        if hasattr(args, "gpus") and args.gpus and not args.trainer_image:
+            print(f"note: the Trainer requests {args.gpus} GPU(s) but runs --image; give it the GPU variant "
+                  f"with --trainer-image (kubeflow/Dockerfile, VARIANT=gpu)", file=sys.stderr)
         if args.command == "compile":
             for note in write_compiled(compile_pipeline(args), args.output):
                 print(f"note: {note}", file=sys.stderr)

@@ -121,19 +121,10 @@ def test_every_step_runs_the_image_and_mounts_the_volume(kfp_spec, kfp_documents
     assert schema.string_value == "/opt/image-cnn/schemas/mnist-sample.pbtxt"
 
 
-def test_every_class_the_spec_names_imports_here(kfp_spec, executors):
-    named = set()
-    for executor in executors.values():
-        args = list(executor.container.args)
-        named.add(args[args.index("--executor_class_path") + 1])
-    for component in kfp_spec.components.values():
-        for definitions in (component.input_definitions.artifacts, component.output_definitions.artifacts):
-            for artifact in definitions.values():
-                title = yaml.safe_load(artifact.artifact_type.instance_schema)["title"]
-                if not title.startswith("tfx."):  # TFX maps its own types; ours are import paths
-                    named.add(title)
+def test_every_class_the_spec_names_imports_here(kfp_documents):
+    named = kubeflow_runner.named_classes(kfp_documents[0])
     assert {"components.image_example_gen.executor.Executor", "components.trainer.Executor",
-            "components.evaluation._Executor", "components.TFLiteModels"} <= named
+            "components.evaluation._Executor", "components.TFLiteModels"} <= set(named)
     for class_path in named:
         import_utils.import_class_by_path(class_path)
 
@@ -147,6 +138,7 @@ def test_json_output_is_the_bare_spec_and_says_the_mount_needs_yaml(tmp_path, ca
 
 def test_vertex_target_is_a_pipeline_job_on_gcs(tmp_path, capsys):
     (job,) = _compile(tmp_path, "job.json", "--target", "vertex", "--pipeline-root", "gs://bucket/root")
+    json_format.ParseDict(job, pipeline_spec_pb2.PipelineJob())
     assert job["runtimeConfig"]["gcsOutputDirectory"] == "gs://bucket/root"
     assert job["runtimeConfig"]["parameterValues"] == {"data_root": "/mnt/image-cnn/data", "min_accuracy": 0.9,
                                                        "epochs": 15}
