@@ -3,6 +3,8 @@ submitted and scheduled through kfp.Client against a local fake of the KFP API (
 import json
 import os
 import socket
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -221,3 +223,35 @@ def test_an_unreachable_host_is_one_line_and_exit_1(kfp_documents, tmp_path, cap
     assert kubeflow_runner.main(["submit", "--host", f"http://127.0.0.1:{port}", "--package", package]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: Kubeflow Pipelines at http://127.0.0.1:{port}")
+
+
+def _executor_input(spec, task_name: str, output_root) -> dict:
+    """What KFP's launcher hands a step: parameter values resolved from the spec (constants and the
+    run-time parameters' defaults) and an output artifact per declared output."""
+    task = spec["root"]["dag"]["tasks"][task_name]
+    root_parameters = spec["root"]["inputDefinitions"]["parameters"]
+    values = {}
+    for name, source in task["inputs"].get("parameters", {}).items():
+        values[name] = (root_parameters[source["componentInputParameter"]]["defaultValue"]
+                        if "componentInputParameter" in source else source["runtimeValue"]["constant"])
+    outputs = spec["components"][task["componentRef"]["name"]]["outputDefinitions"]["artifacts"]
+    return {"inputs": {"parameterValues": values},
+            "outputs": {"artifacts": {name: {"artifacts": [{"name": f"{task_name}-{name}", "type": output["artifactType"],
+                                                            "uri": str(output_root / name)}]}
+                                      for name, output in outputs.items()},
+                        "outputFile": str(output_root / "executor_output.json")}}
+
+
+def test_a_compiled_step_runs_through_tfxs_container_entrypoint(kfp_documents, executors, tmp_path):
+    """ChampionModel as its pod runs it: the spec's command and arguments, TFX's entrypoint."""
+    spec = kfp_documents[0]
+    container = executors["ChampionModel_executor"].container
+    executor_input = _executor_input(spec, "ChampionModel", tmp_path)
+    assert executor_input["inputs"]["parameterValues"] == {"serving_dir": "/mnt/models/serving/image_cnn"}
+    args = [json.dumps(executor_input) if arg == "{{$}}" else arg for arg in container.args]
+    command = [sys.executable if part == "python" else part for part in container.command]
+    result = subprocess.run([*command, *args], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / "executor_output.json") as f:
+        (champion,) = json.load(f)["artifacts"]["champion"]["artifacts"]
+    assert champion["metadata"]["champion_version"] == 0.0  # no champion on an empty volume: no baseline
