@@ -4,6 +4,7 @@ Signatures of the SavedModel (TF-Serving style), all with the same outputs:
   serving_default(examples: serialized tf.Example [N])          -> probabilities, class_id, class_name
   serve_image_bytes(image_bytes: encoded images [N])            -> ...
   serve_images(images: float32 [N, H, W, C], pixel values 0..255) -> ...
+  explain_images(images: as serve_images)                        -> ..., heatmap [N, H, W]: Grad-CAM in 0..1
 The TFLite variants (models/lite.py) take the same float images; normalization is inside every entry point.
 """
 import os
@@ -18,6 +19,8 @@ from models.labels import write_labels
 from models.preprocessing import ImageSpec
 
 _RAW_KEYS_NOT_SERVED = (features.LABEL_KEY, features.CLASS_NAME_KEY, features.FILENAME_KEY)
+# Grad-CAM looks at the input of the head's pooling: the feature maps of the last convolutional block.
+GRAD_CAM_LAYER = "head_pool"
 
 
 def raw_image_features(image_bytes: tf.Tensor, tf_transform_output: tft.TFTransformOutput) -> Dict[str, tf.Tensor]:
@@ -55,9 +58,24 @@ def serving_signatures(model: keras.Model, tf_transform_output: tft.TFTransformO
     def serve_images(images):
         return _predictions(model((images - mean) / std, training=False), model.label_names)
 
+    feature_model = keras.Model(model.inputs, [model.get_layer(GRAD_CAM_LAYER).input, model.output])
+
+    @tf.function(input_signature=[tf.TensorSpec([None, *spec.shape], tf.float32, name="images")])
+    def explain_images(images):
+        """serve_images' outputs and the Grad-CAM heatmap of the predicted class: the last block's
+        feature maps weighted by the mean gradient of the class logit, ReLU, scaled to 0..1."""
+        with tf.GradientTape() as tape:
+            feature_maps, logits = feature_model((images - mean) / std, training=False)
+            score = tf.gather(logits, tf.argmax(logits, axis=-1), batch_dims=1)
+        weights = tf.reduce_mean(tape.gradient(score, feature_maps), axis=[1, 2], keepdims=True)
+        cam = tf.nn.relu(tf.reduce_sum(tf.cast(weights * feature_maps, tf.float32), axis=-1, keepdims=True))
+        cam /= tf.reduce_max(cam, axis=[1, 2, 3], keepdims=True) + 1e-8
+        return {**_predictions(logits, model.label_names), "heatmap": tf.image.resize(cam, spec.shape[:2])[..., 0]}
+
     return {"serving_default": serve_examples.get_concrete_function(),
             "serve_image_bytes": serve_image_bytes.get_concrete_function(),
-            "serve_images": serve_images.get_concrete_function()}
+            "serve_images": serve_images.get_concrete_function(),
+            "explain_images": explain_images.get_concrete_function()}
 
 
 def normalization_constants(tf_transform_output: tft.TFTransformOutput, spec: ImageSpec) -> Tuple[float, float]:

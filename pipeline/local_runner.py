@@ -198,12 +198,26 @@ def main(argv: Optional[List[str]] = None) -> int:
     run_id, nodes = run_summary.latest_run(metadata_path, configs.PIPELINE_NAME, since=started)
     summary = run_summary.summarize(nodes, run_id=run_id or datetime.datetime.fromtimestamp(started).isoformat(),
                                     data_root=args.data_root, output_dir=args.output_dir,
-                                    schema_file=args.schema,
-                                    started=started, error=error)
+                                    schema_file=args.schema, started=started, error=error,
+                                    thresholds={"min_accuracy": args.min_accuracy,
+                                                "max_accuracy_drop": args.max_accuracy_drop,
+                                                "min_class_accuracy": args.min_class_accuracy})
     summary["wall_seconds"] = round(time.time() - started, 1)
     last = write_summary(summary, args.output_dir)
     print_outcome(summary, last)
+    write_report(summary, args.output_dir)
     return 1 if error else 0
+
+
+def write_report(summary: dict, output_dir: str) -> None:
+    """The run's HTML report; a failure to render it is said, and changes nothing else."""
+    from pipeline import report
+    try:
+        path = report.render(summary, report.run_dir_of(output_dir, run_filename(summary["run_id"])))
+    except Exception as caught:  # pylint: disable=broad-except
+        print(f"report: not written: {type(caught).__name__}: {caught}", file=sys.stderr)
+        return
+    print(f"report: {path}")
 
 
 def print_outcome(summary: dict, last_run_path: str) -> None:

@@ -13,6 +13,7 @@ from components.evaluation import read_evaluation
 from components.artifacts import serving_model_path
 from components.lite_models import read_quality
 from components.model_pusher import TFLITE_DIR
+from components.validation_gate import read_anomalies
 from models import features
 from models.labels import read_labels
 
@@ -72,17 +73,20 @@ def _split_counts(statistics) -> Dict[str, int]:
 
 
 def summarize(nodes: Dict[str, Dict[str, Any]], *, run_id: str, data_root: str, output_dir: str,
-              schema_file: str, started: float, error: Optional[BaseException] = None) -> Dict[str, Any]:
+              schema_file: str, started: float, error: Optional[BaseException] = None,
+              thresholds: Optional[Dict[str, float]] = None) -> Dict[str, Any]:
     summary: Dict[str, Any] = {
         "run_id": run_id, "status": "failed" if error else "not_blessed",
         "started_at": datetime.datetime.fromtimestamp(started, datetime.timezone.utc).isoformat(timespec="seconds"),
         "data_root": data_root, "output_dir": output_dir, "schema": schema_file,
         "error": f"{type(error).__name__}: {error}" if error else None,
         "stage_seconds": {name: node["seconds"] for name, node in nodes.items()},
-        "blessed": False, "pushed": False, "pushed_paths": {},
+        "blessed": False, "pushed": False, "pushed_paths": {}, "thresholds": thresholds or {},
+        "artifacts": {},  # where the run report finds its inputs
     }
     examples = _single(nodes.get("ImageFolderExampleGen"), "examples")
     if examples is not None:
+        summary["artifacts"]["examples"] = examples.uri
         report_path = os.path.join(examples.uri, features.INGEST_REPORT_FILENAME)
         if tf.io.gfile.exists(report_path):
             with tf.io.gfile.GFile(report_path) as f:
@@ -93,7 +97,11 @@ def summarize(nodes: Dict[str, Dict[str, Any]], *, run_id: str, data_root: str, 
                            ignored_files=report["ignored"], converted_files=report["converted"])
     statistics = _single(nodes.get("StatisticsGen"), "statistics")
     if statistics is not None:
+        summary["artifacts"]["statistics"] = statistics.uri
         summary["examples_per_split"] = _split_counts(statistics)
+    anomalies = _single(nodes.get("ExampleValidator"), "anomalies")
+    if anomalies is not None:
+        summary["anomalies"] = read_anomalies(anomalies.uri, json.loads(anomalies.properties["split_names"].string_value))
     class_balance = _single(nodes.get("DataGate"), "class_balance")
     if class_balance is not None:
         with tf.io.gfile.GFile(class_balance.uri) as f:  # a value artifact: the uri is the file
@@ -101,6 +109,9 @@ def summarize(nodes: Dict[str, Dict[str, Any]], *, run_id: str, data_root: str, 
     model = _single(nodes.get("Trainer"), "model")
     if model is not None:
         summary["trained_model"] = serving_model_path(model.uri)  # what `pipeline.promote force` publishes
+    model_run = _single(nodes.get("Trainer"), "model_run")
+    if model_run is not None:
+        summary["artifacts"]["model_run"] = model_run.uri  # TensorBoard logs, throughput.json
     lite_models = _single(nodes.get("LiteModels"), "lite_models")
     if lite_models is not None:
         summary["tflite"] = read_quality(lite_models.uri)

@@ -1,6 +1,7 @@
 """End-to-end: the real pipeline (LocalDagRunner, Beam, MLMD on SQLite, TFLite) on a synthetic RGB folder."""
 import glob
 import hashlib
+import html
 import json
 import os
 import signal
@@ -14,9 +15,10 @@ import pytest
 import tensorflow as tf
 
 from components import promotion
-from pipeline import local_runner, promote, score
+from pipeline import local_runner, promote, report, score
 from tests.conftest import make_class_folder, write_image
 from tests.odd_files import INGESTED, make_messy_folder
+from tests.test_report import SECTION_IDS, embedded_images, table_rows
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +36,7 @@ def test_a_messy_folder_pushes_a_model_that_classifies_held_out_images_then_a_ne
 
     exit_code = local_runner.main(["--data-root", data_root, "--output-dir", output_dir, "--epochs", "8", "--batch-size", "8",
                                    "--image-size", "32", "32", "--channels", "3", "--min-accuracy", "0.8"])
-    capsys.readouterr()
+    printed = capsys.readouterr().out
 
     with open(os.path.join(output_dir, "last_run.json")) as f:
         summary = json.load(f)
@@ -63,9 +65,25 @@ def test_a_messy_folder_pushes_a_model_that_classifies_held_out_images_then_a_ne
         epochs = json.load(f)
     assert 1 <= len(epochs) <= 8 and all(e["images_per_s"] > 0 for e in epochs)  # early stopping may end it sooner
 
+    # The run report: every section, the Evaluator's counts, every image embedded and beside it as a PNG
+    report_dir = report.run_dir_of(output_dir, local_runner.run_filename(summary["run_id"]))
+    assert printed.strip().splitlines()[-1] == f"report: {os.path.join(report_dir, report.REPORT_FILENAME)}"
+    with open(os.path.join(report_dir, report.REPORT_FILENAME)) as f:
+        page = f.read()
+    assert all(f'<section id="{section}">' in page for section in SECTION_IDS)
+    assert [[int(v) for v in row[1:]] for row in table_rows(page, "confusion-counts")] == evaluation["confusion_matrix"]
+    images = embedded_images(page)
+    assert {"thumbnails.png", "training_curves.png", "confusion_matrix.png", "grad_cam_correct.png"} <= set(images)
+    assert sorted(images) == sorted(f for f in os.listdir(report_dir) if f.endswith(".png"))
+    assert all(html.escape(path) in page for path in listed)  # rejected and ignored files are named
+
     version_dir = summary["pushed_paths"]["saved_model"]
     serving_dir = os.path.join(output_dir, "serving", "image_cnn")
     assert os.path.dirname(version_dir) == serving_dir
+    pixels = np.stack([np.asarray(tf.image.resize(tf.io.decode_image(open(p, "rb").read(), channels=3), (32, 32)))
+                       for p in held_out["red"][:2] + held_out["blue"][:2]])
+    heatmaps = tf.saved_model.load(version_dir).signatures["explain_images"](images=tf.constant(pixels))["heatmap"].numpy()
+    assert heatmaps.shape == (4, 32, 32) and not any(np.allclose(heatmaps[0], h) for h in heatmaps[1:])  # Grad-CAM per image
     assert promotion.champion_dir(serving_dir) == version_dir
     promoted, = promotion.promotion_log(serving_dir)
     assert (promoted["action"], promoted["run_id"]) == ("blessed", summary["run_id"])

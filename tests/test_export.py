@@ -97,5 +97,19 @@ def test_the_saved_model_loads_and_serves_in_a_fresh_process_with_only_tensorflo
                             timeout=300, cwd="/", env={k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TF_USE_LEGACY_KERAS")})
     assert result.returncode == 0, result.stderr[-2000:]
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
-    assert loaded["signatures"] == ["serve_image_bytes", "serve_images", "serving_default"]
+    assert loaded["signatures"] == ["explain_images", "serve_image_bytes", "serve_images", "serving_default"]
     assert loaded["class_name"] in LABELS
+
+
+def test_explain_images_gives_serve_images_outputs_and_a_heatmap_per_image(exported):
+    export_dir, pixels = exported
+    signatures = tf.saved_model.load(export_dir).signatures
+    images = tf.constant(pixels, tf.float32)
+    explained = signatures["explain_images"](images=images)
+    served = signatures["serve_images"](images=images)
+    np.testing.assert_allclose(explained["probabilities"].numpy(), served["probabilities"].numpy(), atol=1e-6)
+    heatmap = explained["heatmap"].numpy()
+    assert heatmap.shape == (len(pixels), SPEC.height, SPEC.width)
+    assert heatmap.min() >= 0 and heatmap.max() <= 1 + 1e-6
+    assert heatmap.reshape(len(pixels), -1).max(axis=1).min() > 0.5  # each scaled to its own peak
+    assert not np.allclose(heatmap[0], heatmap[1])  # each image its own map

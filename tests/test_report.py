@@ -1,0 +1,134 @@
+"""The run report rendered from a run summary: sections, tables, embedded plots and PNG files."""
+import base64
+import html.parser
+import os
+
+import pytest
+
+from pipeline import report
+
+SECTION_IDS = ("data", "validation", "training", "evaluation", "promotion", "tflite", "timings")
+
+
+class _Parser(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tables, self.images, self._table, self._row, self._cell = {}, [], None, None, None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "table":
+            self._table = self.tables.setdefault(attrs.get("id", f"table{len(self.tables)}"), [])
+        elif tag == "tr" and self._table is not None:
+            self._row = []
+        elif tag in ("td", "th") and self._row is not None:
+            self._cell = ""
+        elif tag == "img":
+            self.images.append(attrs)
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self._row.append(self._cell)
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            self._table.append(self._row)
+            self._row = None
+        elif tag == "table":
+            self._table = None
+
+
+def _parse(page: str) -> _Parser:
+    parser = _Parser()
+    parser.feed(page)
+    return parser
+
+
+def table_rows(page: str, table_id: str):
+    """The body rows of the table with that id, as text cells (the header row left out)."""
+    return _parse(page).tables[table_id][1:]
+
+
+def embedded_images(page: str):
+    """{PNG file name: decoded bytes} of the page's images (each a data URI named by its title)."""
+    return {img["title"]: base64.b64decode(img["src"].split(",", 1)[1]) for img in _parse(page).images}
+
+
+SUMMARY = {
+    "run_id": "2026-11-22T10:00:00", "status": "not_blessed", "blessed": False, "error": None,
+    "data_root": "/data/photos", "layout": "flat", "classes": ["cat", "dog", "eel"],
+    "file_counts": {"seen": 33, "ingested": 30, "rejected": 2, "ignored": 1},
+    "ingested_per_class": {"train": {"cat": 8, "dog": 8, "eel": 8}, "eval": {"cat": 2, "dog": 2, "eel": 2}},
+    "rejected_files": [{"file": "cat/<script>.jpg", "reason": "not an image"},
+                       {"file": "dog/big.png", "reason": "image 9000x9000 is over the limit"}],
+    "ignored_files": [{"file": ".DS_Store", "reason": "hidden"}],
+    "anomalies": {"eval": ["class_name: Examples contain values missing from the schema: fox"]},
+    "thresholds": {"min_accuracy": 0.9, "max_accuracy_drop": 0.01, "min_class_accuracy": 0.5},
+    "evaluation": {"accuracy": 0.5, "champion_accuracy": 0.8, "examples": 6,
+                   "per_class": {"cat": {"accuracy": 1.0, "precision": 0.5, "recall": 1.0},
+                                 "dog": {"accuracy": 0.5, "precision": 1.0, "recall": 0.5},
+                                 "eel": {"accuracy": 0.0, "precision": None, "recall": 0.0}},
+                   "confusion_matrix": [[2, 0, 0], [1, 1, 0], [1, 1, 0]],
+                   "validation_failures": ["sparse_categorical_accuracy = 0.5000, needs >= 0.9000: short by 0.4000"]},
+    "tflite": {"eval_images": 6, "saved_model_accuracy": 0.5, "max_accuracy_drop": 0.01, "variants": {
+        "float32": {"size_bytes": 1000, "size_vs_float32": 1.0, "accuracy": 0.5, "agreement": 1.0,
+                    "latency_ms_per_image": 0.2, "push": True},
+        "int8": {"size_bytes": 320, "size_vs_float32": 0.32, "accuracy": 0.3, "agreement": 0.8,
+                 "latency_ms_per_image": 0.3, "push": False, "reason": "accuracy 0.3000 is 0.2000 below",
+                 "weight_quantization": "per-channel"}}},
+    "stage_seconds": {"ImageFolderExampleGen": 2.5, "Trainer": 40.0, "Evaluator": 9.0},
+    "wall_seconds": 60.0, "artifacts": {},
+}
+
+
+def test_the_report_has_every_section_the_evaluators_counts_and_escapes_file_names(tmp_path):
+    path = report.render(SUMMARY, str(tmp_path / "run"))
+    with open(path) as f:
+        page = f.read()
+    assert all(f'<section id="{section}">' in page for section in SECTION_IDS)
+    assert [[int(v) for v in row[1:]] for row in table_rows(page, "confusion-counts")] == \
+        SUMMARY["evaluation"]["confusion_matrix"]
+    assert "cat/&lt;script&gt;.jpg" in page and "<script>" not in page
+    assert "fox" in page  # the anomaly
+    per_class = {row[0]: row[1:] for row in table_rows(page, "per-class")}
+    assert per_class["cat"][3] == f"{2 * 0.5 * 1.0 / 1.5:.4f}" and per_class["eel"][3] == ""  # F1; none without precision
+    thresholds = {row[0]: [float(v) for v in row[1:]] for row in table_rows(page, "thresholds")}
+    assert thresholds["accuracy ≥ min_accuracy"] == pytest.approx([0.9, 0.5, -0.4])
+    assert thresholds["drop below the champion ≤ max_accuracy_drop"] == pytest.approx([0.01, 0.3, -0.29])
+    assert thresholds["every class ≥ min_class_accuracy"] == pytest.approx([0.5, 0.0, -0.5])
+    assert [row[0] for row in table_rows(page, "tflite")] == ["float32", "int8"]
+    assert table_rows(page, "tflite")[1][-1].startswith("no: accuracy 0.3000")
+
+
+def test_every_plot_is_embedded_and_written_beside_the_report(tmp_path):
+    run_dir = str(tmp_path / "run")
+    with open(report.render(SUMMARY, run_dir)) as f:
+        images = embedded_images(f.read())
+    assert "confusion_matrix.png" in images
+    for name, png in images.items():
+        assert png.startswith(b"\x89PNG")
+        with open(os.path.join(run_dir, name), "rb") as f:
+            assert f.read() == png
+
+
+def test_most_confused_pairs_are_the_largest_off_diagonal_cells():
+    assert report.most_confused([[5, 3, 0], [1, 4, 3], [0, 2, 9]], limit=3) == [(0, 1, 3), (1, 2, 3), (2, 1, 2)]
+    assert report.most_confused([[4, 0], [0, 4]]) == []
+
+
+def test_rerendering_names_a_missing_run(tmp_path, capsys):
+    assert report.main([str(tmp_path / "runs" / "nope")]) == 2
+    assert "no run summary" in capsys.readouterr().err
+
+
+def test_rerendering_a_finished_run_writes_its_report_beside_its_summary(tmp_path, capsys):
+    import json
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "2026-11-22T100000.json").write_text(json.dumps(SUMMARY))
+    assert report.main([str(runs / "2026-11-22T100000") + "/"]) == 0
+    assert capsys.readouterr().out.strip() == f"report: {runs / '2026-11-22T100000' / report.REPORT_FILENAME}"
+    assert report.run_dir_of(str(tmp_path), "2026-11-22T100000.json") == str(runs / "2026-11-22T100000")
