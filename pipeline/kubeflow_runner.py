@@ -154,6 +154,9 @@ def platform_spec(pipeline_spec: Dict[str, Any], volume: str, mount_path: str) -
 def compile_pipeline(args: argparse.Namespace) -> Dict[str, Any]:
     """{"pipeline_spec": …, "platform_spec": … (kfp only)} or, for vertex, {"pipeline_job": …}."""
     from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
+    if args.gpus and not args.trainer_image:
+        print(f"note: the Trainer requests {args.gpus} GPU(s) but runs --image; give it the GPU variant "
+              f"with --trainer-image (kubeflow/Dockerfile, VARIANT=gpu)", file=sys.stderr)
     images = {"default_image_path": args.image, "Trainer": args.trainer_image or args.image}  # TFX: default, by id
     runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(
         default_image=images, display_name=configs.PIPELINE_NAME, use_pipeline_spec_2_1=True))
@@ -335,9 +338,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     try:
-        if hasattr(args, "gpus") and args.gpus and not args.trainer_image:
-            print(f"note: the Trainer requests {args.gpus} GPU(s) but runs --image; give it the GPU variant "
-                  f"with --trainer-image (kubeflow/Dockerfile, VARIANT=gpu)", file=sys.stderr)
         if args.command == "compile":
             for note in write_compiled(compile_pipeline(args), args.output):
                 print(f"note: {note}", file=sys.stderr)

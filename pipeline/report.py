@@ -87,10 +87,10 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]], table_id: str = 
     return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _file_list(entries: List[Dict[str, str]], what: str) -> str:
+def _file_list(entries: List[Dict[str, str]], what: str, detail: str = "reason") -> str:
     if not entries:
         return f"<p>No {what} files.</p>"
-    listed = table(["file", "reason"], [(e["file"], e["reason"]) for e in entries[:LISTED_FILES]])
+    listed = table(["file", detail], [(e["file"], e[detail]) for e in entries[:LISTED_FILES]])
     more = f"<p>… and {len(entries) - LISTED_FILES} more in the run summary.</p>" if len(entries) > LISTED_FILES else ""
     return f"<p>{len(entries)} {what} file(s):</p>{listed}{more}"
 
@@ -149,7 +149,7 @@ def data_section(page: Page, summary: Dict[str, Any]) -> None:
     body.append("<h3>Rejected</h3>" + _file_list(summary.get("rejected_files") or [], "rejected"))
     body.append("<h3>Ignored</h3>" + _file_list(summary.get("ignored_files") or [], "ignored"))
     if summary.get("converted_files"):
-        body.append("<h3>Converted</h3>" + _file_list(summary["converted_files"], "converted"))
+        body.append("<h3>Converted</h3>" + _file_list(summary["converted_files"], "converted", detail="note"))
     examples_uri = summary.get("artifacts", {}).get("examples")
     if examples_uri and classes:
         grid = thumbnail_grid(examples_uri, classes)

@@ -65,6 +65,7 @@ SUMMARY = {
     "rejected_files": [{"file": "cat/<script>.jpg", "reason": "not an image"},
                        {"file": "dog/big.png", "reason": "image 9000x9000 is over the limit"}],
     "ignored_files": [{"file": ".DS_Store", "reason": "hidden"}],
+    "converted_files": [{"file": "cat/phone.jpg", "note": "EXIF orientation 6 applied, stored as PNG"}],
     "anomalies": {"eval": ["class_name: Examples contain values missing from the schema: fox"]},
     "thresholds": {"min_accuracy": 0.9, "max_accuracy_drop": 0.01, "min_class_accuracy": 0.5},
     "evaluation": {"accuracy": 0.5, "champion_accuracy": 0.8, "examples": 6,
@@ -92,7 +93,7 @@ def test_the_report_has_every_section_the_evaluators_counts_and_escapes_file_nam
     assert [[int(v) for v in row[1:]] for row in table_rows(page, "confusion-counts")] == \
         SUMMARY["evaluation"]["confusion_matrix"]
     assert "cat/&lt;script&gt;.jpg" in page and "<script>" not in page
-    assert "fox" in page  # the anomaly
+    assert "fox" in page and "EXIF orientation 6 applied" in page  # the anomaly, the converted file
     per_class = {row[0]: row[1:] for row in table_rows(page, "per-class")}
     assert per_class["cat"][3] == f"{2 * 0.5 * 1.0 / 1.5:.4f}" and per_class["eel"][3] == ""  # F1; none without precision
     thresholds = {row[0]: [float(v) for v in row[1:]] for row in table_rows(page, "thresholds")}
