@@ -9,6 +9,7 @@ run: setup
 
 test: setup
 	bash tests/test_in_env.sh
+	bin/in-env sh bin/install-browser
 	bin/in-env python -m pytest $(PYTEST_ARGS)
 
 bench: setup

@@ -136,7 +136,7 @@ def thumbnail_grid(examples_uri: str, classes: List[str], per_class: int = THUMB
 def data_section(page: Page, summary: Dict[str, Any]) -> None:
     classes = summary.get("classes") or []
     per_class = summary.get("ingested_per_class") or {}
-    splits = sorted(per_class)
+    splits = sorted(per_class, key=lambda split: (split != "train", split))
     counts = summary.get("file_counts") or {}
     body = [f"<p>Data root <code>{html.escape(summary.get('data_root', ''))}</code> "
             f"(layout: {html.escape(str(summary.get('layout', '?')))}). Files: {counts.get('seen', '?')} seen = "
@@ -175,8 +175,8 @@ def statistics_rows(statistics_uri: str) -> List[List[Any]]:
             elif kind == "string_stats":
                 top = ", ".join(f"{v.value} ({int(v.frequency)})" for v in stats.top_values[:3])
                 detail = f"{stats.unique} unique; top {top}"
-            elif kind == "bytes_stats":
-                detail = f"{stats.unique} unique; {stats.avg_num_bytes:.0f} bytes on average"
+            elif kind == "bytes_stats":  # TFDV leaves unique at 0 for image bytes
+                detail = f"{stats.avg_num_bytes:.0f} bytes on average, {stats.max_num_bytes:.0f} at most"
             else:
                 detail = ""
             common = stats.common_stats

@@ -18,6 +18,7 @@ from components import promotion
 from pipeline import local_runner, promote, report, score
 from tests.conftest import make_class_folder, write_image
 from tests.odd_files import INGESTED, make_messy_folder
+from tests.browser import open_page
 from tests.test_report import SECTION_IDS, embedded_images, table_rows
 
 pytestmark = pytest.mark.e2e
@@ -76,6 +77,9 @@ def test_a_messy_folder_pushes_a_model_that_classifies_held_out_images_then_a_ne
     assert {"thumbnails.png", "training_curves.png", "confusion_matrix.png", "grad_cam_correct.png"} <= set(images)
     assert sorted(images) == sorted(f for f in os.listdir(report_dir) if f.endswith(".png"))
     assert all(html.escape(path) in page for path in listed)  # rejected and ignored files are named
+    seen = open_page(os.path.join(report_dir, report.REPORT_FILENAME), str(tmp_path / "report.png"))
+    assert seen == {"images": len(images), "broken": [], "sections": list(SECTION_IDS)}
+    assert os.path.getsize(tmp_path / "report.png") > 50_000  # a screenshot of a rendered page, not a blank one
 
     version_dir = summary["pushed_paths"]["saved_model"]
     serving_dir = os.path.join(output_dir, "serving", "image_cnn")

@@ -133,3 +133,15 @@ def test_rerendering_a_finished_run_writes_its_report_beside_its_summary(tmp_pat
     assert report.main([str(runs / "2026-11-22T100000") + "/"]) == 0
     assert capsys.readouterr().out.strip() == f"report: {runs / '2026-11-22T100000' / report.REPORT_FILENAME}"
     assert report.run_dir_of(str(tmp_path), "2026-11-22T100000.json") == str(runs / "2026-11-22T100000")
+
+
+def test_chromium_sees_every_section_and_tells_a_broken_image(tmp_path):
+    from tests.browser import open_page
+    path = report.render(SUMMARY, str(tmp_path / "run"))
+    seen = open_page(path, str(tmp_path / "ok.png"))
+    assert seen == {"images": 1, "broken": [], "sections": list(SECTION_IDS)}  # the confusion matrix
+    with open(path) as f:
+        page = f.read()
+    broken = tmp_path / "broken.html"
+    broken.write_text(page.replace("data:image/png;base64,", "data:image/png;base64,AAAA", 1))
+    assert open_page(str(broken), str(tmp_path / "broken.png"))["broken"] == ["confusion_matrix.png"]
