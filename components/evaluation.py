@@ -26,6 +26,9 @@ from tfx.types.component_spec import ExecutionParameter
 from tfx.utils import io_utils, json_utils, path_utils, proto_utils
 
 from components import promotion
+from components.progress import key_figure
+from models import features
+from models.labels import read_labels
 
 ACCURACY = "sparse_categorical_accuracy"
 CANDIDATE, BASELINE = "candidate", "champion"
@@ -98,6 +101,14 @@ class _Executor(evaluator_executor.Executor):
         exec_properties[standard_component_specs.EVAL_CONFIG_KEY] = proto_utils.proto_to_json(
             with_min_accuracy(config, float(exec_properties.pop(MIN_ACCURACY_KEY))))
         super().Do(input_dict, output_dict, exec_properties)
+        examples = input_dict[standard_component_specs.EXAMPLES_KEY][0]
+        evaluation = read_evaluation(output_dict[standard_component_specs.EVALUATION_KEY][0].uri,
+                                     read_labels(os.path.join(examples.uri, features.LABELS_FILENAME)))
+        blessed = output_dict[standard_component_specs.BLESSING_KEY][0].get_int_custom_property("blessed") == 1
+        champion = evaluation["champion_accuracy"]
+        key_figure(f"accuracy {evaluation['accuracy']:.4f}"
+                   + (f" (champion {champion:.4f})" if champion is not None else " (no champion yet)")
+                   + f"; blessed: {'yes' if blessed else 'no'}")
 
 
 class ChampionEvaluatorSpec(standard_component_specs.EvaluatorSpec):

@@ -13,6 +13,7 @@ import tensorflow as tf
 from tfx import v1 as tfx
 
 from components.artifacts import TFLiteModels, serving_model_path
+from components.progress import key_figure
 from models import features, lite
 from models.labels import read_labels, write_labels
 from models.preprocessing import ImageSpec, decode_images
@@ -116,3 +117,6 @@ def LiteModels(model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifa
                  read_labels(os.path.join(examples.uri, features.LABELS_FILENAME)))
     with tf.io.gfile.GFile(os.path.join(lite_models.uri, QUALITY_FILENAME), "w") as f:
         json.dump(quality, f, indent=2)
+    variants, int8 = quality["variants"], quality["variants"]["int8"]
+    key_figure(f"{sum(v['push'] for v in variants.values())} of {len(variants)} variants may be pushed; int8 "
+               f"{int8['size_vs_float32']}x float32, agreement {int8['agreement']:.3f}")

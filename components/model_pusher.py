@@ -15,6 +15,7 @@ from tfx.utils import io_utils
 from components import promotion
 from components.artifacts import TFLiteModels, serving_model_path
 from components.lite_models import QUALITY_FILENAME, read_quality
+from components.progress import key_figure
 from components.evaluation import promotion_metrics, read_evaluation
 from models import features
 from models.labels import read_labels
@@ -79,6 +80,7 @@ class Executor(base_executor.BaseExecutor):
         pushed = artifact_utils.get_single_instance(output_dict["pushed_model"])
         pushed.set_int_custom_property(PUSHED_PROPERTY, 1)
         pushed.set_int_custom_property(VERSION_PROPERTY, version)
+        key_figure(f"version {version} is the champion")
         pushed.set_string_custom_property(DESTINATION_PROPERTY, promotion.version_dir(serving_dir, version))
 
 

@@ -3,8 +3,10 @@ parameter must be a top-level value, not an entry of custom_config; the executor
 custom_config["training"]["epochs"], where run_fn reads it.
 """
 import json
+import os
 from typing import Any, Dict
 
+import tensorflow as tf
 from tfx import types
 from tfx import v1 as tfx
 from tfx.components.trainer import executor as trainer_executor
@@ -13,7 +15,16 @@ from tfx.proto import trainer_pb2
 from tfx.types import standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ExecutionParameter
 
+from components.progress import key_figure
+
 EPOCHS_KEY = "epochs"
+
+
+def steady_images_per_s(epochs) -> float:
+    """Median training images/s over the epochs after the first (which includes tracing), from the
+    Trainer's throughput.json."""
+    rates = sorted(epoch["images_per_s"] for epoch in (epochs[1:] or epochs))
+    return rates[len(rates) // 2]
 
 
 def check_epochs(epochs) -> None:
@@ -31,6 +42,11 @@ class Executor(trainer_executor.GenericExecutor):
         custom_config.setdefault("training", {})["epochs"] = int(epochs)
         exec_properties[standard_component_specs.CUSTOM_CONFIG_KEY] = json.dumps(custom_config)
         super().Do(input_dict, output_dict, exec_properties)
+        throughput = os.path.join(output_dict[standard_component_specs.MODEL_RUN_KEY][0].uri, "throughput.json")
+        if tf.io.gfile.exists(throughput):  # written by the chief's ThroughputLogger
+            with tf.io.gfile.GFile(throughput) as f:
+                epochs = json.load(f)
+            key_figure(f"{len(epochs)} epochs, {steady_images_per_s(epochs):.0f} images/s")
 
 
 class TrainerSpec(standard_component_specs.TrainerSpec):

@@ -20,6 +20,7 @@ from tfx import v1 as tfx
 from tfx.types import artifact_utils
 
 from components.image_example_gen import executor
+from components.progress import key_figure
 from models import features
 
 _LISTED_FILES = 20  # a message names at most this many files; last_run.json has them all
@@ -138,4 +139,7 @@ def DataGate(examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artif
                                   + "\n".join(f"  - {line}" for line in found))
     if baseline_path:
         _write_baseline(baseline_path, counts)
+    drift = balance.get("drift")
+    key_figure(f"{sum(len(lines) for lines in found_anomalies.values())} anomalies; class-balance drift "
+               + (f"{drift:.3f} (bound {max_class_drift})" if drift is not None else "not measured (first accepted run)"))
     return {"class_balance": json.dumps({**balance, "bound": max_class_drift})}

@@ -88,16 +88,31 @@ def _given(**values):
 
 
 class StageProgress(logging.Handler):
-    """Turns the orchestrator's 'Component X is running/finished' logs into one line per stage; a
-    stage its condition skipped (the Pusher of an unblessed model) says so."""
+    """Turns the orchestrator's 'Component X is running/finished' logs into one line per stage, ending
+    with the key figure the stage reported (components/progress.py); a stage its condition skipped
+    (the Pusher of an unblessed model) says so."""
 
     def __init__(self, run_started: float):
         super().__init__(logging.INFO)
         self._run_started = run_started
         self._stage_started = {}
         self._skipped = set()
+        self._figure = None
+
+    def attach(self) -> None:
+        """Listens to the orchestrator (absl) and to the stages' key figures."""
+        from components import progress
+        logging.getLogger("absl").addHandler(self)
+        figures = logging.getLogger(progress.LOGGER_NAME)
+        figures.setLevel(logging.INFO)
+        figures.propagate = False
+        figures.addHandler(self)
 
     def emit(self, record: logging.LogRecord) -> None:
+        from components import progress
+        if record.name == progress.LOGGER_NAME:
+            self._figure = record.getMessage()
+            return
         if record.msg == "Skipping execution for %s":
             self._skipped.add(record.args[0])
             return
@@ -106,12 +121,15 @@ class StageProgress(logging.Handler):
         stage, now = record.args[0], time.time()
         if record.msg.endswith("running."):
             self._stage_started[stage] = now
+            self._figure = None
             print(f"[{now - self._run_started:7.1f}s] {stage} started", flush=True)
         elif stage in self._skipped:
             print(f"[{now - self._run_started:7.1f}s] {stage} skipped (its condition was not met)", flush=True)
         else:
             took = now - self._stage_started.get(stage, now)
-            print(f"[{now - self._run_started:7.1f}s] {stage} finished in {took:.1f}s", flush=True)
+            figure, self._figure = self._figure, None
+            print(f"[{now - self._run_started:7.1f}s] {stage} finished in {took:.1f}s" + (f": {figure}" if figure else ""),
+                  flush=True)
 
 
 def quiet_logs(verbose: bool) -> None:
@@ -188,7 +206,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     started = time.time()
     os.makedirs(args.output_dir, exist_ok=True)
-    logging.getLogger("absl").addHandler(StageProgress(started))
+    StageProgress(started).attach()
     print(f"Pipeline {configs.PIPELINE_NAME}: data {args.data_root} -> outputs {args.output_dir}", flush=True)
     error = None
     try:

@@ -253,10 +253,10 @@ def training_section(page: Page, summary: Dict[str, Any]) -> None:
     throughput_path = os.path.join(model_run, "throughput.json")
     facts = [f"Trainer wall time: {summary.get('stage_seconds', {}).get('Trainer', 0):.1f} s"]
     if os.path.exists(throughput_path):
+        from components.trainer import steady_images_per_s
         with open(throughput_path) as f:
             epochs = json.load(f)
-        steady = [e["images_per_s"] for e in epochs[1:]] or [e["images_per_s"] for e in epochs]
-        facts.append(f"{len(epochs)} epochs; {sorted(steady)[len(steady) // 2]:.0f} images/s (median epoch after the first)")
+        facts.append(f"{len(epochs)} epochs; {steady_images_per_s(epochs):.0f} images/s (median epoch after the first)")
     body.append("<p>" + "; ".join(facts) + ".</p>")
     page.add("training", "Training", "\n".join(body))
 
@@ -310,6 +310,13 @@ def explain_eval_split(saved_model_dir: str, examples_uri: str):
             None if heatmaps[0] is None else np.concatenate(heatmaps))
 
 
+def spread(indices: List[int], count: int) -> List[int]:
+    """count of the indices, evenly spaced: the eval split is in class order, so the first few would be one class."""
+    if len(indices) <= count:
+        return indices
+    return [indices[round(k * (len(indices) - 1) / (count - 1))] for k in range(count)]
+
+
 def _image_row(images, titles, heatmaps=None):
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(images), figsize=(1.8 * len(images), 2.1), squeeze=False)
@@ -359,8 +366,8 @@ def evaluation_section(page: Page, summary: Dict[str, Any]) -> None:
                                         _image_row(images[chosen[:EXAMPLES_PER_PAIR]],
                                                    [f"{classes[true_id]} → {classes[predicted_id]}"] * len(chosen[:EXAMPLES_PER_PAIR])),
                                         f"{classes[true_id]} predicted as {classes[predicted_id]}"))
-        correct = [i for i in range(len(labels)) if labels[i] == predicted[i]][:GRAD_CAM_IMAGES]
-        wrong = [i for i in range(len(labels)) if labels[i] != predicted[i]][:GRAD_CAM_IMAGES]
+        correct = spread([i for i in range(len(labels)) if labels[i] == predicted[i]], GRAD_CAM_IMAGES)
+        wrong = spread([i for i in range(len(labels)) if labels[i] != predicted[i]], GRAD_CAM_IMAGES)
         body.append("<h3>Grad-CAM: where the model looks (last convolutional block)</h3>")
         if heatmaps is None:
             body.append("<p>Not available: the model has no explain_images signature (exported before it existed).</p>")

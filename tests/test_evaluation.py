@@ -3,7 +3,6 @@ import pytest
 import tensorflow_model_analysis as tfma
 
 from components.evaluation import eval_config, with_min_accuracy
-from components.trainer import check_epochs
 
 
 def _thresholds(config):
@@ -28,10 +27,3 @@ def test_a_run_time_bound_out_of_range_names_itself(value):
     config = eval_config(label_key="label", class_key="class_name", num_classes=3, max_accuracy_drop=0.01)
     with pytest.raises(ValueError, match="min_accuracy must be between 0 and 1"):
         with_min_accuracy(config, value)
-
-
-@pytest.mark.parametrize("epochs", [0, 2.5, -3])
-def test_epochs_must_be_a_whole_number_from_one(epochs):
-    with pytest.raises(ValueError, match="epochs must be a whole number >= 1"):
-        check_epochs(epochs)
-    check_epochs(15)

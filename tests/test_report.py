@@ -145,3 +145,8 @@ def test_chromium_sees_every_section_and_tells_a_broken_image(tmp_path):
     broken = tmp_path / "broken.html"
     broken.write_text(page.replace("data:image/png;base64,", "data:image/png;base64,AAAA", 1))
     assert open_page(str(broken), str(tmp_path / "broken.png"))["broken"] == ["confusion_matrix.png"]
+
+
+def test_grad_cam_samples_are_spread_over_the_class_ordered_split():
+    assert report.spread(list(range(100)), 6) == [0, 20, 40, 59, 79, 99]
+    assert report.spread([3, 8], 6) == [3, 8]

@@ -17,6 +17,7 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
 from components.image_example_gen import folder_layout, image_check
+from components.progress import key_figure
 from models import features
 from models.labels import write_labels
 
@@ -242,3 +243,7 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         with tf.io.gfile.GFile(os.path.join(examples_uri, features.INGEST_REPORT_FILENAME), "w") as f:
             json.dump(summary, f, indent=2)
         write_labels(os.path.join(examples_uri, features.LABELS_FILENAME), layout.class_names)
+        counts = summary["counts"]
+        per_split = ", ".join(f"{split} {sum(classes.values())}" for split, classes in sorted(summary["accepted"].items()))
+        key_figure(f"{counts['ingested']} images ({per_split}) in {len(layout.class_names)} classes; "
+                   f"{counts['rejected']} rejected, {counts['ignored']} ignored")

@@ -1,0 +1,36 @@
+"""Progress lines: one per stage start and end, the end with the key figure the stage reported."""
+import logging
+import time
+
+from components.progress import key_figure
+from pipeline.local_runner import StageProgress
+
+
+def _orchestrator(message: str, stage: str) -> None:
+    logging.getLogger("absl").info(message, stage)
+
+
+def test_a_stage_ends_with_its_key_figure_and_a_skipped_stage_says_so(capsys):
+    progress = StageProgress(time.time())
+    progress.attach()
+    absl = logging.getLogger("absl")
+    level, absl.level = absl.level, logging.INFO
+    try:
+        _orchestrator("Component %s is running.", "Evaluator")
+        key_figure("accuracy 0.9800 (no champion yet); blessed: yes")
+        _orchestrator("Component %s is finished.", "Evaluator")
+        _orchestrator("Component %s is running.", "Transform")  # reports no figure: none is carried over
+        _orchestrator("Component %s is finished.", "Transform")
+        _orchestrator("Component %s is running.", "Pusher")
+        absl.info("Skipping execution for %s", "Pusher")
+        _orchestrator("Component %s is finished.", "Pusher")
+    finally:
+        absl.removeHandler(progress)
+        logging.getLogger("image_cnn.key_figure").removeHandler(progress)
+        absl.level = level
+    lines = [line.split("] ", 1)[1] for line in capsys.readouterr().out.splitlines()]
+    assert lines[0] == "Evaluator started"
+    assert lines[1].startswith("Evaluator finished in ") and lines[1].endswith(
+        "s: accuracy 0.9800 (no champion yet); blessed: yes")
+    assert lines[3].startswith("Transform finished in ") and lines[3].endswith("s")
+    assert lines[5] == "Pusher skipped (its condition was not met)"
