@@ -100,13 +100,18 @@ class StageProgress(logging.Handler):
         self._figure = None
 
     def attach(self) -> None:
-        """Listens to the orchestrator (absl) and to the stages' key figures."""
+        """Listens to the orchestrator (absl) and to the stages' key figures, until detach()."""
         from components import progress
         logging.getLogger("absl").addHandler(self)
         figures = logging.getLogger(progress.LOGGER_NAME)
         figures.setLevel(logging.INFO)
         figures.propagate = False
         figures.addHandler(self)
+
+    def detach(self) -> None:
+        from components import progress
+        logging.getLogger("absl").removeHandler(self)
+        logging.getLogger(progress.LOGGER_NAME).removeHandler(self)
 
     def emit(self, record: logging.LogRecord) -> None:
         from components import progress
@@ -206,13 +211,16 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     started = time.time()
     os.makedirs(args.output_dir, exist_ok=True)
-    StageProgress(started).attach()
+    progress = StageProgress(started)
+    progress.attach()
     print(f"Pipeline {configs.PIPELINE_NAME}: data {args.data_root} -> outputs {args.output_dir}", flush=True)
     error = None
     try:
         tfx.orchestration.LocalDagRunner().run(image_cnn_pipeline)
     except Exception as caught:  # reported in last_run.json and below, then the exit code says failed
         error = caught
+    finally:
+        progress.detach()  # a caller running the pipeline again gets one line per stage, not two
     run_id, nodes = run_summary.latest_run(metadata_path, configs.PIPELINE_NAME, since=started)
     summary = run_summary.summarize(nodes, run_id=run_id or datetime.datetime.fromtimestamp(started).isoformat(),
                                     data_root=args.data_root, output_dir=args.output_dir,
