@@ -438,10 +438,9 @@ def tflite_section(page: Page, summary: Dict[str, Any]) -> None:
 
 def timings_section(page: Page, summary: Dict[str, Any]) -> None:
     stages = summary.get("stage_seconds") or {}
-    cached = set(summary.get("cached_stages") or [])
-    rows = [[name, float(seconds), "cached" if name in cached else ""] for name, seconds in stages.items()]
-    rows.append(["whole run", float(summary.get("wall_seconds") or 0.0), ""])
-    page.add("timings", "Timings", table(["stage", "seconds", ""], rows, table_id="timings"))
+    rows = [[name, float(seconds)] for name, seconds in stages.items()]
+    rows.append(["whole run", float(summary.get("wall_seconds") or 0.0)])
+    page.add("timings", "Timings", table(["stage", "seconds"], rows, table_id="timings"))
 
 
 SECTIONS = (data_section, validation_section, training_section, evaluation_section, promotion_section,
