@@ -85,3 +85,23 @@ def test_walk_lists_nested_files_and_says_why_it_skips_entries(tmp_path):
         "a/broken.png": ("rejected", f"broken symlink (target {str(root / 'missing.png')!r} does not exist)"),
         "a/nested/loop": ("ignored", f"folder already read as {root / 'a'} (symlink)"),
     }
+
+
+def test_tree_fingerprint_sees_any_file_change_deep_in_the_tree_and_nothing_else(tmp_path):
+    make_class_folder(str(tmp_path / "train"), per_class=2)
+    make_class_folder(str(tmp_path / "test"), per_class=1)
+    root = str(tmp_path)
+    first = folder_layout.tree_fingerprint(root)
+    assert first.startswith("files:9,") and folder_layout.tree_fingerprint(root) == first
+
+    added = tmp_path / "train" / "red" / "nested" / "new.png"
+    write_image(str(added), (200, 0, 0), (8, 8), seed=3)   # deep below a class folder: the root's mtime stays
+    with_added = folder_layout.tree_fingerprint(root)
+    assert with_added.startswith("files:10,") and with_added != first
+
+    stat = os.stat(added)
+    os.utime(added, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000))   # same bytes, touched
+    assert folder_layout.tree_fingerprint(root) != with_added
+
+    os.symlink(str(tmp_path / "gone.png"), str(tmp_path / "train" / "red" / "broken.png"))
+    assert folder_layout.tree_fingerprint(root).startswith("files:10,")   # rejected by ingest, listed here too

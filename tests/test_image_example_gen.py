@@ -171,3 +171,17 @@ def test_the_data_fingerprint_covers_every_ingested_file_path_and_contents(tmp_p
     os.rename(moved, os.path.join(tmp_path / "data" / "blue", "moved.png"))
     assert features.read_ingest_report(_run_executor(str(tmp_path / "data"), str(tmp_path / "out3")).uri)[
         "data_fingerprint"] != first["data_fingerprint"], "a file in another class is other data"
+
+
+def test_the_driver_keys_reuse_on_every_file_of_the_tree_not_the_root_folder_alone(image_folder):
+    component = ImageFolderExampleGen(input_base=image_folder)
+    exec_properties = {name: proto_utils.proto_to_json(value) if hasattr(value, "DESCRIPTOR") else value
+                       for name, value in component.exec_properties.items()}
+    driver = component.driver_class(metadata_handle=None)
+
+    def fingerprint():
+        return driver.resolve_exec_properties(dict(exec_properties), None, None)["input_fingerprint"]
+    before = fingerprint()
+    assert before == folder_layout.tree_fingerprint(image_folder)
+    make_class_folder(os.path.join(image_folder, "red", "more"), per_class=1)   # a nested folder inside a class
+    assert fingerprint() != before

@@ -2,17 +2,32 @@
 import json
 from typing import Optional, Sequence
 
+from tfx.components.example_gen import utils as example_gen_utils
 from tfx.components.example_gen.component import FileBasedExampleGen
+from tfx.components.example_gen.driver import FileBasedDriver
 from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.proto import example_gen_pb2
 from tfx.types import channel, component_spec, standard_artifacts, standard_component_specs
 
-from components.image_example_gen import executor, image_check
+from components.image_example_gen import executor, folder_layout, image_check
 from models import features
 
-# The driver fingerprints what this matches: the data root itself. A deeper pattern would make it
-# stat every file, and a broken symlink among them would fail the run before any file is listed.
+# TFX's driver would fingerprint what this matches: the data root itself. ImageFolderDriver replaces
+# that with a fingerprint of the whole tree.
 _FINGERPRINT_PATTERN = ""
+
+
+class ImageFolderDriver(FileBasedDriver):
+    """TFX's ExampleGen driver, with the input fingerprint (which a cached run is keyed on) taken over
+    every file below the data root, as folder_layout walks it. TFX's own would match only the root
+    folder, whose modification time does not change when an image is added to a class folder; and a
+    glob over every file would fail on the first broken symlink, which ingest rejects with a reason."""
+
+    def resolve_exec_properties(self, exec_properties, pipeline_info, component_info):
+        exec_properties = super().resolve_exec_properties(exec_properties, pipeline_info, component_info)
+        root = exec_properties[standard_component_specs.INPUT_BASE_KEY]
+        exec_properties[example_gen_utils.FINGERPRINT_PROPERTY_NAME] = folder_layout.tree_fingerprint(root)
+        return exec_properties
 
 
 class ImageFolderExampleGenSpec(standard_component_specs.FileBasedExampleGenSpec):
@@ -40,6 +55,7 @@ class ImageFolderExampleGen(FileBasedExampleGen):
     next ids. Beside the splits, the Examples artifact holds labels.txt and ingest_report.json.
     """
     SPEC_CLASS = ImageFolderExampleGenSpec
+    DRIVER_CLASS = ImageFolderDriver
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
     def __init__(self, input_base, eval_percent: int = 20, known_classes: Sequence[str] = (),

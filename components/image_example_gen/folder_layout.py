@@ -13,6 +13,7 @@ File policy: every file below the root is ingested, rejected with a reason, or i
 Class ids follow the order of the known classes (the schema's), then the new folders, sorted.
 """
 import dataclasses
+import hashlib
 import os
 from typing import Iterator, List, Optional, Sequence, Set, Tuple
 
@@ -124,6 +125,30 @@ def walk(folder: str, root: str, _visited: Optional[Set[str]] = None) -> Iterato
         yield Entry(os.path.join(folder, name), FILE)
     for name in dirs:
         yield from walk(os.path.join(folder, name), root, visited)
+
+
+def _size_and_time(path: str) -> str:
+    try:
+        if is_local(path):
+            stat = os.stat(path)
+            return f"{stat.st_size} {stat.st_mtime_ns}\n"
+        stat = tf.io.gfile.stat(path)
+        return f"{stat.length} {stat.mtime_nsec}\n"
+    except (OSError, tf.errors.OpError) as error:  # gone since the listing: ingest will say so
+        return f"unreadable {type(error).__name__}\n"
+
+
+def tree_fingerprint(root: str) -> str:
+    """Every entry below the root with its size and modification time, hashed; no file is read. What
+    a local run's reuse of ExampleGen's output is keyed on: an image added, removed, replaced or
+    touched anywhere in the tree changes it."""
+    digest, files = hashlib.sha256(), 0
+    for entry in walk(root, root):
+        digest.update(f"{os.path.relpath(entry.path, root)}\0{entry.kind}\0{entry.reason}\0".encode())
+        if entry.kind == FILE:
+            files += 1
+            digest.update(_size_and_time(entry.path).encode())
+    return f"files:{files},sha256:{digest.hexdigest()}"
 
 
 def has_files(folder: str, root: str) -> bool:
