@@ -21,6 +21,7 @@ from models import features
 from models.labels import read_labels
 
 PUSHED_PROPERTY, VERSION_PROPERTY, DESTINATION_PROPERTY = "pushed", "pushed_version", "pushed_destination"
+ALREADY_SERVING_PROPERTY = "already_serving"  # 1: the champion is this very model; nothing was pushed
 TFLITE_DIR = "tflite"
 THRESHOLDS = ("min_accuracy", "max_accuracy_drop", "min_class_accuracy")
 
@@ -75,12 +76,20 @@ class Executor(base_executor.BaseExecutor):
                  "data_fingerprint": features.read_ingest_report(examples.uri)["data_fingerprint"],
                  "trained_model": model_path}
         serving_dir = exec_properties["serving_dir"]
-        lite_models = artifact_utils.get_single_instance(input_dict["lite_models"])
-        version = publish_model(serving_dir, model_path, entry, lite_models.uri)
         pushed = artifact_utils.get_single_instance(output_dict["pushed_model"])
-        pushed.set_int_custom_property(PUSHED_PROPERTY, 1)
+        serving = promotion.champion(serving_dir)
+        if serving and promotion.record(serving_dir, serving["version"]).get("trained_model") == model_path:
+            # A rerun that reused the Trainer's output: a new version would be a copy of the champion.
+            version = serving["version"]
+            pushed.set_int_custom_property(PUSHED_PROPERTY, 0)
+            pushed.set_int_custom_property(ALREADY_SERVING_PROPERTY, 1)
+            key_figure(f"version {version} already serves this model; nothing pushed")
+        else:
+            lite_models = artifact_utils.get_single_instance(input_dict["lite_models"])
+            version = publish_model(serving_dir, model_path, entry, lite_models.uri)
+            pushed.set_int_custom_property(PUSHED_PROPERTY, 1)
+            key_figure(f"version {version} is the champion")
         pushed.set_int_custom_property(VERSION_PROPERTY, version)
-        key_figure(f"version {version} is the champion")
         pushed.set_string_custom_property(DESTINATION_PROPERTY, promotion.version_dir(serving_dir, version))
 
 

@@ -4,16 +4,19 @@ Outputs under --output-dir: serving/<model>/<version>/ (pushed models), last_run
 runs/<run id>.json, pipeline/ (every stage's artifacts) and metadata.sqlite (ML Metadata).
 """
 import argparse
+import contextlib
 import datetime
 import json
 import logging
 import os
 import sys
 import time
-from typing import List, Optional
+import warnings
+from typing import Iterator, List, Optional
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUTPUT_DIR = os.path.join(REPO_ROOT, "outputs")
+LIBRARY_LOG = "last_run.log"  # in --output-dir: what the libraries wrote to stderr, unless --verbose
 
 
 def serving_dir_of(output_dir: str) -> str:
@@ -62,6 +65,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--weight-decay-mode", choices=("decoupled", "l2"), help="AdamW (default) or L2 in the loss")
     parser.add_argument("--eval-percent", type=int, default=configs.EVAL_PERCENT,
                         help="eval share of a folder without train/ and test/ sub-folders")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="run every stage again, even those whose data, settings and code are unchanged")
     parser.add_argument("--verbose", action="store_true", help="show TensorFlow, Beam and TFX logs")
     args = parser.parse_args(argv)
     args.data_root = os.path.abspath(args.data_root)
@@ -90,13 +95,15 @@ def _given(**values):
 class StageProgress(logging.Handler):
     """Turns the orchestrator's 'Component X is running/finished' logs into one line per stage, ending
     with the key figure the stage reported (components/progress.py); a stage its condition skipped
-    (the Pusher of an unblessed model) says so."""
+    (the Pusher of an unblessed model) or whose earlier outputs were reused says so."""
 
     def __init__(self, run_started: float):
         super().__init__(logging.INFO)
         self._run_started = run_started
         self._stage_started = {}
         self._skipped = set()
+        self._cached = set()
+        self._running = None
         self._figure = None
 
     def attach(self) -> None:
@@ -121,20 +128,27 @@ class StageProgress(logging.Handler):
         if record.msg == "Skipping execution for %s":
             self._skipped.add(record.args[0])
             return
+        if record.msg == "A cached execution %d is used." and self._running:
+            self._cached.add(self._running)
+            return
         if record.msg not in ("Component %s is running.", "Component %s is finished."):
             return
         stage, now = record.args[0], time.time()
         if record.msg.endswith("running."):
-            self._stage_started[stage] = now
+            self._stage_started[stage], self._running = now, stage
             self._figure = None
             print(f"[{now - self._run_started:7.1f}s] {stage} started", flush=True)
-        elif stage in self._skipped:
-            print(f"[{now - self._run_started:7.1f}s] {stage} skipped (its condition was not met)", flush=True)
+            return
+        self._running = None
+        took = now - self._stage_started.get(stage, now)
+        if stage in self._skipped:
+            line = "skipped (its condition was not met)"
+        elif stage in self._cached:
+            line = f"reused in {took:.1f}s: inputs, settings and code unchanged since an earlier run (--no-cache runs it)"
         else:
-            took = now - self._stage_started.get(stage, now)
             figure, self._figure = self._figure, None
-            print(f"[{now - self._run_started:7.1f}s] {stage} finished in {took:.1f}s" + (f": {figure}" if figure else ""),
-                  flush=True)
+            line = f"finished in {took:.1f}s" + (f": {figure}" if figure else "")
+        print(f"[{now - self._run_started:7.1f}s] {stage} {line}", flush=True)
 
 
 def quiet_logs(verbose: bool) -> None:
@@ -143,9 +157,46 @@ def quiet_logs(verbose: bool) -> None:
     from absl import logging as absl_logging
     absl_logging.set_verbosity(absl_logging.INFO)
     absl_logging.get_absl_handler().setLevel(logging.INFO if verbose else logging.ERROR)
-    logging.getLogger("absl").propagate = verbose  # a library's basicConfig would print every INFO line
+    absl = logging.getLogger("absl")
+    absl.propagate = verbose  # a library's basicConfig would print every INFO line
+    if not verbose and not any(isinstance(h, logging.NullHandler) for h in absl.handlers):
+        absl.addHandler(logging.NullHandler())  # else Python's last-resort handler prints its warnings
     for noisy in ("apache_beam", "tensorflow", "tensorflow_transform", "tensorflow_data_validation"):
         logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.ERROR)
+
+
+@contextlib.contextmanager
+def library_output_to(log_path: Optional[str]) -> Iterator[None]:
+    """With a path: what native code writes to stderr (TensorFlow's C++ start-up lines, which
+    TF_CPP_MIN_LOG_LEVEL does not reach, TFLite's converter) and Python's warnings go to that file
+    instead of the terminal; Python's own stderr (errors, tracebacks) stays on the terminal."""
+    if log_path is None:
+        yield
+        return
+    python_stderr = sys.stderr
+    python_stderr.flush()
+    terminal = os.dup(2)
+    open(log_path, "wb").close()  # pylint: disable=consider-using-with
+    with open(log_path, "ab") as log:  # appending, as the warnings below are
+        os.dup2(log.fileno(), 2)
+    try:
+        python_stderr_is_fd2 = python_stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # replaced by a test harness: leave it alone
+        python_stderr_is_fd2 = False
+    if python_stderr_is_fd2:
+        sys.stderr = open(terminal, "w", buffering=1, closefd=False)  # pylint: disable=consider-using-with
+    try:
+        with warnings.catch_warnings(), open(log_path, "a", buffering=1) as warning_log:
+            def to_log(message, category, filename, lineno, file=None, line=None):  # pylint: disable=unused-argument
+                warning_log.write(warnings.formatwarning(message, category, filename, lineno, line))
+            warnings.showwarning = to_log
+            yield
+    finally:
+        if python_stderr_is_fd2:
+            sys.stderr.flush()
+            sys.stderr = python_stderr
+        os.dup2(terminal, 2)
+        os.close(terminal)
 
 
 def run_filename(run_id: str) -> str:
@@ -172,8 +223,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not os.path.isdir(args.data_root):
         print(f"error: data root {args.data_root!r} does not exist or is not a folder", file=sys.stderr)
         return 2
+    os.makedirs(args.output_dir, exist_ok=True)
+    with library_output_to(None if args.verbose else os.path.join(args.output_dir, LIBRARY_LOG)):
+        return _run(args)
 
+
+def _run(args: argparse.Namespace) -> int:
     from tfx import v1 as tfx
+    from components import caching
     from components.image_example_gen import folder_layout
     from models.preprocessing import ImageSpec
     from models.model import ModelConfig
@@ -203,20 +260,20 @@ def main(argv: Optional[List[str]] = None) -> int:
             eval_percent=args.eval_percent,
             max_class_drift=args.max_class_drift, strict=args.strict,
             **_given(max_image_pixels=args.max_image_pixels),
-            beam_pipeline_args=beam_pipeline_args(),
+            beam_pipeline_args=beam_pipeline_args(), enable_cache=not args.no_cache,
             metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path))
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
     started = time.time()
-    os.makedirs(args.output_dir, exist_ok=True)
     progress = StageProgress(started)
     progress.attach()
     print(f"Pipeline {configs.PIPELINE_NAME}: data {args.data_root} -> outputs {args.output_dir}", flush=True)
     error = None
     try:
-        tfx.orchestration.LocalDagRunner().run(image_cnn_pipeline)
+        tfx.orchestration.LocalDagRunner().run_with_ir(
+            caching.compile_for_local_run(image_cnn_pipeline, caching.project_fingerprint(args.schema)))
     except Exception as caught:  # reported in last_run.json and below, then the exit code says failed
         error = caught
     finally:
@@ -229,6 +286,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                                                 "max_accuracy_drop": args.max_accuracy_drop,
                                                 "min_class_accuracy": args.min_class_accuracy})
     summary["wall_seconds"] = round(time.time() - started, 1)
+    if not args.verbose:
+        summary["library_log"] = os.path.join(args.output_dir, LIBRARY_LOG)
     last = write_summary(summary, args.output_dir)
     print_outcome(summary, last)
     write_report(summary, args.output_dir)
@@ -258,6 +317,8 @@ def print_outcome(summary: dict, last_run_path: str) -> None:
         print(f"  threshold not met: {failure}")
     if summary["status"] == "pushed":
         print(f"pushed: {summary['pushed_paths']['saved_model']}")
+    elif summary["status"] == "already_serving":
+        print(f"already serving this model: {summary['pushed_paths']['saved_model']}")
     if summary["error"]:
         print(f"error: {summary['error']}", file=sys.stderr)
     print(f"status: {summary['status']} in {summary['wall_seconds']:.0f}s; summary: {last_run_path}")

@@ -251,7 +251,9 @@ def training_section(page: Page, summary: Dict[str, Any]) -> None:
         axis.grid(alpha=.3)
         body.append(page.figure("learning_rate", fig, "learning rate per epoch"))
     throughput_path = os.path.join(model_run, "throughput.json")
-    facts = [f"Trainer wall time: {summary.get('stage_seconds', {}).get('Trainer', 0):.1f} s"]
+    facts = ["Trainer: cached, this run reused the model an earlier run trained"
+             if "Trainer" in (summary.get("cached_stages") or ())
+             else f"Trainer wall time: {summary.get('stage_seconds', {}).get('Trainer', 0):.1f} s"]
     if os.path.exists(throughput_path):
         from components.trainer import steady_images_per_s
         with open(throughput_path) as f:
@@ -296,9 +298,10 @@ def explain_eval_split(saved_model_dir: str, examples_uri: str):
     from components.lite_models import read_split
     from models import lite
     from models.preprocessing import ImageSpec
-    spec = ImageSpec(*(int(d) for d in lite.image_shape(saved_model_dir)))
+    saved_model = lite.load(saved_model_dir)
+    spec = ImageSpec(*(int(d) for d in lite.image_shape(saved_model)))
     images, labels = read_split(examples_uri, "eval", spec)
-    signatures = tf.saved_model.load(saved_model_dir).signatures
+    signatures = saved_model.signatures
     # models exported before explain_images existed: predictions only
     explain = signatures.get("explain_images") or signatures["serve_images"]
     predicted, heatmaps = [], []
@@ -408,7 +411,8 @@ def threshold_rows(summary: Dict[str, Any]) -> List[List[Any]]:
 
 def promotion_section(page: Page, summary: Dict[str, Any]) -> None:
     blessed = summary.get("blessed")
-    body = [f'<p>Status: <span class="{"ok" if summary.get("status") == "pushed" else "bad"}">'
+    good = summary.get("status") in ("pushed", "already_serving")
+    body = [f'<p>Status: <span class="{"ok" if good else "bad"}">'
             f'{html.escape(str(summary.get("status")))}</span>; blessed: {blessed}.</p>']
     rows = threshold_rows(summary)
     if rows:
@@ -416,7 +420,8 @@ def promotion_section(page: Page, summary: Dict[str, Any]) -> None:
     for failure in (summary.get("evaluation") or {}).get("validation_failures", []):
         body.append(f'<p class="bad">not met: {html.escape(failure)}</p>')
     if summary.get("pushed_paths"):
-        body.append(table(["pushed", "path"], sorted(summary["pushed_paths"].items())))
+        body.append(table(["pushed" if summary.get("pushed") else "serving", "path"],
+                          sorted(summary["pushed_paths"].items())))
     if summary.get("error"):
         body.append(f'<p class="bad">error: {html.escape(summary["error"])}</p>')
     page.add("promotion", "Promotion", "\n".join(body))
@@ -437,10 +442,11 @@ def tflite_section(page: Page, summary: Dict[str, Any]) -> None:
 
 
 def timings_section(page: Page, summary: Dict[str, Any]) -> None:
-    stages = summary.get("stage_seconds") or {}
-    rows = [[name, float(seconds)] for name, seconds in stages.items()]
-    rows.append(["whole run", float(summary.get("wall_seconds") or 0.0)])
-    page.add("timings", "Timings", table(["stage", "seconds"], rows, table_id="timings"))
+    stages, cached = summary.get("stage_seconds") or {}, set(summary.get("cached_stages") or ())
+    rows = [[name, float(seconds), "cached: an earlier run's outputs reused" if name in cached else ""]
+            for name, seconds in stages.items()]
+    rows.append(["whole run", float(summary.get("wall_seconds") or 0.0), ""])
+    page.add("timings", "Timings", table(["stage", "seconds", ""], rows, table_id="timings"))
 
 
 SECTIONS = (data_section, validation_section, training_section, evaluation_section, promotion_section,

@@ -12,7 +12,8 @@ from ml_metadata.proto import metadata_store_pb2
 from components.evaluation import read_evaluation
 from components.artifacts import serving_model_path
 from components.lite_models import read_quality
-from components.model_pusher import TFLITE_DIR
+from components.model_pusher import (ALREADY_SERVING_PROPERTY, DESTINATION_PROPERTY, PUSHED_PROPERTY,
+                                     TFLITE_DIR)
 from components.validation_gate import read_anomalies
 from models import features
 from models.labels import read_labels
@@ -81,6 +82,7 @@ def summarize(nodes: Dict[str, Dict[str, Any]], *, run_id: str, data_root: str, 
         "data_root": data_root, "output_dir": output_dir, "schema": schema_file,
         "error": f"{type(error).__name__}: {error}" if error else None,
         "stage_seconds": {name: node["seconds"] for name, node in nodes.items()},
+        "cached_stages": [name for name, node in nodes.items() if node["state"] == "CACHED"],
         "blessed": False, "pushed": False, "pushed_paths": {}, "thresholds": thresholds or {},
         "artifacts": {},  # where the run report finds its inputs
     }
@@ -123,11 +125,12 @@ def summarize(nodes: Dict[str, Dict[str, Any]], *, run_id: str, data_root: str, 
     if blessing is not None:
         summary["blessed"] = blessing.custom_properties["blessed"].int_value == 1
     pushed = _single(nodes.get("Pusher"), "pushed_model")
-    if pushed is not None and pushed.custom_properties["pushed"].int_value == 1:
-        version_dir = pushed.custom_properties["pushed_destination"].string_value
-        summary["pushed"] = True
+    already_serving = pushed is not None and pushed.custom_properties[ALREADY_SERVING_PROPERTY].int_value == 1
+    if pushed is not None and (pushed.custom_properties[PUSHED_PROPERTY].int_value == 1 or already_serving):
+        version_dir = pushed.custom_properties[DESTINATION_PROPERTY].string_value
+        summary["pushed"] = not already_serving
         summary["pushed_paths"] = {"saved_model": version_dir, "tflite": os.path.join(version_dir, TFLITE_DIR),
                                    "labels": os.path.join(version_dir, features.LABELS_FILENAME)}
     if not error:
-        summary["status"] = "pushed" if summary["pushed"] else "not_blessed"
+        summary["status"] = "pushed" if summary["pushed"] else "already_serving" if already_serving else "not_blessed"
     return summary

@@ -119,8 +119,27 @@ def test_a_messy_folder_pushes_a_model_that_classifies_held_out_images_then_a_ne
         ["labels.txt", "quality.json"] + [f"{name}.tflite" for name in scores["tflite"]])
     assert promoted["tflite"] == quality
 
-    # A worse model on the same data: not blessed, against both bars, and serving/ is left byte for byte.
+    # Unchanged, run again: the stages are reused, and the champion already serves this very model.
     serving_before = _tree_digest(os.path.join(output_dir, "serving"))
+    assert local_runner.main(["--data-root", data_root, "--output-dir", output_dir, "--epochs", "8", "--batch-size", "8",
+                              "--image-size", "32", "32", "--channels", "3", "--min-accuracy", "0.8"]) == 0
+    rerun_printed = capsys.readouterr().out
+    with open(os.path.join(output_dir, "last_run.json")) as f:
+        rerun = json.load(f)
+    assert set(rerun["cached_stages"]) == {"ImageFolderExampleGen", "ImportSchemaGen", "StatisticsGen",
+                                           "ExampleValidator", "Transform", "Trainer", "LiteModels"}
+    assert "Trainer reused in " in rerun_printed and "Pusher finished" in rerun_printed
+    assert rerun["status"] == "already_serving" and rerun["blessed"] and not rerun["pushed"]
+    assert rerun["trained_model"] == summary["trained_model"]
+    assert rerun["pushed_paths"]["saved_model"] == version_dir
+    assert _tree_digest(os.path.join(output_dir, "serving")) == serving_before
+    rerun_report = os.path.join(report.run_dir_of(output_dir, local_runner.run_filename(rerun["run_id"])),
+                                report.REPORT_FILENAME)
+    with open(rerun_report) as f:
+        marked = {row[0] for row in table_rows(f.read(), "timings") if row[2].startswith("cached")}
+    assert marked == set(rerun["cached_stages"])
+
+    # A worse model on the same data: not blessed, against both bars, and serving/ is left byte for byte.
     assert local_runner.main(["--data-root", data_root, "--output-dir", output_dir, "--epochs", "1",
                               "--batch-size", "8", "--image-size", "32", "32", "--channels", "3",
                               "--learning-rate", "1e-7", "--min-accuracy", "0.9999"]) == 0

@@ -10,7 +10,7 @@ def _orchestrator(message: str, stage: str) -> None:
     logging.getLogger("absl").info(message, stage)
 
 
-def test_a_stage_ends_with_its_key_figure_and_a_skipped_stage_says_so(capsys):
+def test_a_stage_ends_with_its_key_figure_and_a_skipped_or_reused_stage_says_so(capsys):
     earlier = StageProgress(time.time())  # an earlier run's: detached, it prints nothing more
     earlier.attach()
     earlier.detach()
@@ -27,6 +27,9 @@ def test_a_stage_ends_with_its_key_figure_and_a_skipped_stage_says_so(capsys):
         _orchestrator("Component %s is running.", "Pusher")
         absl.info("Skipping execution for %s", "Pusher")
         _orchestrator("Component %s is finished.", "Pusher")
+        _orchestrator("Component %s is running.", "Trainer")
+        absl.info("A cached execution %d is used.", 12)
+        _orchestrator("Component %s is finished.", "Trainer")
     finally:
         progress.detach()
         absl.level = level
@@ -36,3 +39,6 @@ def test_a_stage_ends_with_its_key_figure_and_a_skipped_stage_says_so(capsys):
         "s: accuracy 0.9800 (no champion yet); blessed: yes")
     assert lines[3].startswith("Transform finished in ") and lines[3].endswith("s")
     assert lines[5] == "Pusher skipped (its condition was not met)"
+    assert lines[7].startswith("Trainer reused in ") and lines[7].endswith(
+        "s: inputs, settings and code unchanged since an earlier run (--no-cache runs it)")
+    assert len(lines) == 8

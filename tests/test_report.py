@@ -81,6 +81,7 @@ SUMMARY = {
                  "latency_ms_per_image": 0.3, "push": False, "reason": "accuracy 0.3000 is 0.2000 below",
                  "weight_quantization": "per-channel"}}},
     "stage_seconds": {"ImageFolderExampleGen": 2.5, "Trainer": 40.0, "Evaluator": 9.0},
+    "cached_stages": ["ImageFolderExampleGen"],
     "wall_seconds": 60.0, "artifacts": {},
 }
 
@@ -102,6 +103,9 @@ def test_the_report_has_every_section_the_evaluators_counts_and_escapes_file_nam
     assert thresholds["every class ≥ min_class_accuracy"] == pytest.approx([0.5, 0.0, -0.5])
     assert [row[0] for row in table_rows(page, "tflite")] == ["float32", "int8"]
     assert table_rows(page, "tflite")[1][-1].startswith("no: accuracy 0.3000")
+    assert [(row[0], row[2]) for row in table_rows(page, "timings")] == [
+        ("ImageFolderExampleGen", "cached: an earlier run's outputs reused"), ("Trainer", ""), ("Evaluator", ""),
+        ("whole run", "")]
 
 
 def test_every_plot_is_embedded_and_written_beside_the_report(tmp_path):

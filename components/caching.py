@@ -1,0 +1,64 @@
+"""Which stages a local run may reuse from an earlier run, and which it must run again.
+
+TFX reuses a stage's outputs when its inputs, its parameters and its executor's class are the same as
+a successful earlier execution's. Three things it does not see are added here:
+- the code: TFX names the preprocessing and run functions, and the executors, by module path only, so
+  an edit to the project's code would reuse outputs made by the old code. Every stage gets the
+  fingerprint of the stages' sources (components/, models/), the schema file's content and the library versions as a
+  parameter of its own (PROJECT_FINGERPRINT_KEY), so any such change runs everything again;
+- the data: the image folder's fingerprint (folder_layout.tree_fingerprint, set by ExampleGen's
+  driver);
+- state outside the pipeline: ChampionModel reads the serving folder's champion, and DataGate the
+  class-balance baseline and whether the data was accepted; they always run.
+"""
+import hashlib
+import importlib
+import os
+from typing import Iterable, List, Tuple
+
+from tfx.dsl.compiler import compiler
+from tfx.proto.orchestration import pipeline_pb2
+
+from components.evaluation import ChampionModel
+from components.validation_gate import DataGate
+
+PROJECT_FINGERPRINT_KEY = "project_fingerprint"
+ALWAYS_RUN = (ChampionModel, DataGate)
+PROJECT_PACKAGES = ("components", "models")  # the code that runs inside the stages; pipeline/ only wires them
+
+
+def _source_files(packages: Iterable[str]) -> List[Tuple[str, str]]:
+    """(name within the project, path) of every Python file of the packages, sorted."""
+    files = []
+    for package in packages:
+        folder = os.path.dirname(importlib.import_module(package).__file__)
+        for directory, dirs, names in os.walk(folder):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+            files += [(os.path.relpath(os.path.join(directory, n), os.path.dirname(folder)), os.path.join(directory, n))
+                      for n in sorted(names) if n.endswith(".py")]
+    return files
+
+
+def project_fingerprint(schema_file: str) -> str:
+    """sha256 of the stages' Python sources, the schema file and the TensorFlow/TFX versions."""
+    import tensorflow as tf
+    import tfx
+    digest = hashlib.sha256(f"tensorflow {tf.__version__}, tfx {tfx.__version__}\n".encode())
+    for name, path in [*_source_files(PROJECT_PACKAGES), ("schema", schema_file)]:
+        digest.update(name.encode())
+        with open(path, "rb") as f:
+            digest.update(hashlib.sha256(f.read()).digest())
+    return digest.hexdigest()
+
+
+def compile_for_local_run(pipeline, fingerprint: str) -> pipeline_pb2.Pipeline:
+    """The pipeline's IR for LocalDagRunner.run_with_ir: every stage keyed by the project fingerprint,
+    the ALWAYS_RUN stages never reused."""
+    always_run = {component.id for component in pipeline.components if isinstance(component, ALWAYS_RUN)}
+    ir = compiler.Compiler().compile(pipeline)
+    for node in ir.nodes:
+        stage = node.pipeline_node
+        stage.parameters.parameters[PROJECT_FINGERPRINT_KEY].field_value.string_value = fingerprint
+        if stage.node_info.id in always_run:
+            stage.execution_options.caching_options.enable_cache = False
+    return ir

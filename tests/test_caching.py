@@ -1,0 +1,50 @@
+"""Which stages a local run may reuse: keyed by the project's code and schema, never the stateful ones."""
+import shutil
+
+from tfx import v1 as tfx
+
+from components import caching
+from models.preprocessing import ImageSpec
+from models.trainer import TrainingConfig
+from pipeline import pipeline, schema
+
+
+def _compiled(tmp_path, enable_cache=True, fingerprint="f1"):
+    wiring = pipeline.create_pipeline(
+        pipeline_name="p", pipeline_root=str(tmp_path / "root"), data_root=str(tmp_path / "data"),
+        serving_dir=str(tmp_path / "serving"), schema_file=schema.EMBEDDED_SCHEMA, image_spec=ImageSpec(),
+        training=TrainingConfig(), min_accuracy=0.5, enable_cache=enable_cache,
+        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            str(tmp_path / "m.sqlite")))
+    return {node.pipeline_node.node_info.id: node.pipeline_node
+            for node in caching.compile_for_local_run(wiring, fingerprint).nodes}
+
+
+def test_every_stage_is_keyed_by_the_project_fingerprint_and_the_stateful_ones_always_run(tmp_path):
+    nodes = _compiled(tmp_path)
+    assert {name: node.parameters.parameters[caching.PROJECT_FINGERPRINT_KEY].field_value.string_value
+            for name, node in nodes.items()} == {name: "f1" for name in nodes}
+    always_run = {name for name, node in nodes.items() if not node.execution_options.caching_options.enable_cache}
+    assert always_run == {"ChampionModel", "DataGate"}
+    assert {"Trainer", "Transform", "ImageFolderExampleGen", "LiteModels", "Evaluator"} <= set(nodes) - always_run
+
+
+def test_no_stage_is_reused_when_caching_is_off(tmp_path):
+    nodes = _compiled(tmp_path, enable_cache=False)
+    assert not any(node.execution_options.caching_options.enable_cache for node in nodes.values())
+
+
+def test_the_fingerprint_follows_the_schema_files_content(tmp_path):
+    copy = str(tmp_path / "schema.pbtxt")
+    shutil.copyfile(schema.EMBEDDED_SCHEMA, copy)
+    assert caching.project_fingerprint(copy) == caching.project_fingerprint(schema.EMBEDDED_SCHEMA)
+    with open(copy, "a") as f:
+        f.write("\n# edited\n")
+    assert caching.project_fingerprint(copy) != caching.project_fingerprint(schema.EMBEDDED_SCHEMA)
+
+
+def test_the_fingerprint_covers_the_code_that_runs_in_the_stages():
+    names = [name for name, _ in caching._source_files(caching.PROJECT_PACKAGES)]  # pylint: disable=protected-access
+    assert {"models/model.py", "models/preprocessing.py", "models/trainer.py", "components/lite_models.py",
+            "components/image_example_gen/executor.py"} <= set(names)
+    assert len(names) == len(set(names))
