@@ -71,10 +71,11 @@ def push_decision(accuracy: float, saved_model_accuracy: float, max_accuracy_dro
 
 def variants_with_quality(saved_model_dir: str, examples_uri: str, output_dir: str,
                           max_accuracy_drop: float) -> Dict[str, Any]:
-    spec = ImageSpec(*(int(d) for d in lite.image_shape(saved_model_dir)))
+    saved_model = lite.load(saved_model_dir)  # once: every variant is converted from it
+    spec = ImageSpec(*(int(d) for d in lite.image_shape(saved_model)))
     images, labels = read_split(examples_uri, "eval", spec)
     training_images, _ = sample_split(examples_uri, "train", spec, REPRESENTATIVE_IMAGES)
-    serve_images = tf.saved_model.load(saved_model_dir).signatures["serve_images"]
+    serve_images = saved_model.signatures["serve_images"]
     reference = np.concatenate([serve_images(images=tf.constant(images[i:i + 256]))["class_id"].numpy()
                                 for i in range(0, len(images), 256)])
     saved_model_accuracy = float(np.mean(reference == labels))
@@ -84,7 +85,7 @@ def variants_with_quality(saved_model_dir: str, examples_uri: str, output_dir: s
         # int8: the smallest weight quantization whose accuracy may be pushed; the others are recorded
         attempts = []
         for weight_quantization in lite.WEIGHT_QUANTIZATIONS if variant == "int8" else ("per-channel",):
-            model = lite.convert(saved_model_dir, variant, training_images, weight_quantization)
+            model = lite.convert(saved_model, variant, training_images, weight_quantization)
             measured = lite.measure(model, images, labels, reference)
             attempts.append({**measured, **push_decision(measured["accuracy"], saved_model_accuracy,
                                                          max_accuracy_drop)})

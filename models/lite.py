@@ -10,7 +10,7 @@ in 0..255, the Transform normalization inside), so it needs no preprocessing a c
                  or per output channel (WEIGHT_QUANTIZATIONS)
 """
 import time
-from typing import Dict, Optional
+from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
@@ -23,9 +23,13 @@ WEIGHT_QUANTIZATIONS = ("per-tensor", "per-channel")
 LATENCY_IMAGES = 200  # single-image invocations timed per variant (after a warm-up)
 
 
-def _classify(saved_model_dir: str):
-    """(concrete function images -> probabilities, the model kept alive for it)."""
-    loaded = tf.saved_model.load(saved_model_dir)
+def load(saved_model: Union[str, Any]):
+    """A loaded SavedModel: the one given, or the one at the path (each load takes seconds)."""
+    return tf.saved_model.load(saved_model) if isinstance(saved_model, str) else saved_model
+
+
+def _classify(loaded):
+    """The concrete function images -> probabilities of a loaded SavedModel."""
     signature = loaded.signatures["serve_images"]
     spec = signature.structured_input_signature[1]["images"]
 
@@ -33,13 +37,12 @@ def _classify(saved_model_dir: str):
     def classify(images):
         return {"probabilities": signature(images=images)["probabilities"]}
 
-    return classify.get_concrete_function(), loaded
+    return classify.get_concrete_function()
 
 
-def image_shape(saved_model_dir: str):
-    """(height, width, channels) the model takes."""
-    return tuple(tf.saved_model.load(saved_model_dir).signatures["serve_images"]
-                 .structured_input_signature[1]["images"].shape[1:])
+def image_shape(saved_model) -> Tuple[int, ...]:
+    """(height, width, channels) the model takes; saved_model is a path or a loaded SavedModel."""
+    return tuple(load(saved_model).signatures["serve_images"].structured_input_signature[1]["images"].shape[1:])
 
 
 def _quantize_weights_per_tensor(converter: tf.lite.TFLiteConverter) -> None:
@@ -51,15 +54,16 @@ def _quantize_weights_per_tensor(converter: tf.lite.TFLiteConverter) -> None:
     converter._experimental_disable_per_channel = True
 
 
-def convert(saved_model_dir: str, variant: str, representative_images: Optional[np.ndarray] = None,
+def convert(saved_model, variant: str, representative_images: Optional[np.ndarray] = None,
             weight_quantization: str = "per-channel") -> bytes:
-    """The variant's .tflite bytes; weight_quantization applies to int8 only."""
+    """The variant's .tflite bytes; saved_model is a path or a loaded SavedModel (load() it once to
+    convert several variants); weight_quantization applies to int8 only."""
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     if weight_quantization not in WEIGHT_QUANTIZATIONS:
         raise ValueError(f"weight_quantization must be one of {WEIGHT_QUANTIZATIONS}, got {weight_quantization!r}")
-    function, loaded = _classify(saved_model_dir)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], loaded)
+    loaded = load(saved_model)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([_classify(loaded)], loaded)
     if variant != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if variant == "float16":
