@@ -13,6 +13,4 @@ test: setup
 	bin/in-env python -m pytest $(PYTEST_ARGS)
 
 bench: setup
-	bin/in-env python bench/pipeline_vs_keras.py
-	bin/in-env python bench/ingest_vs_keras.py
-	bin/in-env python bench/trainer_vs_keras.py
+	bin/in-env python bench/table.py $(ARGS)
