@@ -72,8 +72,8 @@ def run_example_gen(data_root: str, work_dir: str) -> int:
 def measure(route: str, data_root: str, work_dir: str) -> None:
     """Child process: runs one route and prints {"images", "seconds", "peak_rss_mb"}."""
     sys.path.insert(0, REPO_ROOT)
-    from pipeline import local_runner
-    local_runner.quiet_logs(verbose=False)
+    from pipeline import quiet
+    quiet.quiet_logs(verbose=False)
     import tensorflow  # noqa: F401  (imported before the clock starts, as both routes need it)
     started = time.time()
     images = run_keras(data_root) if route == "keras" else run_example_gen(data_root, work_dir)

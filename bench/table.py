@@ -44,14 +44,13 @@ def timed(command) -> tuple:
 
 
 def machine() -> str:
-    import tensorflow as tf
-    import tfx
+    from importlib.metadata import version  # not importing TensorFlow: its start-up lines would go to stderr
     with open("/proc/cpuinfo") as f:
         model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), platform.machine())
     with open("/proc/meminfo") as f:
         memory_gb = int(f.readline().split()[1]) / 1024 ** 2
     return (f"{model}, {os.cpu_count()} cores, {memory_gb:.0f} GB, no GPU used; {platform.system()} "
-            f"{platform.release()}; Python {platform.python_version()}, TensorFlow {tf.__version__}, TFX {tfx.__version__}")
+            f"{platform.release()}; Python {platform.python_version()}, TensorFlow {version('tensorflow')}, TFX {version('tfx')}")
 
 
 def pipeline_figures(epochs: int, work: str) -> dict:

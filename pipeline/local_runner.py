@@ -4,15 +4,15 @@ Outputs under --output-dir: serving/<model>/<version>/ (pushed models), last_run
 runs/<run id>.json, pipeline/ (every stage's artifacts) and metadata.sqlite (ML Metadata).
 """
 import argparse
-import contextlib
 import datetime
 import json
 import logging
 import os
 import sys
 import time
-import warnings
-from typing import Iterator, List, Optional
+from typing import List, Optional
+
+from pipeline.quiet import library_output_to, quiet_logs
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUTPUT_DIR = os.path.join(REPO_ROOT, "outputs")
@@ -149,54 +149,6 @@ class StageProgress(logging.Handler):
             figure, self._figure = self._figure, None
             line = f"finished in {took:.1f}s" + (f": {figure}" if figure else "")
         print(f"[{now - self._run_started:7.1f}s] {stage} {line}", flush=True)
-
-
-def quiet_logs(verbose: bool) -> None:
-    if not verbose:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from absl import logging as absl_logging
-    absl_logging.set_verbosity(absl_logging.INFO)
-    absl_logging.get_absl_handler().setLevel(logging.INFO if verbose else logging.ERROR)
-    absl = logging.getLogger("absl")
-    absl.propagate = verbose  # a library's basicConfig would print every INFO line
-    if not verbose and not any(isinstance(h, logging.NullHandler) for h in absl.handlers):
-        absl.addHandler(logging.NullHandler())  # else Python's last-resort handler prints its warnings
-    for noisy in ("apache_beam", "tensorflow", "tensorflow_transform", "tensorflow_data_validation"):
-        logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.ERROR)
-
-
-@contextlib.contextmanager
-def library_output_to(log_path: Optional[str]) -> Iterator[None]:
-    """With a path: what native code writes to stderr (TensorFlow's C++ start-up lines, which
-    TF_CPP_MIN_LOG_LEVEL does not reach, TFLite's converter) and Python's warnings go to that file
-    instead of the terminal; Python's own stderr (errors, tracebacks) stays on the terminal."""
-    if log_path is None:
-        yield
-        return
-    python_stderr = sys.stderr
-    python_stderr.flush()
-    terminal = os.dup(2)
-    open(log_path, "wb").close()  # pylint: disable=consider-using-with
-    with open(log_path, "ab") as log:  # appending, as the warnings below are
-        os.dup2(log.fileno(), 2)
-    try:
-        python_stderr_is_fd2 = python_stderr.fileno() == 2
-    except (AttributeError, OSError, ValueError):  # replaced by a test harness: leave it alone
-        python_stderr_is_fd2 = False
-    if python_stderr_is_fd2:
-        sys.stderr = open(terminal, "w", buffering=1, closefd=False)  # pylint: disable=consider-using-with
-    try:
-        with warnings.catch_warnings(), open(log_path, "a", buffering=1) as warning_log:
-            def to_log(message, category, filename, lineno, file=None, line=None):  # pylint: disable=unused-argument
-                warning_log.write(warnings.formatwarning(message, category, filename, lineno, line))
-            warnings.showwarning = to_log
-            yield
-    finally:
-        if python_stderr_is_fd2:
-            sys.stderr.flush()
-            sys.stderr = python_stderr
-        os.dup2(terminal, 2)
-        os.close(terminal)
 
 
 def run_filename(run_id: str) -> str:

@@ -81,4 +81,5 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pipeline.quiet import run_quietly
+    run_quietly(main)
