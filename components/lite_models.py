@@ -32,10 +32,14 @@ def _parse_and_decode(records, spec: ImageSpec) -> Tuple[np.ndarray, np.ndarray]
     """(float images [N, H, W, C] in 0..255, decoded as Transform does; labels [N]) of serialized examples."""
     feature_spec = {features.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
                     features.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
+    def parse_and_decode(serialized):  # in tf.data, as a graph: decoded eagerly, a batch took seconds
+        parsed = tf.io.parse_example(serialized, feature_spec)
+        return decode_images(parsed[features.IMAGE_KEY], spec), parsed[features.LABEL_KEY]
+
     images, labels = [], []
-    for batch in records.batch(256).map(lambda serialized: tf.io.parse_example(serialized, feature_spec)):
-        images.append(decode_images(batch[features.IMAGE_KEY], spec).numpy())
-        labels.append(batch[features.LABEL_KEY].numpy())
+    for image_batch, label_batch in records.batch(256).map(parse_and_decode).as_numpy_iterator():
+        images.append(image_batch)
+        labels.append(label_batch)
     return np.concatenate(images), np.concatenate(labels)
 
 
