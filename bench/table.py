@@ -128,6 +128,19 @@ def print_table(table: list, markdown: bool) -> None:
                         for i, (cell, w) in enumerate(zip(row, widths))))
 
 
+def stage_lines(p: dict) -> list:
+    """Where each pipeline run's wall time went: its stages, then the rest (start-up, summary, report)."""
+    lines = []
+    for name, seconds in (("first run", p["first_seconds"]), ("unchanged rerun", p["rerun_seconds"])):
+        run = p["first" if name == "first run" else "rerun"]
+        stages = run["stage_seconds"]
+        cached = set(run.get("cached_stages") or ())
+        lines.append(f"{name}, {seconds:.0f} s: " + ", ".join(
+            f"{stage} {t:.1f}" + (" (reused)" if stage in cached else "") for stage, t in stages.items() if t >= 0.5 or stage in cached)
+            + f"; outside the stages (start-up, summary, report) {seconds - sum(stages.values()):.1f}")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=TrainingConfig.epochs)
@@ -141,6 +154,9 @@ def main() -> None:
         ingest = ingest_figures(args.copies, work)
     print(f"{started:%Y-%m-%d %H:%M} UTC; machine: {machine()}")
     print_table(rows(pipeline, fit_rate, ingest, args.epochs), args.markdown)
+    print()
+    for line in stage_lines(pipeline):
+        print(("- " if args.markdown else "") + line)
 
 
 if __name__ == "__main__":
