@@ -63,7 +63,8 @@ class WarmupCosineRestarts(keras.optimizers.schedules.LearningRateSchedule):
         super().__init__()
         self.peak, self.warmup_steps, self.total_steps = float(peak), int(warmup_steps), int(total_steps)
         self.restarts, self.alpha = int(restarts), float(alpha)
-        first_cycle = max(1, round((self.total_steps - self.warmup_steps) / (2 ** (self.restarts + 1) - 1)))
+        # rounded up: rounded down, the cycles ended a few steps early and training ended back at the peak
+        first_cycle = max(1, math.ceil((self.total_steps - self.warmup_steps) / (2 ** (self.restarts + 1) - 1)))
         self._cosine = keras.optimizers.schedules.CosineDecayRestarts(
             self.peak, first_decay_steps=first_cycle, t_mul=2.0, m_mul=1.0, alpha=self.alpha)
 
@@ -95,11 +96,24 @@ def schedule_for(training: TrainingConfig, steps_per_epoch: int, replicas: int) 
 
 
 def compile_model(model: keras.Model, model_config: ModelConfig, training: TrainingConfig,
-                  steps_per_epoch: int, replicas: int) -> None:
-    """Optimizer, schedule, loss and metric."""
-    model.compile(optimizer=optimizer_for(model_config, schedule_for(training, steps_per_epoch, replicas)),
+                  steps_per_epoch: int, replicas: int) -> WarmupCosineRestarts:
+    """Optimizer, schedule, loss and metric; returns the learning-rate schedule."""
+    schedule = schedule_for(training, steps_per_epoch, replicas)
+    model.compile(optimizer=optimizer_for(model_config, schedule),
                   loss=smoothed_sparse_crossentropy(model_config.num_classes, training.label_smoothing),
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    return schedule
+
+
+LEARNING_RATE_FILENAME = "learning_rate.json"
+
+
+def write_learning_rates(schedule: WarmupCosineRestarts, steps_per_epoch: int, log_dir: str) -> None:
+    """<log_dir>/learning_rate.json: the rate of every training step, for the run report's curve."""
+    rates = schedule(tf.range(schedule.total_steps)).numpy()
+    tf.io.gfile.makedirs(log_dir)
+    with tf.io.gfile.GFile(os.path.join(log_dir, LEARNING_RATE_FILENAME), "w") as f:
+        json.dump({"steps_per_epoch": steps_per_epoch, "learning_rate": [round(float(r), 8) for r in rates]}, f)
 
 
 THROUGHPUT_FILENAME = "throughput.json"
@@ -272,7 +286,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     with strategy.scope():
         model_config = ModelConfig(**config["model"], input_shape=spec.shape, num_classes=len(label_names))
         model = build_classifier(model_config)
-        compile_model(model, model_config, training, steps_per_epoch, replicas)
+        schedule = compile_model(model, model_config, training, steps_per_epoch, replicas)
+    write_learning_rates(schedule, steps_per_epoch, fn_args.model_run_dir)
     fit(model, train, validation, training, steps_per_epoch, checkpoint_dir(config["checkpoint_root"], fn_args),
         fn_args.model_run_dir, global_batch=global_batch)
     save_on_chief(lambda path: export.export_serving_model(model, tf_transform_output, label_names, spec, path),

@@ -242,14 +242,22 @@ def training_section(page: Page, summary: Dict[str, Any]) -> None:
             axis.legend()
             axis.grid(alpha=.3)
         body.append(page.figure("training_curves", fig, "loss and accuracy per epoch"))
-    if "epoch_learning_rate" in train:
-        rates = train["epoch_learning_rate"]
+    schedule_path = os.path.join(model_run, "learning_rate.json")
+    if os.path.exists(schedule_path) or "epoch_learning_rate" in train:
         fig, axis = plt.subplots(figsize=(5.5, 3))
-        axis.plot([e + 1 for e in sorted(rates)], [rates[e] for e in sorted(rates)], marker="o")
+        if os.path.exists(schedule_path):  # every step's rate, as the Trainer's schedule gives it
+            with open(schedule_path) as f:
+                schedule = json.load(f)
+            rates = schedule["learning_rate"]
+            axis.plot([step / schedule["steps_per_epoch"] for step in range(len(rates))], rates)
+            axis.set_title("learning-rate schedule (every step)")
+        else:  # runs from before learning_rate.json: what TensorBoard logged at each epoch's end
+            rates = train["epoch_learning_rate"]
+            axis.plot([e + 1 for e in sorted(rates)], [rates[e] for e in sorted(rates)], marker="o")
+            axis.set_title("learning rate (end of epoch)")
         axis.set_xlabel("epoch")
-        axis.set_title("learning rate (end of epoch)")
         axis.grid(alpha=.3)
-        body.append(page.figure("learning_rate", fig, "learning rate per epoch"))
+        body.append(page.figure("learning_rate", fig, "learning-rate schedule"))
     throughput_path = os.path.join(model_run, "throughput.json")
     facts = ["Trainer: cached, this run reused the model an earlier run trained"
              if "Trainer" in (summary.get("cached_stages") or ())

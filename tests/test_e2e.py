@@ -74,7 +74,8 @@ def test_a_messy_folder_pushes_a_model_that_classifies_held_out_images_then_a_ne
     assert all(f'<section id="{section}">' in page for section in SECTION_IDS)
     assert [[int(v) for v in row[1:]] for row in table_rows(page, "confusion-counts")] == evaluation["confusion_matrix"]
     images = embedded_images(page)
-    assert {"thumbnails.png", "training_curves.png", "confusion_matrix.png", "grad_cam_correct.png"} <= set(images)
+    assert {"thumbnails.png", "training_curves.png", "learning_rate.png", "confusion_matrix.png",
+            "grad_cam_correct.png"} <= set(images)
     assert sorted(images) == sorted(f for f in os.listdir(report_dir) if f.endswith(".png"))
     assert all(html.escape(path) in page for path in listed)  # rejected and ignored files are named
     seen = open_page(os.path.join(report_dir, report.REPORT_FILENAME), str(tmp_path / "report.png"))

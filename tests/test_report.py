@@ -1,6 +1,7 @@
 """The run report rendered from a run summary: sections, tables, embedded plots and PNG files."""
 import base64
 import html.parser
+import json
 import os
 
 import pytest
@@ -109,10 +110,14 @@ def test_the_report_has_every_section_the_evaluators_counts_and_escapes_file_nam
 
 
 def test_every_plot_is_embedded_and_written_beside_the_report(tmp_path):
-    run_dir = str(tmp_path / "run")
-    with open(report.render(SUMMARY, run_dir)) as f:
-        images = embedded_images(f.read())
-    assert "confusion_matrix.png" in images
+    run_dir, model_run = str(tmp_path / "run"), tmp_path / "model_run"
+    model_run.mkdir()
+    (model_run / "learning_rate.json").write_text(json.dumps({"steps_per_epoch": 2, "learning_rate": [0.1, 0.2, 0.1]}))
+    with open(report.render({**SUMMARY, "artifacts": {"model_run": str(model_run)}}, run_dir)) as f:
+        page = f.read()
+    images = embedded_images(page)
+    assert {"confusion_matrix.png", "learning_rate.png"} <= set(images)
+    assert "learning-rate schedule" in page
     for name, png in images.items():
         assert png.startswith(b"\x89PNG")
         with open(os.path.join(run_dir, name), "rb") as f:

@@ -14,8 +14,9 @@ import tensorflow as tf
 import tf_keras as keras
 
 from models.model import ModelConfig, build_classifier
-from models.trainer import (TrainingConfig, WarmupCosineRestarts, compile_model, fit, profiled_batches,
-                            schedule_for, smoothed_sparse_crossentropy, training_batches)
+from models.trainer import (LEARNING_RATE_FILENAME, TrainingConfig, WarmupCosineRestarts, compile_model, fit,
+                            profiled_batches, schedule_for, smoothed_sparse_crossentropy, training_batches,
+                            write_learning_rates)
 
 
 def test_schedule_warms_up_then_restarts_in_doubling_cycles_that_end_with_training():
@@ -28,6 +29,23 @@ def test_schedule_warms_up_then_restarts_in_doubling_cycles_that_end_with_traini
         assert lr[start + length - 1] < 0.05
         assert all(a >= b for a, b in zip(lr[start:start + length], lr[start + 1:start + length]))
     assert WarmupCosineRestarts(**schedule.get_config()).get_config() == schedule.get_config()
+
+
+@pytest.mark.parametrize("epochs,steps_per_epoch", [(4, 57), (15, 57), (8, 9), (40, 12), (3, 7)])
+def test_training_ends_at_the_bottom_of_the_last_cycle_not_back_at_the_peak(epochs, steps_per_epoch):
+    schedule = schedule_for(TrainingConfig(epochs=epochs), steps_per_epoch, replicas=1)
+    rates = schedule(tf.range(schedule.total_steps)).numpy() / schedule.peak
+    last_cycle = rates[int(0.9 * len(rates)):]
+    assert rates[-1] < 0.1 and all(a >= b for a, b in zip(last_cycle, last_cycle[1:]))
+
+
+def test_the_rate_of_every_step_is_written_for_the_report(tmp_path):
+    schedule = WarmupCosineRestarts(1.0, warmup_steps=10, total_steps=80, restarts=2, alpha=0.01)
+    write_learning_rates(schedule, steps_per_epoch=8, log_dir=str(tmp_path / "model_run"))
+    with open(tmp_path / "model_run" / LEARNING_RATE_FILENAME) as f:
+        written = json.load(f)
+    assert written["steps_per_epoch"] == 8
+    assert written["learning_rate"] == pytest.approx([float(schedule(step)) for step in range(80)], rel=1e-5)
 
 
 def test_the_warm_up_takes_at_most_half_the_training_and_the_peak_scales_with_replicas():
