@@ -131,13 +131,13 @@ def print_table(table: list, markdown: bool) -> None:
 def stage_lines(p: dict) -> list:
     """Where each pipeline run's wall time went: its stages, then the rest (start-up, summary, report)."""
     lines = []
-    for name, seconds in (("first run", p["first_seconds"]), ("unchanged rerun", p["rerun_seconds"])):
-        run = p["first" if name == "first run" else "rerun"]
-        stages = run["stage_seconds"]
-        cached = set(run.get("cached_stages") or ())
-        lines.append(f"{name}, {seconds:.0f} s: " + ", ".join(
-            f"{stage} {t:.1f}" + (" (reused)" if stage in cached else "") for stage, t in stages.items() if t >= 0.5 or stage in cached)
-            + f"; outside the stages (start-up, summary, report) {seconds - sum(stages.values()):.1f}")
+    for name, seconds, run in (("first run", p["first_seconds"], p["first"]),
+                               ("unchanged rerun", p["rerun_seconds"], p["rerun"])):
+        stages, cached = run["stage_seconds"], set(run.get("cached_stages") or ())
+        shown = [f"{stage} {t:.1f}" + (" (reused)" if stage in cached else "")
+                 for stage, t in stages.items() if t >= 0.5 or stage in cached]
+        lines.append(f"{name}, {seconds:.0f} s: {', '.join(shown)}; outside the stages (start-up, summary, report) "
+                     f"{seconds - sum(stages.values()):.1f}")
     return lines
 
 

@@ -34,27 +34,26 @@ def library_output_to(log_path: Optional[str]) -> Iterator[None]:
     python_stderr = sys.stderr
     python_stderr.flush()
     terminal = os.dup(2)
-    open(log_path, "wb").close()  # pylint: disable=consider-using-with
-    with open(log_path, "ab") as log:  # appending, as the warnings below are
-        os.dup2(log.fileno(), 2)
     try:
         python_stderr_is_fd2 = python_stderr.fileno() == 2
     except (AttributeError, OSError, ValueError):  # replaced by a test harness: leave it alone
         python_stderr_is_fd2 = False
-    if python_stderr_is_fd2:
-        sys.stderr = open(terminal, "w", buffering=1, closefd=False)  # pylint: disable=consider-using-with
-    try:
-        with warnings.catch_warnings(), open(log_path, "a", buffering=1) as warning_log:
-            def to_log(message, category, filename, lineno, file=None, line=None):  # pylint: disable=unused-argument
-                warning_log.write(warnings.formatwarning(message, category, filename, lineno, line))
-            warnings.showwarning = to_log
-            yield
-    finally:
+    # one open file for both: native writes through fd 2 and warnings share its offset
+    with open(log_path, "w", buffering=1) as log, warnings.catch_warnings():
+        os.dup2(log.fileno(), 2)
         if python_stderr_is_fd2:
-            sys.stderr.flush()
-            sys.stderr = python_stderr
-        os.dup2(terminal, 2)
-        os.close(terminal)
+            sys.stderr = open(terminal, "w", buffering=1, closefd=False)  # pylint: disable=consider-using-with
+        warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: log.write(
+            warnings.formatwarning(message, category, filename, lineno, line))
+        try:
+            yield
+        finally:
+            if python_stderr_is_fd2:
+                sys.stderr.flush()
+                sys.stderr = python_stderr
+            log.flush()
+            os.dup2(terminal, 2)
+            os.close(terminal)
 
 
 def run_quietly(main: Callable[[], int]) -> None:

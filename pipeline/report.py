@@ -223,6 +223,7 @@ def epoch_scalars(log_dir: str) -> Dict[str, Dict[int, float]]:
 
 def training_section(page: Page, summary: Dict[str, Any]) -> None:
     import matplotlib.pyplot as plt
+    from models.trainer import LEARNING_RATE_FILENAME, THROUGHPUT_FILENAME
     model_run = summary.get("artifacts", {}).get("model_run")
     if not model_run:
         page.add("training", "Training", "<p>The Trainer did not run.</p>")
@@ -242,7 +243,7 @@ def training_section(page: Page, summary: Dict[str, Any]) -> None:
             axis.legend()
             axis.grid(alpha=.3)
         body.append(page.figure("training_curves", fig, "loss and accuracy per epoch"))
-    schedule_path = os.path.join(model_run, "learning_rate.json")
+    schedule_path = os.path.join(model_run, LEARNING_RATE_FILENAME)
     if os.path.exists(schedule_path) or "epoch_learning_rate" in train:
         fig, axis = plt.subplots(figsize=(5.5, 3))
         if os.path.exists(schedule_path):  # every step's rate, as the Trainer's schedule gives it
@@ -251,14 +252,14 @@ def training_section(page: Page, summary: Dict[str, Any]) -> None:
             rates = schedule["learning_rate"]
             axis.plot([step / schedule["steps_per_epoch"] for step in range(len(rates))], rates)
             axis.set_title("learning-rate schedule (every step)")
-        else:  # runs from before learning_rate.json: what TensorBoard logged at each epoch's end
+        else:  # runs from before the Trainer wrote the schedule: what TensorBoard logged at each epoch's end
             rates = train["epoch_learning_rate"]
             axis.plot([e + 1 for e in sorted(rates)], [rates[e] for e in sorted(rates)], marker="o")
             axis.set_title("learning rate (end of epoch)")
         axis.set_xlabel("epoch")
         axis.grid(alpha=.3)
         body.append(page.figure("learning_rate", fig, "learning-rate schedule"))
-    throughput_path = os.path.join(model_run, "throughput.json")
+    throughput_path = os.path.join(model_run, THROUGHPUT_FILENAME)
     facts = ["Trainer: cached, this run reused the model an earlier run trained"
              if "Trainer" in (summary.get("cached_stages") or ())
              else f"Trainer wall time: {summary.get('stage_seconds', {}).get('Trainer', 0):.1f} s"]
