@@ -244,18 +244,13 @@ def training_section(page: Page, summary: Dict[str, Any]) -> None:
             axis.grid(alpha=.3)
         body.append(page.figure("training_curves", fig, "loss and accuracy per epoch"))
     schedule_path = os.path.join(model_run, LEARNING_RATE_FILENAME)
-    if os.path.exists(schedule_path) or "epoch_learning_rate" in train:
+    if os.path.exists(schedule_path):  # every step's rate, as the Trainer's schedule gives it
+        with open(schedule_path) as f:
+            schedule = json.load(f)
+        rates = schedule["learning_rate"]
         fig, axis = plt.subplots(figsize=(5.5, 3))
-        if os.path.exists(schedule_path):  # every step's rate, as the Trainer's schedule gives it
-            with open(schedule_path) as f:
-                schedule = json.load(f)
-            rates = schedule["learning_rate"]
-            axis.plot([step / schedule["steps_per_epoch"] for step in range(len(rates))], rates)
-            axis.set_title("learning-rate schedule (every step)")
-        else:  # runs from before the Trainer wrote the schedule: what TensorBoard logged at each epoch's end
-            rates = train["epoch_learning_rate"]
-            axis.plot([e + 1 for e in sorted(rates)], [rates[e] for e in sorted(rates)], marker="o")
-            axis.set_title("learning rate (end of epoch)")
+        axis.plot([step / schedule["steps_per_epoch"] for step in range(len(rates))], rates)
+        axis.set_title("learning-rate schedule (every step)")
         axis.set_xlabel("epoch")
         axis.grid(alpha=.3)
         body.append(page.figure("learning_rate", fig, "learning-rate schedule"))
