@@ -24,8 +24,10 @@ QUALITY_FILENAME = "quality.json"
 REPRESENTATIVE_IMAGES = 1000
 
 
-def _split_files(examples_uri: str, split: str):
-    return tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{split}", "*"))
+def split_records(examples_uri: str, split: str) -> tf.data.TFRecordDataset:
+    """The serialized examples ExampleGen wrote for a split, in file order."""
+    return tf.data.TFRecordDataset(tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{split}", "*")),
+                                   compression_type="GZIP")
 
 
 def _parse_and_decode(records, spec: ImageSpec) -> Tuple[np.ndarray, np.ndarray]:
@@ -45,8 +47,7 @@ def _parse_and_decode(records, spec: ImageSpec) -> Tuple[np.ndarray, np.ndarray]
 
 def read_split(examples_uri: str, split: str, spec: ImageSpec) -> Tuple[np.ndarray, np.ndarray]:
     """Every example of a split, decoded (see _parse_and_decode)."""
-    return _parse_and_decode(tf.data.TFRecordDataset(_split_files(examples_uri, split), compression_type="GZIP"),
-                             spec)
+    return _parse_and_decode(split_records(examples_uri, split), spec)
 
 
 def sample_split(examples_uri: str, split: str, spec: ImageSpec, count: int, seed: int = 0
@@ -55,8 +56,7 @@ def sample_split(examples_uri: str, split: str, spec: ImageSpec, count: int, see
     split is streamed once and only the sample is decoded (reservoir sampling)."""
     rng = np.random.default_rng(seed)
     reservoir = []
-    for seen, record in enumerate(tf.data.TFRecordDataset(_split_files(examples_uri, split),
-                                                          compression_type="GZIP").as_numpy_iterator()):
+    for seen, record in enumerate(split_records(examples_uri, split).as_numpy_iterator()):
         if seen < count:
             reservoir.append(record)
         elif (slot := rng.integers(0, seen + 1)) < count:

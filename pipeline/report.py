@@ -100,9 +100,9 @@ def _file_list(entries: List[Dict[str, str]], what: str, detail: str = "reason")
 def _examples(examples_uri: str, split: str):
     """(image bytes, label) of a split's examples, in file order."""
     import tensorflow as tf
+    from components.lite_models import split_records
     from models import features
-    files = tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{split}", "*"))
-    for record in tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator():
+    for record in split_records(examples_uri, split).as_numpy_iterator():
         example = tf.train.Example.FromString(record)
         yield (example.features.feature[features.IMAGE_KEY].bytes_list.value[0],
                example.features.feature[features.LABEL_KEY].int64_list.value[0])
