@@ -36,6 +36,8 @@ BEAM_TARGETS = ("direct", "dataflow", "flink", "spark")
 # Run-time parameters, settable per run: name -> type. Their defaults are the compile flags of the same name.
 RUN_PARAMETERS = {"data_root": str, "min_accuracy": float, "epochs": int}
 SCHEDULE_NAME = f"{configs.PIPELINE_NAME}-nightly"
+TFX_ENTRYPOINT = "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"
+PROJECT_ENTRYPOINT = "components.kfp_entrypoint"  # kubeflow/Dockerfile's ENTRYPOINT too
 
 
 class UsageError(ValueError):
@@ -81,28 +83,25 @@ def schema_path_in_image(schema_file: str) -> str:
 
 
 def run_parameter_defaults(args: argparse.Namespace) -> Dict[str, Any]:
-    from models.trainer import TrainingConfig
+    from pipeline import flags
     return {"data_root": args.data_root, "min_accuracy": args.min_accuracy,
-            "epochs": args.epochs or TrainingConfig().epochs}
+            "epochs": flags.pipeline_settings(args)["training"].epochs}
 
 
 def build_pipeline(args: argparse.Namespace):
     """create_pipeline with the run-time parameters and the Trainer's resources."""
     from tfx import v1 as tfx
-    from models.preprocessing import ImageSpec
-    from models.trainer import TrainingConfig
+    from pipeline import flags
     from pipeline import pipeline as wiring
-    image_spec = ImageSpec(*args.image_size, args.channels) if args.image_size else ImageSpec(channels=args.channels)
     defaults = run_parameter_defaults(args)
     parameters = {name: tfx.dsl.experimental.RuntimeParameter(name=name, ptype=ptype, default=defaults[name])
                   for name, ptype in RUN_PARAMETERS.items()}
+    settings = {**flags.pipeline_settings(args), "min_accuracy": parameters["min_accuracy"]}
     pipeline = wiring.create_pipeline(
         pipeline_name=configs.PIPELINE_NAME, pipeline_root=args.pipeline_root,
-        data_root=parameters["data_root"], min_accuracy=parameters["min_accuracy"], epochs=parameters["epochs"],
+        data_root=parameters["data_root"], epochs=parameters["epochs"],
         serving_dir=os.path.join(args.serving_root, configs.MODEL_NAME), schema_file=args.schema,
-        schema_file_in_pipeline=args.schema_in_pipeline or schema_path_in_image(args.schema),
-        image_spec=image_spec, training=TrainingConfig(),
-        max_accuracy_drop=args.max_accuracy_drop, min_class_accuracy=args.min_class_accuracy,
+        schema_file_in_pipeline=args.schema_in_pipeline or schema_path_in_image(args.schema), **settings,
         beam_pipeline_args=beam_args(args.beam_target, args.image, args.beam_master, args.beam_arg))
     trainer = next(c for c in pipeline.components if c.id == "Trainer")
     trainer.with_platform_config(trainer_resources(args.gpus, args.trainer_memory_gb, args.trainer_cpus, args.gpu_type))
@@ -125,6 +124,16 @@ def _fix_condition_keys(pipeline_spec: Dict[str, Any]) -> None:
                 raise RuntimeError(f"condition {condition!r} names {implicit!r}, which the step does not take")
             condition = condition.replace(f"['{implicit}']", f"['{declared[implicit]}']")
         task["triggerPolicy"]["condition"] = condition
+
+
+def use_project_entrypoint(pipeline_spec: Dict[str, Any]) -> None:
+    """Every step runs the project's entrypoint, which restores the TFX type of each input artifact
+    (open-source KFP hands them over as system.* or untyped) before running TFX's own."""
+    for executor in pipeline_spec["deploymentSpec"]["executors"].values():
+        command = executor["container"].get("command", [])
+        if command[-1:] != [TFX_ENTRYPOINT]:
+            raise RuntimeError(f"a step's command is {command}, not TFX's entrypoint {TFX_ENTRYPOINT}")
+        executor["container"]["command"] = [*command[:-1], PROJECT_ENTRYPOINT]
 
 
 def named_classes(pipeline_spec: Dict[str, Any]) -> List[str]:
@@ -168,6 +177,8 @@ def compile_pipeline(args: argparse.Namespace) -> Dict[str, Any]:
     for name, value in job["runtimeConfig"]["parameterValues"].items():
         spec["root"]["inputDefinitions"]["parameters"][name]["defaultValue"] = value
     _fix_condition_keys(spec)
+    use_project_entrypoint(spec)
+    spec["defaultPipelineRoot"] = args.pipeline_root  # else KFP puts artifacts in its own object store
     resolvers = [label for label, executor in spec["deploymentSpec"]["executors"].items() if "resolver" in executor]
     if resolvers:
         raise RuntimeError(f"open-source KFP cannot run Resolver steps, and the pipeline has {resolvers}")
@@ -257,6 +268,52 @@ def schedule(args: argparse.Namespace) -> str:
     return created.recurring_run_id
 
 
+def _host_path(args: argparse.Namespace, path: str) -> str:
+    """Where a path of the steps (under --mount-path) is in the --volume folder."""
+    relative = os.path.relpath(path, args.mount_path)
+    if relative.startswith(os.pardir):
+        raise UsageError(f"{path} is not on the volume (mounted at {args.mount_path}); run-local mounts only --volume")
+    return os.path.join(os.path.abspath(args.host_volume), relative)
+
+
+def run_local(args: argparse.Namespace) -> int:
+    """Compiles the pipeline and runs it in containers of --image (pipeline/kfp_local.py)."""
+    from pipeline import kfp_local
+    if not os.path.isdir(args.host_volume):
+        raise UsageError(f"--volume {args.host_volume!r} does not exist or is not a folder")
+    parameters = {**run_parameter_defaults(args), **run_arguments(args)}
+    data_root = _host_path(args, parameters["data_root"])
+    if not os.path.isdir(data_root):
+        raise UsageError(f"data_root {parameters['data_root']} is {data_root} here, which is not a folder: "
+                         f"put the images there, or pass --run-data-root")
+    kfp_local.check_engine()
+    compiled = compile_pipeline(args)
+    run = kfp_local.Run(compiled["pipeline_spec"], compiled["platform_spec"],
+                        volumes={DEFAULT_VOLUME: os.path.abspath(args.host_volume)}, parameters=run_arguments(args),
+                        log_dir="", input_types=args.input_types)
+    run.log_dir = os.path.join(os.path.abspath(args.host_volume), "kfp-local", run.run_id)
+    os.makedirs(run.log_dir)
+    write_compiled(compiled, os.path.join(run.log_dir, "pipeline.yaml"))
+    print(f"run {run.run_id}: {len(kfp_local.task_order(compiled['pipeline_spec']))} steps in containers of "
+          f"{args.image}; logs in {run.log_dir}", flush=True)
+    record, error = [], None
+    try:
+        record = run.run(say=lambda line: print(line, flush=True))
+    except kfp_local.StepFailed as caught:
+        error, record = caught, run.record
+    with open(os.path.join(run.log_dir, "run.json"), "w") as f:
+        json.dump({"run_id": run.run_id, "image": args.image, "parameters": run.parameters, "steps": record,
+                   "error": str(error) if error else None}, f, indent=1)
+    if error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    ran = sum(step["status"] == "succeeded" for step in record)
+    print(f"run {run.run_id}: {ran} steps succeeded, "
+          f"{sum(step['status'] == 'not_triggered' for step in record)} not triggered; "
+          f"record: {os.path.join(run.log_dir, 'run.json')}")
+    return 0
+
+
 def _check_cron(cron: str) -> str:
     fields = cron.split()
     if len(fields) not in (5, 6):  # KFP also takes a leading seconds field
@@ -265,31 +322,26 @@ def _check_cron(cron: str) -> str:
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    from models.preprocessing import ImageSpec
+    from pipeline import flags, kfp_local
     parser = argparse.ArgumentParser(prog="python -m pipeline.kubeflow_runner", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    def add_compile_flags(p):
+    def add_compile_flags(p, claim_flag=True):
         p.add_argument("--target", choices=TARGETS, default="kfp",
                        help="kfp: open-source Kubeflow Pipelines; vertex: Vertex AI Pipelines' PipelineJob")
         p.add_argument("--image", default=DEFAULT_IMAGE, help="pipeline image (kubeflow/Dockerfile)")
         p.add_argument("--trainer-image", help="image of the Trainer step, e.g. the GPU variant (default: --image)")
-        p.add_argument("--volume", default=DEFAULT_VOLUME, help="ReadWriteMany PersistentVolumeClaim mounted in every step")
+        if claim_flag:  # run-local's --volume is the host folder that stands for this claim
+            p.add_argument("--volume", default=DEFAULT_VOLUME,
+                           help="ReadWriteMany PersistentVolumeClaim mounted in every step")
         p.add_argument("--mount-path", default=DEFAULT_MOUNT_PATH)
         p.add_argument("--pipeline-root", help="default: <mount-path>/pipeline")
         p.add_argument("--serving-root", help="where serving/<model>/<version> is published; default: <mount-path>/serving")
         p.add_argument("--data-root", help="default of the data_root run-time parameter; default: <mount-path>/data")
-        p.add_argument("--min-accuracy", type=float, default=configs.MIN_ACCURACY,
-                       help="default of the min_accuracy run-time parameter")
-        p.add_argument("--epochs", type=int, help="default of the epochs run-time parameter (default 15)")
-        p.add_argument("--max-accuracy-drop", type=float, default=configs.MAX_ACCURACY_DROP)
-        p.add_argument("--min-class-accuracy", type=float, default=0.0)
         p.add_argument("--schema", default=os.path.join(SCHEMAS_DIR, "mnist-sample.pbtxt"),
                        help="curated schema (read now for the class list; the steps read the image's copy)")
         p.add_argument("--schema-in-pipeline", help="where the steps read the schema, if not in the image's schemas/")
-        p.add_argument("--image-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"),
-                       help=f"default {ImageSpec().height} {ImageSpec().width}")
-        p.add_argument("--channels", type=int, choices=(1, 3), default=ImageSpec().channels)
+        flags.add_pipeline_flags(p)  # the local runner's flags: the same definitions
         p.add_argument("--gpus", type=int, default=1, help="GPUs the Trainer step requests (0: none)")
         p.add_argument("--gpu-type", default="nvidia.com/gpu", help="the accelerator's resource name")
         p.add_argument("--trainer-memory-gb", type=float, default=16.0)
@@ -307,7 +359,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     def add_run_parameters(p):
         p.add_argument("--run-data-root", dest="run_data_root", help="data_root for this run (default: compiled)")
         p.add_argument("--run-min-accuracy", dest="run_min_accuracy", type=float)
-        p.add_argument("--run-epochs", dest="run_epochs", type=int)
+        p.add_argument("--run-epochs", dest="run_epochs", type=flags.at_least(1))
 
     compile_parser = commands.add_parser("compile", help="write the compiled pipeline")
     compile_parser.add_argument("--output", required=True, help=".yaml (spec + volume mount) or .json (spec)")
@@ -323,7 +375,20 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     for p in (submit_parser, schedule_parser):
         add_compile_flags(p)
         add_run_parameters(p)
+    local_parser = commands.add_parser(
+        "run-local", help="run the compiled pipeline here, each step in a container of --image, as open-source "
+                          "KFP v2 runs it")
+    local_parser.add_argument("--volume", dest="host_volume", required=True,
+                              help="host folder that stands for the volume claim: the images go in DIR/data")
+    local_parser.add_argument("--input-types", choices=kfp_local.INPUT_TYPE_MODES, default="system",
+                              help="how input artifacts arrive: system.* titles (default) or empty instance schemas")
+    add_compile_flags(local_parser, claim_flag=False)
+    add_run_parameters(local_parser)
     args = parser.parse_args(argv)
+    if args.command == "run-local":
+        args.volume = DEFAULT_VOLUME
+        if args.image == DEFAULT_IMAGE:
+            parser.error("run-local needs --image: the tag `make image` printed")
     if hasattr(args, "mount_path"):
         args.pipeline_root = args.pipeline_root or os.path.join(args.mount_path, "pipeline")
         args.serving_root = args.serving_root or os.path.join(args.mount_path, "serving")
@@ -344,6 +409,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"compiled ({args.target}): {args.output}")
         elif args.command == "submit":
             print(f"run started: {submit(args)}")
+        elif args.command == "run-local":
+            return run_local(args)
         elif args.command == "schedule":
             print(f"recurring run {args.schedule_name!r} ({args.cron}, at most one at a time): {schedule(args)}")
         else:

@@ -26,7 +26,7 @@ def serving_dir_of(output_dir: str) -> str:
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    from pipeline import configs
+    from pipeline import flags
     parser = argparse.ArgumentParser(prog="python -m pipeline.local_runner", description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", default=os.path.join(REPO_ROOT, "data", "mnist-sample"),
                         help="image folder: <root>/<class>/* or <root>/train/<class>/* + <root>/test/<class>/*")
@@ -34,37 +34,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--schema", help="curated schema to validate against; default: schemas/mnist-sample.pbtxt "
                                          "for the embedded data, else <output-dir>/schema.pbtxt, created by "
                                          "the first run from the folder's classes")
-    parser.add_argument("--strict", action="store_true", help="fail the run if any file is rejected")
-    parser.add_argument("--max-class-drift", type=float, default=configs.MAX_CLASS_DRIFT,
-                        help="largest change of a class's share of the images since the last accepted run")
-    parser.add_argument("--max-image-pixels", type=int,
-                        help="images with more pixels are rejected without being decoded (default 25000000)")
-    # Left unset, training and image settings take the defaults of TrainingConfig and ImageSpec.
-    parser.add_argument("--epochs", type=int, help="default: TrainingConfig.epochs (15)")
-    parser.add_argument("--batch-size", type=int, help="per replica; default: TrainingConfig.batch_size (32)")
-    parser.add_argument("--profile", action="store_true", default=None,
-                        help="trace 10 training steps of the second epoch into the Trainer's TensorBoard logs")
-    parser.add_argument("--learning-rate", type=float,
-                        help="peak, for one replica (x replicas when several); default: TrainingConfig.learning_rate")
-    parser.add_argument("--min-accuracy", type=float, default=configs.MIN_ACCURACY,
-                        help="eval accuracy a model needs to be blessed and pushed")
-    parser.add_argument("--max-accuracy-drop", type=float, default=configs.MAX_ACCURACY_DROP,
-                        help="how far below the champion's accuracy (on this run's eval split) a model may be")
-    parser.add_argument("--min-class-accuracy", type=float, default=0.0,
-                        help="accuracy every class needs (0: no per-class floor)")
-    parser.add_argument("--max-tflite-accuracy-drop", type=float, default=configs.MAX_TFLITE_ACCURACY_DROP,
-                        help="a TFLite variant this far below the SavedModel's eval accuracy is not pushed")
-    parser.add_argument("--image-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"),
-                        help="default: ImageSpec's (28 28)")
-    parser.add_argument("--channels", type=int, choices=(1, 3), help="default: ImageSpec.channels (1)")
-    parser.add_argument("--architecture", choices=("residual", "classic"),
-                        help="residual: depthwise-separable residual blocks (default); classic: Conv-BN-ReLU-Pool")
-    parser.add_argument("--attention", choices=("se", "cbam", "none"),
-                        help="attention in residual blocks: squeeze-excite (default), CBAM or none")
-    parser.add_argument("--weight-decay", type=float, help="default 0 (off)")
-    parser.add_argument("--weight-decay-mode", choices=("decoupled", "l2"), help="AdamW (default) or L2 in the loss")
-    parser.add_argument("--eval-percent", type=int, default=configs.EVAL_PERCENT,
-                        help="eval share of a folder without train/ and test/ sub-folders")
+    flags.add_pipeline_flags(parser)
     parser.add_argument("--no-cache", action="store_true",
                         help="run every stage again, even those whose data, settings and code are unchanged")
     parser.add_argument("--verbose", action="store_true", help="show TensorFlow, Beam and TFX logs")
@@ -85,11 +55,6 @@ def beam_pipeline_args() -> List[str]:
     an SDK container image counts as one; the in-process runner ignores it."""
     from pipeline import configs
     return [*configs.BEAM_PIPELINE_ARGS, "--sdk_container_image=unused-by-the-in-process-direct-runner"]
-
-
-def _given(**values):
-    """The flags the user set; the rest keep the library's defaults."""
-    return {key: value for key, value in values.items() if value is not None}
 
 
 class StageProgress(logging.Handler):
@@ -184,14 +149,10 @@ def _run(args: argparse.Namespace) -> int:
     from tfx import v1 as tfx
     from components import caching
     from components.image_example_gen import folder_layout
-    from models.preprocessing import ImageSpec
-    from models.model import ModelConfig
-    from models.trainer import TrainingConfig
-    from pipeline import configs, pipeline, run_summary, schema
+    from pipeline import configs, flags, pipeline, run_summary, schema
 
     metadata_path = os.path.join(args.output_dir, "metadata.sqlite")
     try:  # validate flags, layout and schema before anything runs
-        height, width = args.image_size or (None, None)
         folder_layout.discover(args.data_root)
         if not os.path.exists(args.schema):
             added, _ = schema.accept_classes(args.schema, args.data_root)
@@ -202,16 +163,7 @@ def _run(args: argparse.Namespace) -> int:
             pipeline_root=os.path.join(args.output_dir, "pipeline"),
             data_root=args.data_root, schema_file=args.schema,
             serving_dir=serving_dir_of(args.output_dir),
-            image_spec=ImageSpec(**_given(height=height, width=width, channels=args.channels)),
-            training=TrainingConfig(**_given(epochs=args.epochs, batch_size=args.batch_size,
-                                             learning_rate=args.learning_rate, profile=args.profile)),
-            model=ModelConfig(**_given(architecture=args.architecture, attention=args.attention,
-                                       weight_decay=args.weight_decay, weight_decay_mode=args.weight_decay_mode)),
-            min_accuracy=args.min_accuracy, max_accuracy_drop=args.max_accuracy_drop,
-            min_class_accuracy=args.min_class_accuracy, max_tflite_accuracy_drop=args.max_tflite_accuracy_drop,
-            eval_percent=args.eval_percent,
-            max_class_drift=args.max_class_drift, strict=args.strict,
-            **_given(max_image_pixels=args.max_image_pixels),
+            **flags.pipeline_settings(args),
             beam_pipeline_args=beam_pipeline_args(), enable_cache=not args.no_cache,
             metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path))
     except ValueError as error:

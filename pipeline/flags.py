@@ -1,0 +1,93 @@
+"""The pipeline flags both runners take (local_runner, and kubeflow_runner's compile, submit, schedule
+and run-local): one definition each, and the settings of create_pipeline built from them.
+
+A flag left unset keeps the default of the config it feeds (ImageSpec, TrainingConfig, ModelConfig),
+so there is one source for every default."""
+import argparse
+from typing import Any, Dict
+
+from pipeline import configs
+
+
+def at_least(low: int):
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+    return parse
+
+
+def _given(**values) -> Dict[str, Any]:
+    """The flags the user set; the rest keep the configs' defaults."""
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def add_image_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--image-size", type=at_least(1), nargs=2, metavar=("HEIGHT", "WIDTH"),
+                        help="default: ImageSpec's (28 28)")
+    parser.add_argument("--channels", type=int, choices=(1, 3), help="default: ImageSpec.channels (1)")
+
+
+def add_training_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--epochs", type=at_least(1), help="default: TrainingConfig.epochs (15)")
+    parser.add_argument("--batch-size", type=at_least(1), help="per replica; default: TrainingConfig.batch_size (32)")
+    parser.add_argument("--learning-rate", type=float,
+                        help="peak, for one replica (x replicas when several); default: TrainingConfig.learning_rate")
+    parser.add_argument("--profile", action="store_true", default=None,
+                        help="trace 10 training steps of the second epoch into the Trainer's TensorBoard logs")
+
+
+def add_model_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--architecture", choices=("residual", "classic"),
+                        help="residual: depthwise-separable residual blocks (default); classic: Conv-BN-ReLU-Pool")
+    parser.add_argument("--attention", choices=("se", "cbam", "none"),
+                        help="attention in residual blocks: squeeze-excite (default), CBAM or none")
+    parser.add_argument("--weight-decay", type=float, help="default 0 (off)")
+    parser.add_argument("--weight-decay-mode", choices=("decoupled", "l2"), help="AdamW (default) or L2 in the loss")
+
+
+def add_data_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--eval-percent", type=int, default=configs.EVAL_PERCENT,
+                        help="eval share of a folder without train/ and test/ sub-folders")
+    parser.add_argument("--strict", action="store_true", help="fail the run if any file is rejected")
+    parser.add_argument("--max-class-drift", type=float, default=configs.MAX_CLASS_DRIFT,
+                        help="largest change of a class's share of the images since the last accepted run")
+    parser.add_argument("--max-image-pixels", type=at_least(1),
+                        help="images with more pixels are rejected without being decoded (default 25000000)")
+
+
+def add_threshold_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--min-accuracy", type=float, default=configs.MIN_ACCURACY,
+                        help="eval accuracy a model needs to be blessed and pushed")
+    parser.add_argument("--max-accuracy-drop", type=float, default=configs.MAX_ACCURACY_DROP,
+                        help="how far below the champion's accuracy (on this run's eval split) a model may be")
+    parser.add_argument("--min-class-accuracy", type=float, default=0.0,
+                        help="accuracy every class needs (0: no per-class floor)")
+    parser.add_argument("--max-tflite-accuracy-drop", type=float, default=configs.MAX_TFLITE_ACCURACY_DROP,
+                        help="a TFLite variant this far below the SavedModel's eval accuracy is not pushed")
+
+
+def add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
+    """Every choice of the pipeline's data, model, training and promotion."""
+    for add in (add_image_flags, add_training_flags, add_model_flags, add_data_flags, add_threshold_flags):
+        add(parser)
+
+
+def pipeline_settings(args: argparse.Namespace) -> Dict[str, Any]:
+    """create_pipeline's keyword arguments for the flags of add_pipeline_flags. Raises ValueError
+    (one line) for a value the configs refuse."""
+    from models.model import ModelConfig
+    from models.preprocessing import ImageSpec
+    from models.trainer import TrainingConfig
+    height, width = args.image_size or (None, None)
+    return dict(
+        image_spec=ImageSpec(**_given(height=height, width=width, channels=args.channels)),
+        training=TrainingConfig(**_given(epochs=args.epochs, batch_size=args.batch_size,
+                                         learning_rate=args.learning_rate, profile=args.profile)),
+        model=ModelConfig(**_given(architecture=args.architecture, attention=args.attention,
+                                   weight_decay=args.weight_decay, weight_decay_mode=args.weight_decay_mode)),
+        min_accuracy=args.min_accuracy, max_accuracy_drop=args.max_accuracy_drop,
+        min_class_accuracy=args.min_class_accuracy, max_tflite_accuracy_drop=args.max_tflite_accuracy_drop,
+        eval_percent=args.eval_percent, max_class_drift=args.max_class_drift, strict=args.strict,
+        **_given(max_image_pixels=args.max_image_pixels))

@@ -1,0 +1,246 @@
+"""Runs a compiled KFP pipeline spec on this machine, each step in a container of the pipeline image,
+the way open-source KFP v2's driver and launcher run it (kubeflow/pipelines backend/src/v2):
+
+- steps run in dependency order, each with the spec's own command and arguments, the `{{$}}`
+  placeholder replaced by the step's ExecutorInput;
+- output artifact URIs are <pipeline root>/<pipeline>/<run id>/<task>/<uuid>/<output> (driver
+  provisionOutputs), and the executor output file is the launcher's fallback for a root without a
+  storage scheme;
+- input artifacts are the upstream steps' outputs as the driver reads them back from ML Metadata:
+  the URI, the metadata merged from the executor output with every number a double, the id as name,
+  and the type the v2 backend gives them: a `system.*` title, or an empty instance schema;
+- parameters come from the run's values, else the spec's defaults, else the task's constants;
+- a trigger condition is evaluated with CEL (the `common-expression-language` package) against the
+  step's ExecutorInput, as the driver does; a false one skips the step;
+- the volume of the spec's Kubernetes platform spec is a host folder, bind-mounted at its mount path.
+
+kfp.local is not used: it rebuilds downstream inputs as `system.Artifact` only, and it evaluates no
+condition on artifact metadata (it warns and treats it as false), so a Pusher would be skipped silently.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from typing import Any, Dict, List
+
+OUTPUT_FILE_DIR = "/tmp/kfp_outputs"  # the launcher's component.OutputMetadataFilepath folder
+# The titles the v2 backend gives TFX's types once they have been through ML Metadata. Distinct TFX
+# types share one: only the step's input definitions tell them apart (components/kfp_entrypoint.py).
+SYSTEM_TITLES = {"tfx.Examples": "system.Dataset", "tfx.Model": "system.Model"}
+INPUT_TYPE_MODES = ("system", "empty")
+
+
+class StepFailed(RuntimeError):
+    """A step's container exited non-zero, or the driver could not prepare it."""
+
+
+def task_order(spec: Dict[str, Any]) -> List[str]:
+    """The root DAG's tasks, each after every task it depends on (ties by name)."""
+    tasks = spec["root"]["dag"]["tasks"]
+    done, order = set(), []
+    while len(order) < len(tasks):
+        ready = sorted(name for name, task in tasks.items()
+                       if name not in done and set(task.get("dependentTasks", [])) <= done)
+        if not ready:
+            raise StepFailed(f"the tasks {sorted(set(tasks) - done)} depend on each other in a cycle")
+        order.append(ready[0])
+        done.add(ready[0])
+    return order
+
+
+def _title(artifact_type: Dict[str, Any]) -> str:
+    from components.kfp_entrypoint import type_title
+    return type_title(artifact_type)
+
+
+def as_read_back(artifact: Dict[str, Any], artifact_id: int, mode: str) -> Dict[str, Any]:
+    """An upstream output as the driver hands it to a downstream step (metadata.toRuntimeArtifact)."""
+    metadata = {key: float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+                for key, value in (artifact.get("metadata") or {}).items()}
+    metadata.setdefault("display_name", artifact["name"])
+    declared = _title(artifact.get("type") or {})
+    artifact_type = ({"schemaTitle": SYSTEM_TITLES.get(declared, "system.Artifact")} if mode == "system"
+                     else {"instanceSchema": ""})
+    return {"name": str(artifact_id), "uri": artifact["uri"], "type": artifact_type, "metadata": metadata}
+
+
+def parameter_values(task: Dict[str, Any], run_parameters: Dict[str, Any]) -> Dict[str, Any]:
+    values = {}
+    for name, source in task.get("inputs", {}).get("parameters", {}).items():
+        if "componentInputParameter" in source:
+            values[name] = run_parameters[source["componentInputParameter"]]
+        elif "runtimeValue" in source:
+            values[name] = source["runtimeValue"]["constant"]
+        else:
+            raise StepFailed(f"parameter {name!r}: only pipeline parameters and constants are supported, got {source}")
+    return values
+
+
+def executor_input(task_name: str, spec: Dict[str, Any], run_root: str, run_parameters: Dict[str, Any],
+                   read_back: Dict[str, Dict[str, Dict[str, Any]]]) -> Dict[str, Any]:
+    """The ExecutorInput the driver builds for one task."""
+    task = spec["root"]["dag"]["tasks"][task_name]
+    component = spec["components"][task["componentRef"]["name"]]
+    artifacts = {}
+    for name, source in task.get("inputs", {}).get("artifacts", {}).items():
+        upstream = source["taskOutputArtifact"]
+        artifacts[name] = {"artifacts": [read_back[upstream["producerTask"]][upstream["outputArtifactKey"]]]}
+    task_root = f"{run_root}/{task_name}/{uuid.uuid4()}"
+    outputs = {name: {"artifacts": [{"name": name, "uri": f"{task_root}/{name}", "type": output["artifactType"],
+                                     **({"metadata": output["metadata"]} if "metadata" in output else {})}]}
+               for name, output in component.get("outputDefinitions", {}).get("artifacts", {}).items()}
+    return {"inputs": {"parameterValues": parameter_values(task, run_parameters), "artifacts": artifacts},
+            "outputs": {"artifacts": outputs, "outputFile": f"{OUTPUT_FILE_DIR}/output_metadata.json"}}
+
+
+def condition_holds(condition: str, executor_input_: Dict[str, Any]) -> bool:
+    """The driver's expression.Condition: CEL over the ExecutorInput's fields. A missing key or a
+    non-boolean result is an error, as in the driver, not a silent false."""
+    import cel
+    try:
+        result = cel.evaluate(condition, {"inputs": executor_input_["inputs"], "outputs": executor_input_["outputs"]})
+    except Exception as error:  # pylint: disable=broad-except  (the CEL library raises plain errors)
+        raise StepFailed(f"condition {condition!r}: evaluation error: {type(error).__name__}: {error}") from error
+    if not isinstance(result, bool):
+        raise StepFailed(f"condition {condition!r}: return type is not bool, got {result!r}")
+    return result
+
+
+def substitute(args: List[str], executor_input_: Dict[str, Any]) -> List[str]:
+    """The launcher's placeholders: `{{$}}`, and the inputs' parameter values and artifact URIs."""
+    placeholders = {"{{$}}": json.dumps(executor_input_)}
+    for name, value in executor_input_["inputs"]["parameterValues"].items():
+        placeholders[f"{{{{$.inputs.parameters['{name}']}}}}"] = value if isinstance(value, str) else json.dumps(value)
+    for side in ("inputs", "outputs"):
+        for name, artifact_list in executor_input_[side]["artifacts"].items():
+            placeholders[f"{{{{$.{side}.artifacts['{name}'].uri}}}}"] = artifact_list["artifacts"][0]["uri"]
+    substituted = []
+    for arg in args:
+        for key, value in placeholders.items():
+            arg = arg.replace(key, value)
+        substituted.append(arg)
+    return substituted
+
+
+def merge_outputs(provisioned: Dict[str, Any], output_file: str) -> Dict[str, Dict[str, Any]]:
+    """The step's output artifacts: the provisioned ones, with the URI and metadata the executor
+    reported merged in (launcher mergeRuntimeArtifacts)."""
+    reported = {}
+    if os.path.exists(output_file):
+        with open(output_file) as f:
+            reported = json.load(f).get("artifacts", {})
+    merged = {}
+    for name, artifact_list in provisioned.items():
+        artifact = dict(artifact_list["artifacts"][0])
+        for update in (reported.get(name) or {}).get("artifacts", [])[:1]:
+            artifact["uri"] = update.get("uri") or artifact["uri"]
+            artifact["metadata"] = {**(artifact.get("metadata") or {}), **(update.get("metadata") or {})}
+        merged[name] = artifact
+    return merged
+
+
+def volume_mounts(platform: Dict[str, Any], executor_label: str, volumes: Dict[str, str]) -> List[str]:
+    """docker -v arguments for the executor's pvcMount entries: each claim is a host folder."""
+    config = platform.get("platforms", {}).get("kubernetes", {}).get("deploymentSpec", {}).get("executors", {})
+    mounts = []
+    for mount in config.get(executor_label, {}).get("pvcMount", []):
+        claim = mount.get("constant") or mount.get("taskOutputParameter") or mount.get("componentInputParameter")
+        if claim not in volumes:
+            raise StepFailed(f"{executor_label} mounts the volume claim {claim!r}, which has no host folder")
+        mounts += ["-v", f"{volumes[claim]}:{mount['mountPath']}"]
+    return mounts
+
+
+class Run:
+    """One run of a compiled spec; run() executes it and returns the per-step record."""
+
+    def __init__(self, spec: Dict[str, Any], platform: Dict[str, Any], volumes: Dict[str, str],
+                 parameters: Dict[str, Any], log_dir: str, input_types: str = "system",
+                 docker: str = "docker"):
+        if input_types not in INPUT_TYPE_MODES:
+            raise ValueError(f"input types must be one of {INPUT_TYPE_MODES}, got {input_types!r}")
+        self.spec, self.platform, self.volumes, self.docker = spec, platform, volumes, docker
+        self.input_types, self.log_dir = input_types, log_dir
+        root_parameters = spec["root"].get("inputDefinitions", {}).get("parameters", {})
+        unknown = set(parameters) - set(root_parameters)
+        if unknown:
+            raise ValueError(f"the pipeline has no parameter(s) {sorted(unknown)}; it has {sorted(root_parameters)}")
+        self.parameters = {name: parameters.get(name, definition.get("defaultValue"))
+                           for name, definition in root_parameters.items()}
+        self.run_id = str(uuid.uuid4())
+        pipeline_root = spec.get("defaultPipelineRoot")
+        if not pipeline_root:
+            raise ValueError("the spec has no defaultPipelineRoot: compile it with pipeline.kubeflow_runner")
+        self.run_root = f"{pipeline_root.rstrip('/')}/{spec['pipelineInfo']['name']}/{self.run_id}"
+        self._next_id = 1
+        self.record: List[Dict[str, Any]] = []  # one entry per step, as far as the run got
+
+    def _container_command(self, task_name: str, executor_input_: Dict[str, Any], outputs_dir: str) -> List[str]:
+        task = self.spec["root"]["dag"]["tasks"][task_name]
+        label = self.spec["components"][task["componentRef"]["name"]]["executorLabel"]
+        container = self.spec["deploymentSpec"]["executors"][label]["container"]
+        command = container.get("command", [])
+        return [self.docker, "run", "--rm", "--network", "none", "--name", f"kfp-{self.run_id[:8]}-{task_name}",
+                *volume_mounts(self.platform, label, self.volumes), "-v", f"{outputs_dir}:{OUTPUT_FILE_DIR}",
+                *(["--entrypoint", command[0]] if command else []), container["image"],
+                *command[1:], *substitute(container.get("args", []), executor_input_)]
+
+    def _read_back(self, outputs: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+        read_back = {}
+        for name, artifact in outputs.items():
+            read_back[name] = as_read_back(artifact, self._next_id, self.input_types)
+            self._next_id += 1
+        return read_back
+
+    def run(self, say=print) -> List[Dict[str, Any]]:
+        os.makedirs(self.log_dir, exist_ok=True)
+        started, read_back, record = time.time(), {}, self.record
+        for task_name in task_order(self.spec):
+            step = {"step": task_name}
+            record.append(step)
+            inputs = executor_input(task_name, self.spec, self.run_root, self.parameters, read_back)
+            condition = self.spec["root"]["dag"]["tasks"][task_name].get("triggerPolicy", {}).get("condition")
+            if condition and not condition_holds(condition, inputs):
+                step.update(status="not_triggered", condition=condition)
+                say(f"[{time.time() - started:7.1f}s] {task_name} not triggered: {condition} is false")
+                continue
+            step["input_types"] = {name: _title(lst["artifacts"][0]["type"]) or "(empty instance schema)"
+                                   for name, lst in inputs["inputs"]["artifacts"].items()}
+            outputs_dir = os.path.join(self.log_dir, task_name)
+            os.makedirs(outputs_dir, exist_ok=True)
+            log_path = os.path.join(self.log_dir, f"{task_name}.log")
+            say(f"[{time.time() - started:7.1f}s] {task_name} started in a container (log: {log_path})")
+            step_started = time.time()
+            with open(log_path, "w") as log:
+                code = subprocess.call(self._container_command(task_name, inputs, outputs_dir),
+                                       stdout=log, stderr=subprocess.STDOUT)
+            step.update(seconds=round(time.time() - step_started, 1), log=log_path)
+            if code != 0:
+                step["status"] = "failed"
+                with open(log_path) as f:
+                    tail = f.read()[-2000:]
+                raise StepFailed(f"step {task_name} exited with code {code}; the end of {log_path}:\n{tail}")
+            step["status"] = "succeeded"
+            outputs = merge_outputs(inputs["outputs"]["artifacts"], os.path.join(outputs_dir, "output_metadata.json"))
+            step["outputs"] = {name: artifact["uri"] for name, artifact in outputs.items()}
+            read_back[task_name] = self._read_back(outputs)
+            say(f"[{time.time() - started:7.1f}s] {task_name} finished in {step['seconds']:.1f}s")
+        return record
+
+
+def check_engine(docker: str = "docker") -> None:
+    """A clear error when no container engine answers."""
+    try:
+        result = subprocess.run([docker, "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True)
+    except FileNotFoundError as error:
+        raise StepFailed(f"no container engine: {docker!r} is not installed (bin/in-env bash bin/docker-up "
+                         f"installs and starts one)") from error
+    if result.returncode != 0:
+        raise StepFailed(f"no container engine answers ({result.stderr.strip()[:300]}); start one with "
+                         f"bin/in-env bash bin/docker-up")
+
+
+if __name__ == "__main__":
+    sys.exit("run it with: python -m pipeline.kubeflow_runner run-local --image IMAGE --volume DIR")

@@ -1,0 +1,123 @@
+"""Each way open-source KFP v2 hands TFX its inputs, on its own: what TFX's entrypoint does with it
+unaided, and what the project's entrypoint (components/kfp_entrypoint.py) makes of it. Then the
+driver's side (pipeline/kfp_local.py): inputs read back, the CEL trigger condition, the task order."""
+import json
+import subprocess
+import sys
+
+import pytest
+from kfp.pipeline_spec import pipeline_spec_pb2
+from google.protobuf import json_format
+from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_entrypoint_utils
+from tfx.types import standard_artifacts
+
+from components import kfp_entrypoint
+from pipeline import kfp_local
+
+EXAMPLES_SCHEMA = "title: tfx.Examples\ntype: object\n"
+MODEL_SCHEMA = "title: tfx.Model\ntype: object\n"
+BLESSING_CONDITION = "(inputs.artifacts['model_blessing'].artifacts[0].metadata['blessed'] == 1.0)"
+
+
+def _produced(name, schema, metadata):
+    """An upstream step's output as its executor reported it."""
+    return {"name": name, "uri": f"/mnt/v/pipeline/run/{name}", "type": {"instanceSchema": schema}, "metadata": metadata}
+
+
+def _executor_input(mode):
+    """A Trainer-like step's inputs as the v2 driver hands them over: examples and a base model."""
+    examples = kfp_local.as_read_back(_produced("examples", EXAMPLES_SCHEMA, {"split_names": '["train","eval"]',
+                                                                              "span": 0}), 7, mode)
+    model = kfp_local.as_read_back(_produced("model", MODEL_SCHEMA, {}), 8, mode)
+    return {"inputs": {"artifacts": {"examples": {"artifacts": [examples]}, "base_model": {"artifacts": [model]}}}}
+
+
+def _tfx_parse(executor_input):
+    proto = json_format.ParseDict(executor_input, pipeline_spec_pb2.ExecutorInput())
+    return kubeflow_v2_entrypoint_utils.parse_raw_artifact_dict(proto.inputs.artifacts)
+
+
+DECLARED = {"examples": {"instanceSchema": EXAMPLES_SCHEMA}, "base_model": {"instanceSchema": MODEL_SCHEMA}}
+
+
+def test_system_titles_break_tfx_and_are_restored_from_the_input_definitions():
+    executor_input = _executor_input("system")
+    types = {name: lst["artifacts"][0]["type"] for name, lst in executor_input["inputs"]["artifacts"].items()}
+    assert types == {"examples": {"schemaTitle": "system.Dataset"}, "base_model": {"schemaTitle": "system.Model"}}
+    with pytest.raises(ImportError):  # TFX imports the class the title names: there is no module `system`
+        _tfx_parse(executor_input)
+    lines = kfp_entrypoint.restore_input_types(executor_input, DECLARED)
+    assert "input 'examples' arrived as system.Dataset; restored tfx.Examples from the step's input definitions" in lines
+    parsed = _tfx_parse(executor_input)
+    (examples,), (model,) = parsed["examples"], parsed["base_model"]
+    assert isinstance(examples, standard_artifacts.Examples) and isinstance(model, standard_artifacts.Model)
+    assert examples.split_names == '["train","eval"]' and examples.span == 0  # metadata kept, doubles back to int
+    assert examples.uri == "/mnt/v/pipeline/run/examples"
+
+
+def test_an_empty_instance_schema_breaks_tfx_and_is_restored():
+    executor_input = _executor_input("empty")
+    assert executor_input["inputs"]["artifacts"]["examples"]["artifacts"][0]["type"] == {"instanceSchema": ""}
+    with pytest.raises(Exception):  # yaml of "" is None: TFX's `.get('title')` fails
+        _tfx_parse(executor_input)
+    kfp_entrypoint.restore_input_types(executor_input, DECLARED)
+    assert isinstance(_tfx_parse(executor_input)["examples"][0], standard_artifacts.Examples)
+
+
+def test_collapsed_titles_are_told_apart_by_the_definitions_then_by_metadata_else_a_clear_error():
+    dataset = {"instanceSchema": "title: tfx.Dataset\ntype: object\n"}
+    executor_input = {"inputs": {"artifacts": {
+        name: {"artifacts": [{"name": "1", "uri": f"/u/{name}", "type": {"schemaTitle": "system.Dataset"},
+                              "metadata": {}}]} for name in ("examples", "dataset")}}}
+    kfp_entrypoint.restore_input_types(executor_input, {"examples": DECLARED["examples"], "dataset": dataset})
+    titles = {name: kfp_entrypoint.type_title(lst["artifacts"][0]["type"])
+              for name, lst in executor_input["inputs"]["artifacts"].items()}
+    assert titles == {"examples": "tfx.Examples", "dataset": "tfx.Dataset"}
+
+    undeclared = _executor_input("system")
+    lines = kfp_entrypoint.restore_input_types(undeclared, {"base_model": DECLARED["base_model"]})
+    assert "input 'examples' arrived as system.Dataset; restored tfx.Examples from its metadata" in lines
+    with pytest.raises(kfp_entrypoint.UntypedInputError, match="input 'base_model' arrived typed system.Model"):
+        kfp_entrypoint.restore_input_types(_executor_input("system"), {})
+
+
+def test_the_entrypoint_command_rewrites_only_the_invocation_and_reports_each_input(tmp_path):
+    """The module as the image runs it, up to the point where it hands over to TFX."""
+    executor_input = _executor_input("system")
+    spec = json.dumps({"artifacts": {name: {"artifactType": t} for name, t in DECLARED.items()}})
+    argv = ["--executor_class_path", "x.Y", "--json_serialized_invocation_args", json.dumps(executor_input),
+            f"--json_serialized_inputs_spec_args={spec}", "--runner=DirectRunner"]
+    rewritten, lines = kfp_entrypoint.rewrite_arguments(argv)
+    assert rewritten[:3] + rewritten[4:] == argv[:3] + argv[4:]
+    restored = json.loads(rewritten[3])["inputs"]["artifacts"]["examples"]["artifacts"][0]
+    assert restored["type"] == DECLARED["examples"] and restored["metadata"]["span"] == 0.0
+    assert len(lines) == 2
+    broken = ["--executor_class_path", "x.Y", "--json_serialized_invocation_args", json.dumps(_executor_input("system"))]
+    result = subprocess.run([sys.executable, "-m", "components.kfp_entrypoint", *broken], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("kfp_entrypoint: error: input 'base_model' arrived typed")
+
+
+@pytest.mark.parametrize("blessed, expected", [(1, True), (1.0, True), (0, False)])
+def test_the_pusher_condition_is_evaluated_with_cel_on_the_read_back_metadata(blessed, expected):
+    """The Evaluator reports `blessed` as an integer; read back from ML Metadata it is a double, which
+    the compiled condition compares with 1.0."""
+    blessing = kfp_local.as_read_back(_produced("blessing", "title: tfx.ModelBlessing\n", {"blessed": blessed}), 3,
+                                      "system")
+    executor_input = {"inputs": {"artifacts": {"model_blessing": {"artifacts": [blessing]}}}, "outputs": {}}
+    assert kfp_local.condition_holds(BLESSING_CONDITION, executor_input) is expected
+
+
+def test_a_condition_over_missing_metadata_is_an_error_not_a_silent_false():
+    blessing = kfp_local.as_read_back(_produced("blessing", "title: tfx.ModelBlessing\n", {}), 3, "system")
+    executor_input = {"inputs": {"artifacts": {"model_blessing": {"artifacts": [blessing]}}}, "outputs": {}}
+    with pytest.raises(kfp_local.StepFailed, match="evaluation error"):
+        kfp_local.condition_holds(BLESSING_CONDITION, executor_input)
+
+
+def test_tasks_run_after_what_they_depend_on_and_a_cycle_is_refused():
+    spec = {"root": {"dag": {"tasks": {"c": {"dependentTasks": ["a", "b"]}, "b": {"dependentTasks": ["a"]}, "a": {}}}}}
+    assert kfp_local.task_order(spec) == ["a", "b", "c"]
+    spec["root"]["dag"]["tasks"]["a"]["dependentTasks"] = ["c"]
+    with pytest.raises(kfp_local.StepFailed, match="cycle"):
+        kfp_local.task_order(spec)
