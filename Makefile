@@ -1,5 +1,5 @@
 # The two everyday commands: `make run` and `make test`. The environment is created on first use.
-.PHONY: setup run test bench
+.PHONY: setup run test bench image
 
 setup:
 	bash bin/setup-env
@@ -14,3 +14,7 @@ test: setup
 
 bench: setup
 	bin/in-env python bench/table.py $(ARGS)
+
+# The Kubeflow pipeline image (kubeflow/Dockerfile), built here or found cached; prints its tag last.
+image: setup
+	bash bin/image $(VARIANT)

@@ -48,7 +48,7 @@ run_in_root() {
       mount --rbind /dev "$ROOT/dev"
       mount --rbind /sys "$ROOT/sys"
       exec chroot "$ROOT" /bin/sh -c "cd \"\$0\" 2>/dev/null || cd /; exec \"\$@\"" "$CWD" "$@"
-    ' in-env env $(clean_env_args) PATH="$ROOT_VENV/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
+    ' in-env env $(clean_env_args) TFXENV_INSIDE=1 PATH="$ROOT_VENV/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
       PIP_CERT=/etc/ssl/certs/ca-certificates.crt PIP_CONFIG_FILE=/dev/null "$@"
 }
 

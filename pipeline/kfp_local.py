@@ -157,12 +157,12 @@ class Run:
     """One run of a compiled spec; run() executes it and returns the per-step record."""
 
     def __init__(self, spec: Dict[str, Any], platform: Dict[str, Any], volumes: Dict[str, str],
-                 parameters: Dict[str, Any], log_dir: str, input_types: str = "system",
+                 parameters: Dict[str, Any], log_root: str, input_types: str = "system",
                  docker: str = "docker"):
         if input_types not in INPUT_TYPE_MODES:
             raise ValueError(f"input types must be one of {INPUT_TYPE_MODES}, got {input_types!r}")
         self.spec, self.platform, self.volumes, self.docker = spec, platform, volumes, docker
-        self.input_types, self.log_dir = input_types, log_dir
+        self.input_types = input_types
         root_parameters = spec["root"].get("inputDefinitions", {}).get("parameters", {})
         unknown = set(parameters) - set(root_parameters)
         if unknown:
@@ -170,6 +170,7 @@ class Run:
         self.parameters = {name: parameters.get(name, definition.get("defaultValue"))
                            for name, definition in root_parameters.items()}
         self.run_id = str(uuid.uuid4())
+        self.log_dir = os.path.join(log_root, self.run_id)  # each step's log and output file, run.json
         pipeline_root = spec.get("defaultPipelineRoot")
         if not pipeline_root:
             raise ValueError("the spec has no defaultPipelineRoot: compile it with pipeline.kubeflow_runner")

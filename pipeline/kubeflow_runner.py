@@ -290,8 +290,8 @@ def run_local(args: argparse.Namespace) -> int:
     compiled = compile_pipeline(args)
     run = kfp_local.Run(compiled["pipeline_spec"], compiled["platform_spec"],
                         volumes={DEFAULT_VOLUME: os.path.abspath(args.host_volume)}, parameters=run_arguments(args),
-                        log_dir="", input_types=args.input_types)
-    run.log_dir = os.path.join(os.path.abspath(args.host_volume), "kfp-local", run.run_id)
+                        log_root=os.path.join(os.path.abspath(args.host_volume), "kfp-local"),
+                        input_types=args.input_types)
     os.makedirs(run.log_dir)
     write_compiled(compiled, os.path.join(run.log_dir, "pipeline.yaml"))
     print(f"run {run.run_id}: {len(kfp_local.task_order(compiled['pipeline_spec']))} steps in containers of "

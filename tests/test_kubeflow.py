@@ -12,7 +12,7 @@ from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx.utils import import_utils
 
-from pipeline import kubeflow_runner
+from pipeline import kfp_local, kubeflow_runner
 from tests.fake_kfp import FakeKfp
 
 STEPS = {"ImageFolderExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator", "DataGate", "Transform",
@@ -225,33 +225,52 @@ def test_an_unreachable_host_is_one_line_and_exit_1(kfp_documents, tmp_path, cap
     assert len(err) == 1 and err[0].startswith(f"error: Kubeflow Pipelines at http://127.0.0.1:{port}")
 
 
-def _executor_input(spec, task_name: str, output_root) -> dict:
-    """What KFP's launcher hands a step: parameter values resolved from the spec (constants and the
-    run-time parameters' defaults) and an output artifact per declared output."""
-    task = spec["root"]["dag"]["tasks"][task_name]
-    root_parameters = spec["root"]["inputDefinitions"]["parameters"]
-    values = {}
-    for name, source in task["inputs"].get("parameters", {}).items():
-        values[name] = (root_parameters[source["componentInputParameter"]]["defaultValue"]
-                        if "componentInputParameter" in source else source["runtimeValue"]["constant"])
-    outputs = spec["components"][task["componentRef"]["name"]]["outputDefinitions"]["artifacts"]
-    return {"inputs": {"parameterValues": values},
-            "outputs": {"artifacts": {name: {"artifacts": [{"name": f"{task_name}-{name}", "type": output["artifactType"],
-                                                            "uri": str(output_root / name)}]}
-                                      for name, output in outputs.items()},
-                        "outputFile": str(output_root / "executor_output.json")}}
-
-
-def test_a_compiled_step_runs_through_tfxs_container_entrypoint(kfp_documents, executors, tmp_path):
-    """ChampionModel as its pod runs it: the spec's command and arguments, TFX's entrypoint."""
+def test_a_compiled_step_runs_through_the_project_entrypoint(kfp_documents, executors, tmp_path):
+    """ChampionModel as its pod runs it: the spec's command and arguments (the project's entrypoint,
+    then TFX's), its ExecutorInput built as the KFP v2 driver builds it (pipeline/kfp_local.py)."""
     spec = kfp_documents[0]
+    assert spec["defaultPipelineRoot"] == "/mnt/models/pipeline"
     container = executors["ChampionModel_executor"].container
-    executor_input = _executor_input(spec, "ChampionModel", tmp_path)
+    assert list(container.command) == ["python", "-m", kubeflow_runner.PROJECT_ENTRYPOINT]
+    defaults = {name: p["defaultValue"] for name, p in spec["root"]["inputDefinitions"]["parameters"].items()}
+    executor_input = kfp_local.executor_input("ChampionModel", spec, str(tmp_path / "run"), defaults, {})
+    executor_input["outputs"]["outputFile"] = str(tmp_path / "executor_output.json")
     assert executor_input["inputs"]["parameterValues"] == {"serving_dir": "/mnt/models/serving/image_cnn"}
-    args = [json.dumps(executor_input) if arg == "{{$}}" else arg for arg in container.args]
+    args = kfp_local.substitute(list(container.args), executor_input)
     command = [sys.executable if part == "python" else part for part in container.command]
     result = subprocess.run([*command, *args], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     with open(tmp_path / "executor_output.json") as f:
         (champion,) = json.load(f)["artifacts"]["champion"]["artifacts"]
     assert champion["metadata"]["champion_version"] == 0.0  # no champion on an empty volume: no baseline
+
+
+def _constant(spec, task, parameter):
+    return spec["root"]["dag"]["tasks"][task]["inputs"]["parameters"][parameter]["runtimeValue"]["constant"]
+
+
+def test_the_local_runners_model_training_and_data_choices_compile_into_the_steps(tmp_path):
+    """The shared flags (pipeline/flags.py) reach the same step settings on Kubeflow as locally."""
+    (spec,) = _compile(tmp_path, "p.json", "--architecture", "classic", "--attention", "cbam", "--batch-size", "64",
+                       "--learning-rate", "0.002", "--weight-decay", "0.0001", "--weight-decay-mode", "l2",
+                       "--image-size", "32", "40", "--channels", "3", "--eval-percent", "25", "--strict",
+                       "--max-accuracy-drop", "0.02", "--min-class-accuracy", "0.5", "--epochs", "7")
+    trainer = json.loads(_constant(spec, "Trainer", "custom_config"))
+    assert trainer["image"] == {"height": 32, "width": 40, "channels": 3}
+    assert {k: trainer["model"][k] for k in ("architecture", "attention", "weight_decay", "weight_decay_mode")} == {
+        "architecture": "classic", "attention": "cbam", "weight_decay": 0.0001, "weight_decay_mode": "l2"}
+    assert (trainer["training"]["batch_size"], trainer["training"]["learning_rate"]) == (64, 0.002)
+    assert spec["root"]["inputDefinitions"]["parameters"]["epochs"]["defaultValue"] == 7
+    splits = json.loads(_constant(spec, "ImageFolderExampleGen", "output_config"))["split_config"]["splits"]
+    assert [s["hash_buckets"] for s in splits] == [75, 25]
+    assert _constant(spec, "DataGate", "strict") == 1
+    assert (_constant(spec, "Pusher", "max_accuracy_drop"), _constant(spec, "Pusher", "min_class_accuracy")) == (0.02, 0.5)
+
+
+@pytest.mark.parametrize("flags", [["--epochs", "0"], ["--batch-size", "0"]])
+def test_a_value_the_trainer_cannot_use_is_refused_at_compile_time(tmp_path, capsys, flags):
+    """--epochs 0 used to compile silently into 15 epochs."""
+    with pytest.raises(SystemExit) as stop:
+        kubeflow_runner.main(["compile", "--output", str(tmp_path / "p.json"), *flags])
+    assert stop.value.code == 2
+    assert f"argument {flags[0]}: must be >= 1, got 0" in capsys.readouterr().err
