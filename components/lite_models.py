@@ -75,6 +75,8 @@ def push_decision(accuracy: float, saved_model_accuracy: float, max_accuracy_dro
 
 def variants_with_quality(saved_model_dir: str, examples_uri: str, output_dir: str,
                           max_accuracy_drop: float) -> Dict[str, Any]:
+    # Kubeflow's launcher creates only the parent of an output artifact's folder (LocalDagRunner makes it)
+    tf.io.gfile.makedirs(output_dir)
     saved_model = lite.load(saved_model_dir)  # once: every variant is converted from it
     spec = ImageSpec(*(int(d) for d in lite.image_shape(saved_model)))
     images, labels = read_split(examples_uri, "eval", spec)

@@ -141,16 +141,27 @@ def merge_outputs(provisioned: Dict[str, Any], output_file: str) -> Dict[str, Di
     return merged
 
 
-def volume_mounts(platform: Dict[str, Any], executor_label: str, volumes: Dict[str, str]) -> List[str]:
-    """docker -v arguments for the executor's pvcMount entries: each claim is a host folder."""
+def volume_mounts(platform: Dict[str, Any], executor_label: str, volumes: Dict[str, str]) -> Dict[str, str]:
+    """mount path -> host folder, for the executor's pvcMount entries: each claim is a host folder."""
     config = platform.get("platforms", {}).get("kubernetes", {}).get("deploymentSpec", {}).get("executors", {})
-    mounts = []
+    mounts = {}
     for mount in config.get(executor_label, {}).get("pvcMount", []):
         claim = mount.get("constant") or mount.get("taskOutputParameter") or mount.get("componentInputParameter")
         if claim not in volumes:
             raise StepFailed(f"{executor_label} mounts the volume claim {claim!r}, which has no host folder")
-        mounts += ["-v", f"{volumes[claim]}:{mount['mountPath']}"]
+        mounts[mount["mountPath"]] = volumes[claim]
     return mounts
+
+
+def prepare_output_folders(executor_input_: Dict[str, Any], mounts: Dict[str, str]) -> None:
+    """The launcher's prepareOutputFolders: the parent folder of every output artifact exists before
+    the step runs (TFX's value artifacts, e.g. DataGate's, are written without creating it)."""
+    for name, artifact_list in executor_input_["outputs"]["artifacts"].items():
+        uri = artifact_list["artifacts"][0]["uri"]
+        mount = next((m for m in mounts if uri.startswith(m.rstrip("/") + "/")), None)
+        if mount is None:
+            raise StepFailed(f"output {name!r} at {uri} is on no volume the step mounts; its folder cannot be made")
+        os.makedirs(os.path.dirname(os.path.join(mounts[mount], os.path.relpath(uri, mount))), exist_ok=True)
 
 
 class Run:
@@ -183,8 +194,11 @@ class Run:
         label = self.spec["components"][task["componentRef"]["name"]]["executorLabel"]
         container = self.spec["deploymentSpec"]["executors"][label]["container"]
         command = container.get("command", [])
+        mounts = volume_mounts(self.platform, label, self.volumes)
+        prepare_output_folders(executor_input_, mounts)
+        volumes = [arg for mount, host in mounts.items() for arg in ("-v", f"{host}:{mount}")]
         return [self.docker, "run", "--rm", "--network", "none", "--name", f"kfp-{self.run_id[:8]}-{task_name}",
-                *volume_mounts(self.platform, label, self.volumes), "-v", f"{outputs_dir}:{OUTPUT_FILE_DIR}",
+                *volumes, "-v", f"{outputs_dir}:{OUTPUT_FILE_DIR}",
                 *(["--entrypoint", command[0]] if command else []), container["image"],
                 *command[1:], *substitute(container.get("args", []), executor_input_)]
 
@@ -211,6 +225,8 @@ class Run:
                                    for name, lst in inputs["inputs"]["artifacts"].items()}
             outputs_dir = os.path.join(self.log_dir, task_name)
             os.makedirs(outputs_dir, exist_ok=True)
+            with open(os.path.join(outputs_dir, "executor_input.json"), "w") as f:
+                json.dump(inputs, f, indent=1)  # what the step was handed, to replay or read
             log_path = os.path.join(self.log_dir, f"{task_name}.log")
             say(f"[{time.time() - started:7.1f}s] {task_name} started in a container (log: {log_path})")
             step_started = time.time()

@@ -119,3 +119,21 @@ def test_a_false_condition_skips_the_pusher_and_leaves_serving_untouched(first_r
     assert set(statuses.values()) == {"succeeded"}
     assert record["parameters"]["min_accuracy"] == 0.9999
     assert _tree_digest(serving) == before
+
+
+@pytest.mark.e2e
+def test_without_the_project_entrypoint_tfx_fails_on_the_inputs_as_kfp_hands_them(first_run, image, volume):
+    """The failure the project's entrypoint exists for, reproduced in the image: StatisticsGen's own
+    ExecutorInput from the run, given to TFX's entrypoint directly."""
+    _, record = first_run
+    (step,) = [s for s in record["steps"] if s["step"] == "StatisticsGen"]
+    step_dir = os.path.join(os.path.dirname(step["log"]), "StatisticsGen")
+    with open(os.path.join(step_dir, "executor_input.json")) as f:
+        executor_input = f.read()
+    result = subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", "-v", f"{volume}:/mnt/image-cnn", "--entrypoint", "python",
+         image, "-m", kubeflow_runner.TFX_ENTRYPOINT, "--executor_class_path",
+         "tfx.components.statistics_gen.executor.Executor", "--json_serialized_invocation_args", executor_input],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "No module named 'system'" in result.stderr
