@@ -42,6 +42,7 @@ run_in_root() {
   unshare --mount --propagation private env ROOT="$ROOT_DIR" BINDS="$binds" CWD="$cwd" \
     sh -c '
       set -e
+      # the root as a mount point of its own: runc (docker run inside) cannot remount a plain folder
       mount --bind "$ROOT" "$ROOT"
       for b in $BINDS; do mkdir -p "$ROOT$b"; mount --rbind "$b" "$ROOT$b"; done
       mount -t proc proc "$ROOT/proc"

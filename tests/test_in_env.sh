@@ -22,7 +22,8 @@ check "turns on oneDNN kernels" "1" "$("$IN_ENV" sh -c 'echo $TF_ENABLE_ONEDNN_O
 "$IN_ENV" sh -c 'exit 3'; check "passes the exit code through" "3" "$?"
 ( "$IN_ENV" sh -c 'kill -KILL $$' ) 2>/dev/null; code=$?
 check "a killed command fails" "1" "$([ "$code" -ne 0 ] && echo 1 || echo 0)"
-if host_is_native; then leftover=0; else leftover=$(grep -c " $ROOT_DIR/" /proc/self/mounts || true); fi
+check "a nested call runs the command as it is" "nested 1" "$("$IN_ENV" "$IN_ENV" sh -c 'echo nested $TFXENV_INSIDE')"
+if host_is_native; then leftover=0; else leftover=$(grep -cE " $ROOT_DIR[ /]" /proc/self/mounts || true); fi
 check "no mount left on the host" "0" "$leftover"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
