@@ -22,13 +22,16 @@ from models.labels import read_labels
 
 PUSHED_PROPERTY, VERSION_PROPERTY, DESTINATION_PROPERTY = "pushed", "pushed_version", "pushed_destination"
 ALREADY_SERVING_PROPERTY = "already_serving"  # 1: the champion is this very model; nothing was pushed
+HELD_PROPERTY = "held"  # 1: the champion is pinned (a rollback); nothing was pushed
 TFLITE_DIR = "tflite"
 THRESHOLDS = ("min_accuracy", "max_accuracy_drop", "min_class_accuracy")
 
 
-def publish_model(serving_dir: str, model_path: str, entry: Dict[str, Any], lite_models_uri: str = "") -> int:
+def publish_model(serving_dir: str, model_path: str, entry: Dict[str, Any], lite_models_uri: str = "",
+                  unless_pinned: bool = False):
     """A trained model's serving folder as a new version and champion (see components.promotion),
-    with the TFLite variants whose quality allows it in tflite/ beside labels.txt and quality.json."""
+    with the TFLite variants whose quality allows it in tflite/ beside labels.txt and quality.json.
+    Returns the version; with unless_pinned (a run), (version, held) as promotion.publish_unless_pinned."""
     quality = read_quality(lite_models_uri) if lite_models_uri else None
 
     def write(staging: str) -> None:
@@ -41,6 +44,8 @@ def publish_model(serving_dir: str, model_path: str, entry: Dict[str, Any], lite
                                                     pushed + [features.LABELS_FILENAME, QUALITY_FILENAME]])
     if quality:
         entry = {**entry, "tflite": quality["variants"]}
+    if unless_pinned:
+        return promotion.publish_unless_pinned(serving_dir, write, entry)
     return promotion.publish(serving_dir, write, entry)
 
 
@@ -86,9 +91,11 @@ class Executor(base_executor.BaseExecutor):
             key_figure(f"version {version} already serves this model; nothing pushed")
         else:
             lite_models = artifact_utils.get_single_instance(input_dict["lite_models"])
-            version = publish_model(serving_dir, model_path, entry, lite_models.uri)
-            pushed.set_int_custom_property(PUSHED_PROPERTY, 1)
-            key_figure(f"version {version} is the champion")
+            version, held = publish_model(serving_dir, model_path, entry, lite_models.uri, unless_pinned=True)
+            pushed.set_int_custom_property(PUSHED_PROPERTY, 0 if held else 1)
+            pushed.set_int_custom_property(HELD_PROPERTY, int(held))
+            key_figure(f"version {version} is pinned (a rollback); held, nothing pushed" if held
+                       else f"version {version} is the champion")
         pushed.set_int_custom_property(VERSION_PROPERTY, version)
         pushed.set_string_custom_property(DESTINATION_PROPERTY, promotion.version_dir(serving_dir, version))
 

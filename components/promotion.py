@@ -9,18 +9,29 @@ Every promotion (a blessed run, a rollback, a forced run) publishes a new versio
 written to a hidden staging folder beside the versions, then renamed into place, so a reader never
 sees a half-written version. The newest version is always the champion, so TF Serving's default
 policy (serve the latest version) and champion.json agree. Plain module, no TFX: the Pusher and the
-`pipeline.promote` command share it. Atomicity needs a POSIX filesystem (a mounted volume on Kubeflow).
+`pipeline.promote` command share it.
+
+Publishers (runs, rollbacks, forced pushes, on any machine that mounts the folder) take one lock,
+`<serving_dir>/.lock` (flock), for the whole publish. So a staging folder seen under the lock has no
+live owner, a version number is taken once, and the champion pointer only moves to a newer version.
+Atomicity and the lock need a POSIX filesystem (a mounted volume on Kubeflow; NFS v4 honours flock).
+
+A pinned champion (`promote rollback` pins the version it republishes; `promote unpin` releases it)
+is never replaced by a run: the Pusher then holds, records `held` in the log and publishes nothing.
 """
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 import time
 import uuid
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 CHAMPION_FILENAME = "champion.json"
 LOG_FILENAME = "promotions.jsonl"
 RECORD_FILENAME = "promotion.json"
+LOCK_FILENAME = ".lock"
 _STAGING_PREFIX = ".staging-"
 
 
@@ -46,7 +57,15 @@ def champion(serving_dir: str) -> Optional[Dict[str, Any]]:
     if not os.path.exists(path):
         return None
     with open(path) as f:
-        return json.load(f)
+        text = f.read()
+    try:
+        pointer = json.loads(text)
+        int(pointer["version"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise PromotionError(f"{path} is not a champion pointer ({type(error).__name__}: {error}); it should read "
+                             f'{{"version": N, ...}} for a folder N beside it: repair it, or run '
+                             f"`python -m pipeline.promote rollback --to N`") from error
+    return pointer
 
 
 def champion_dir(serving_dir: str) -> Optional[str]:
@@ -58,14 +77,27 @@ def promotion_log(serving_dir: str) -> List[Dict[str, Any]]:
     path = os.path.join(serving_dir, LOG_FILENAME)
     if not os.path.exists(path):
         return []
+    entries = []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    entries.append(json.loads(line))
+                except ValueError as error:
+                    raise PromotionError(f"{path}, line {number}, is not JSON ({error}): repair or remove that "
+                                         f"line; the log is only appended to") from error
+    return entries
 
 
 def record(serving_dir: str, version: int) -> Dict[str, Any]:
     """The promotion record stored inside a version."""
-    with open(os.path.join(version_dir(serving_dir, version), RECORD_FILENAME)) as f:
-        return json.load(f)
+    path = os.path.join(version_dir(serving_dir, version), RECORD_FILENAME)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as error:
+        raise PromotionError(f"version {version} has no readable {RECORD_FILENAME} ({type(error).__name__}: "
+                             f"{error}); it was not published by this tool, or was changed since") from error
 
 
 def _next_version(serving_dir: str) -> int:
@@ -91,23 +123,53 @@ def _write_atomically(path: str, text: str) -> None:
     os.replace(temporary, path)
 
 
+@contextlib.contextmanager
+def serving_lock(serving_dir: str) -> Iterator[None]:
+    """Held by one publisher at a time, across processes and machines sharing the folder."""
+    os.makedirs(serving_dir, exist_ok=True)
+    with open(os.path.join(serving_dir, LOCK_FILENAME), "a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
 def _remove_stale_staging(serving_dir: str) -> None:
-    """Staging folders left by a publisher that died before its rename."""
+    """Staging folders of publishers that died before their rename: under the lock, no other
+    publisher is writing one."""
     for name in os.listdir(serving_dir):
         if name.startswith(_STAGING_PREFIX):
             shutil.rmtree(os.path.join(serving_dir, name), ignore_errors=True)
 
 
-def publish(serving_dir: str, write_content: Callable[[str], None], entry: Dict[str, Any]) -> int:
-    """Publishes a new version and makes it the champion; returns the version.
+def _append_log(serving_dir: str, entry: Dict[str, Any]) -> None:
+    with open(os.path.join(serving_dir, LOG_FILENAME), "a") as f:
+        f.write(json.dumps(entry, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def publish(serving_dir: str, write_content: Callable[[str], None], entry: Dict[str, Any],
+            pin: bool = False) -> int:
+    """Publishes a new version and makes it the champion (pinned if asked); returns the version.
 
     write_content(folder) fills the staging folder. entry (action, run id, metrics, thresholds, data
     fingerprint, reason, …) goes into the version's promotion.json and the log, with the time and version.
     """
-    os.makedirs(serving_dir, exist_ok=True)
+    with serving_lock(serving_dir):
+        return _publish_locked(serving_dir, write_content, entry, pin)
+
+
+def _publish_locked(serving_dir: str, write_content: Callable[[str], None], entry: Dict[str, Any],
+                    pin: bool) -> int:
     _remove_stale_staging(serving_dir)
     version = _next_version(serving_dir)
-    entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "version": version, **entry}
+    entry = {"time": _now(), "version": version, **entry}
     staging = os.path.join(serving_dir, f"{_STAGING_PREFIX}{version}-{uuid.uuid4().hex[:8]}")
     try:
         write_content(staging)
@@ -118,17 +180,48 @@ def publish(serving_dir: str, write_content: Callable[[str], None], entry: Dict[
         shutil.rmtree(staging, ignore_errors=True)
         raise
     _fsync_dir(serving_dir)
-    _write_atomically(os.path.join(serving_dir, CHAMPION_FILENAME),
-                      json.dumps({"version": version, "since": entry["time"], "action": entry.get("action")}) + "\n")
-    with open(os.path.join(serving_dir, LOG_FILENAME), "a") as f:
-        f.write(json.dumps(entry, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    _write_pointer(serving_dir, {"version": version, "since": entry["time"], "action": entry.get("action"),
+                                 "pinned": pin})
+    _append_log(serving_dir, entry)
     return version
 
 
+def _write_pointer(serving_dir: str, pointer: Dict[str, Any]) -> None:
+    _write_atomically(os.path.join(serving_dir, CHAMPION_FILENAME), json.dumps(pointer) + "\n")
+
+
+def is_pinned(serving_dir: str) -> bool:
+    return bool((champion(serving_dir) or {}).get("pinned"))
+
+
+def publish_unless_pinned(serving_dir: str, write_content: Callable[[str], None],
+                          entry: Dict[str, Any]) -> Tuple[int, bool]:
+    """A run's publish: (new version, False); or, when the champion is pinned, (its version, True)
+    with `held` in the log and nothing published. One lock for both, so a pin never loses a race."""
+    with serving_lock(serving_dir):
+        pointer = champion(serving_dir)
+        if not (pointer and pointer.get("pinned")):
+            return _publish_locked(serving_dir, write_content, entry, pin=False), False
+        _append_log(serving_dir, {"time": _now(), **entry, "action": "held", "version": pointer["version"],
+                                  "reason": f"version {pointer['version']} is pinned (promote unpin releases it)"})
+        return pointer["version"], True
+
+
+def unpin(serving_dir: str) -> int:
+    """Lets runs replace the champion again; returns its version."""
+    with serving_lock(serving_dir):
+        pointer = champion(serving_dir)
+        if not pointer:
+            raise PromotionError(f"no champion in {serving_dir}: nothing to unpin")
+        if pointer.get("pinned"):
+            _write_pointer(serving_dir, {**pointer, "pinned": False})
+            _append_log(serving_dir, {"time": _now(), "action": "unpinned", "version": pointer["version"]})
+        return pointer["version"]
+
+
 def rollback(serving_dir: str, to_version: int, reason: str) -> int:
-    """Republishes an earlier version as the newest one (the champion); returns the new version."""
+    """Republishes an earlier version as the newest one (the champion), pinned, so that no run
+    replaces it until `unpin`; returns the new version."""
     published = versions(serving_dir)
     if to_version not in published:
         raise PromotionError(f"no version {to_version} in {serving_dir}; published versions: "
@@ -137,4 +230,5 @@ def rollback(serving_dir: str, to_version: int, reason: str) -> int:
     entry = {"action": "rollback", "source_version": to_version, "reason": reason,
              **{key: source.get(key) for key in ("run_id", "metrics", "thresholds", "data_fingerprint")}}
     return publish(serving_dir, lambda staging: shutil.copytree(
-        version_dir(serving_dir, to_version), staging, ignore=shutil.ignore_patterns(RECORD_FILENAME)), entry)
+        version_dir(serving_dir, to_version), staging, ignore=shutil.ignore_patterns(RECORD_FILENAME)), entry,
+        pin=True)

@@ -223,6 +223,9 @@ def print_outcome(summary: dict, last_run_path: str) -> None:
         print(f"pushed: {summary['pushed_paths']['saved_model']}")
     elif summary["status"] == "already_serving":
         print(f"already serving this model: {summary['pushed_paths']['saved_model']}")
+    elif summary["status"] == "held":
+        print(f"held: the champion {summary['pushed_paths']['saved_model']} is pinned by a rollback; this model "
+              f"was not pushed (python -m pipeline.promote unpin lets runs replace it)")
     if summary["error"]:
         print(f"error: {summary['error']}", file=sys.stderr)
     print(f"status: {summary['status']} in {summary['wall_seconds']:.0f}s; summary: {last_run_path}")

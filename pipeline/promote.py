@@ -3,7 +3,10 @@ champion, and a line in the promotion log.
 
     python -m pipeline.promote [--output-dir outputs] list
     python -m pipeline.promote [--output-dir outputs] rollback --to VERSION [--reason TEXT]
+    python -m pipeline.promote [--output-dir outputs] unpin
     python -m pipeline.promote [--output-dir outputs] force --run RUN_ID --reason TEXT
+
+A rollback pins the champion: runs then hold (status `held`) instead of replacing it, until `unpin`.
 
 `force` publishes the model a run trained even though it was not blessed (RUN_ID as in
 last_run.json or runs/). Exit code 2 and one line naming the cause when a request cannot be done.
@@ -23,9 +26,10 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help="the runner's --output-dir")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="versions, the champion and the promotion log")
-    rollback = commands.add_parser("rollback", help="make an earlier version the champion again")
+    rollback = commands.add_parser("rollback", help="make an earlier version the champion again, pinned")
     rollback.add_argument("--to", type=int, required=True, metavar="VERSION")
     rollback.add_argument("--reason", default="")
+    commands.add_parser("unpin", help="let runs replace the pinned champion again")
     force = commands.add_parser("force", help="publish a run's model although it was not blessed")
     force.add_argument("--run", required=True, metavar="RUN_ID")
     force.add_argument("--reason", required=True)
@@ -33,8 +37,10 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 
 
 def list_versions(serving_dir: str) -> str:
-    champion = (promotion.champion(serving_dir) or {}).get("version")
-    lines = [f"{serving_dir}: {len(promotion.versions(serving_dir))} version(s), champion {champion or 'none'}"]
+    pointer = promotion.champion(serving_dir) or {}
+    champion = pointer.get("version")
+    lines = [f"{serving_dir}: {len(promotion.versions(serving_dir))} version(s), champion {champion or 'none'}"
+             + (" (pinned: runs hold until `unpin`)" if pointer.get("pinned") else "")]
     for entry in promotion.promotion_log(serving_dir):
         accuracy = (entry.get("metrics") or {}).get("accuracy")
         source = f" (copy of {entry['source_version']})" if entry.get("source_version") else ""
@@ -76,6 +82,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.command == "list":
             print(list_versions(serving_dir))
             return 0
+        if args.command == "unpin":
+            print(f"unpin: version {promotion.unpin(serving_dir)} stays the champion; runs may replace it")
+            return 0
         if args.command == "rollback":
             version = promotion.rollback(serving_dir, args.to, args.reason)
         else:
@@ -83,7 +92,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except promotion.PromotionError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"{args.command}: published version {version} in {serving_dir}; it is the champion")
+    pinned = " (pinned: runs hold until `unpin`)" if args.command == "rollback" else ""
+    print(f"{args.command}: published version {version} in {serving_dir}; it is the champion{pinned}")
     return 0
 
 

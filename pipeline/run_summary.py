@@ -12,7 +12,7 @@ from ml_metadata.proto import metadata_store_pb2
 from components.evaluation import read_evaluation
 from components.artifacts import serving_model_path
 from components.lite_models import read_quality
-from components.model_pusher import (ALREADY_SERVING_PROPERTY, DESTINATION_PROPERTY, PUSHED_PROPERTY,
+from components.model_pusher import (ALREADY_SERVING_PROPERTY, DESTINATION_PROPERTY, HELD_PROPERTY, PUSHED_PROPERTY,
                                      TFLITE_DIR)
 from components.validation_gate import read_anomalies
 from models import features
@@ -126,11 +126,14 @@ def summarize(nodes: Dict[str, Dict[str, Any]], *, run_id: str, data_root: str, 
         summary["blessed"] = blessing.custom_properties["blessed"].int_value == 1
     pushed = _single(nodes.get("Pusher"), "pushed_model")
     already_serving = pushed is not None and pushed.custom_properties[ALREADY_SERVING_PROPERTY].int_value == 1
-    if pushed is not None and (pushed.custom_properties[PUSHED_PROPERTY].int_value == 1 or already_serving):
+    held = pushed is not None and HELD_PROPERTY in pushed.custom_properties and \
+        pushed.custom_properties[HELD_PROPERTY].int_value == 1
+    if pushed is not None and (pushed.custom_properties[PUSHED_PROPERTY].int_value == 1 or already_serving or held):
         version_dir = pushed.custom_properties[DESTINATION_PROPERTY].string_value
-        summary["pushed"] = not already_serving
+        summary["pushed"] = not (already_serving or held)
         summary["pushed_paths"] = {"saved_model": version_dir, "tflite": os.path.join(version_dir, TFLITE_DIR),
                                    "labels": os.path.join(version_dir, features.LABELS_FILENAME)}
     if not error:
-        summary["status"] = "pushed" if summary["pushed"] else "already_serving" if already_serving else "not_blessed"
+        summary["status"] = ("pushed" if summary["pushed"] else "already_serving" if already_serving
+                             else "held" if held else "not_blessed")
     return summary

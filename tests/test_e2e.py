@@ -166,6 +166,23 @@ def test_a_messy_folder_pushes_a_model_that_classifies_held_out_images_then_a_ne
         return {name: digest for name, digest in _tree_digest(folder).items() if name != "promotion.json"}
     assert model_files(promotion.champion_dir(serving_dir)) == model_files(version_dir)
 
+    # The rollback pinned the champion: a blessed run holds (status held, a line in the log), and no
+    # version is added, until the operator unpins it.
+    champion_before = promotion.champion(serving_dir)
+    versions_before = promotion.versions(serving_dir)
+    assert champion_before["pinned"]
+    assert local_runner.main(["--data-root", data_root, "--output-dir", output_dir, "--epochs", "8", "--batch-size", "8",
+                              "--image-size", "32", "32", "--channels", "3", "--min-accuracy", "0.8"]) == 0
+    held_printed = capsys.readouterr().out
+    with open(os.path.join(output_dir, "last_run.json")) as f:
+        held = json.load(f)
+    assert held["status"] == "held" and held["blessed"] and not held["pushed"]
+    assert f"held: the champion {promotion.champion_dir(serving_dir)} is pinned by a rollback" in held_printed
+    assert promotion.champion(serving_dir) == champion_before and promotion.versions(serving_dir) == versions_before
+    assert promotion.promotion_log(serving_dir)[-1]["action"] == "held"
+    assert promote.main(["--output-dir", output_dir, "unpin"]) == 0
+    assert not promotion.champion(serving_dir)["pinned"]
+
     # The same output dir (its schema now lists blue, green, red) with a new class folder: stopped
     # before Transform, with the class named, and the command that accepts it.
     write_image(os.path.join(data_root, "amber", "a.png"), (250, 190, 0), (20, 20), seed=1)

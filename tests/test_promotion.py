@@ -29,7 +29,7 @@ def test_a_publish_adds_a_version_makes_it_the_champion_and_logs_it(tmp_path):
     assert [(e["version"], e["run_id"]) for e in log] == [(first, "r1"), (second, "r2")]
     assert log[0]["metrics"] == {"accuracy": 0.9} and log[0]["time"].endswith("Z")
     assert promotion.record(serving, first)["run_id"] == "r1"
-    assert sorted(os.listdir(serving)) == sorted([str(first), str(second), "champion.json", "promotions.jsonl"])
+    assert sorted(os.listdir(serving)) == sorted([str(first), str(second), "champion.json", "promotions.jsonl", ".lock"])
 
 
 def test_a_publish_that_fails_while_writing_leaves_the_serving_folder_unchanged(tmp_path):
@@ -82,3 +82,85 @@ def test_an_empty_serving_folder_has_no_champion(tmp_path):
     serving = str(tmp_path / "nothing-yet")
     assert promotion.versions(serving) == [] and promotion.champion(serving) is None
     assert promotion.champion_dir(serving) is None and promotion.promotion_log(serving) == []
+
+
+_CONCURRENT_PUBLISHES = 100
+
+
+def _publish_many(serving: str, name: str, count: int, start) -> None:
+    """One publisher process: `count` publishes, each a multi-file version that takes a few
+    milliseconds to write (a SavedModel copy takes longer), so the two processes overlap."""
+    import time
+
+    def write(folder):
+        os.makedirs(os.path.join(folder, "variables"))
+        for part in ("saved_model.pb", "variables/variables.index", "variables/variables.data"):
+            with open(os.path.join(folder, part), "w") as f:
+                f.write(f"{name} {part}")
+            time.sleep(0.002)
+    start.wait()
+    for i in range(count):
+        promotion.publish(serving, write, {"action": "blessed", "run_id": f"{name}-{i}"})
+
+
+def test_two_processes_publishing_at_once_never_collide_lose_or_move_the_champion_back(tmp_path):
+    import multiprocessing
+    serving = str(tmp_path / "serving")
+    context = multiprocessing.get_context("spawn")  # real separate processes, as two pipeline runs are
+    start = context.Barrier(2)  # both begin at once
+    publishers = [context.Process(target=_publish_many, args=(serving, name, _CONCURRENT_PUBLISHES // 2, start))
+                  for name in ("a", "b")]
+    for process in publishers:
+        process.start()
+    for process in publishers:
+        process.join(timeout=300)
+    assert [process.exitcode for process in publishers] == [0, 0]  # no traceback: a collision raised OSError
+    versions = promotion.versions(serving)
+    assert len(versions) == _CONCURRENT_PUBLISHES
+    for version in versions:  # every version complete
+        folder = promotion.version_dir(serving, version)
+        assert sorted(os.listdir(folder)) == ["promotion.json", "saved_model.pb", "variables"]
+        assert len(os.listdir(os.path.join(folder, "variables"))) == 2
+    assert promotion.champion(serving)["version"] == versions[-1]
+    assert not [name for name in os.listdir(serving) if name.startswith(".staging-")]
+    log = promotion.promotion_log(serving)
+    assert sorted(entry["version"] for entry in log) == versions
+    assert [entry["version"] for entry in log] == versions  # logged in publish order: the pointer only moves up
+
+
+def test_a_rollback_pins_the_champion_a_run_then_holds_and_unpin_releases_it(tmp_path):
+    serving = str(tmp_path / "serving")
+    good = promotion.publish(serving, _write_model("good"), {"action": "blessed", "run_id": "r1"})
+    promotion.publish(serving, _write_model("bad"), {"action": "blessed", "run_id": "r2"})
+    pinned = promotion.rollback(serving, good, "r2 misbehaves")
+    assert promotion.is_pinned(serving)
+    version, held = promotion.publish_unless_pinned(serving, _write_model("next"), {"action": "blessed", "run_id": "r3"})
+    assert (version, held) == (pinned, True)
+    assert promotion.champion(serving)["version"] == pinned and promotion.versions(serving)[-1] == pinned
+    assert promotion.promotion_log(serving)[-1] == {**promotion.promotion_log(serving)[-1], "action": "held",
+                                                    "run_id": "r3", "version": pinned}
+    assert promotion.unpin(serving) == pinned and not promotion.is_pinned(serving)
+    version, held = promotion.publish_unless_pinned(serving, _write_model("next"), {"action": "blessed", "run_id": "r4"})
+    assert not held and version > pinned and promotion.champion(serving)["version"] == version
+
+
+@pytest.mark.parametrize("name, content, message", [
+    (promotion.CHAMPION_FILENAME, "{not json", "is not a champion pointer"),
+    (promotion.CHAMPION_FILENAME, '{"since": "x"}', "is not a champion pointer"),
+    (promotion.LOG_FILENAME, '{"version": 1}\n{broken\n', "line 2, is not JSON"),
+])
+def test_a_corrupt_pointer_or_log_is_one_clear_error(tmp_path, name, content, message):
+    serving = str(tmp_path / "serving")
+    os.makedirs(serving)
+    with open(os.path.join(serving, name), "w") as f:
+        f.write(content)
+    with pytest.raises(promotion.PromotionError, match=message):
+        promotion.champion(serving) if name == promotion.CHAMPION_FILENAME else promotion.promotion_log(serving)
+
+
+def test_a_version_without_its_record_is_one_clear_error(tmp_path):
+    serving = str(tmp_path / "serving")
+    version = promotion.publish(serving, _write_model("a"), {"action": "blessed"})
+    os.remove(os.path.join(promotion.version_dir(serving, version), promotion.RECORD_FILENAME))
+    with pytest.raises(promotion.PromotionError, match=f"version {version} has no readable promotion.json"):
+        promotion.rollback(serving, version, "")
