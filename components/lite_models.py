@@ -1,7 +1,8 @@
 """LiteModels: the trained model's TFLite variants (models/lite.py), each measured on the eval
 split against the SavedModel: top-1 agreement, accuracy, file size, single-thread latency per image.
-A variant whose accuracy is more than max_accuracy_drop below the SavedModel's is marked not to be
-pushed, with the reason. int8 weights are quantized per tensor, or per channel when per tensor is
+A variant whose accuracy is more than max_accuracy_drop below the SavedModel's, or whose answers agree
+with the SavedModel's on fewer than min_agreement of the images, is marked not to be pushed, with the
+reason: accuracy alone can hide a variant that is wrong on different images. int8 weights are quantized per tensor, or per channel when per tensor is
 too inaccurate to push. Writes <variant>.tflite, labels.txt and quality.json.
 """
 import json
@@ -64,17 +65,22 @@ def sample_split(examples_uri: str, split: str, spec: ImageSpec, count: int, see
     return _parse_and_decode(tf.data.Dataset.from_tensor_slices(reservoir), spec)
 
 
-def push_decision(accuracy: float, saved_model_accuracy: float, max_accuracy_drop: float) -> Dict[str, Any]:
-    """{"push": True}, or {"push": False, "reason": …} for a variant too far below the SavedModel."""
+def push_decision(accuracy: float, saved_model_accuracy: float, max_accuracy_drop: float,
+                  agreement: float = 1.0, min_agreement: float = 0.0) -> Dict[str, Any]:
+    """{"push": True}, or {"push": False, "reason": …} for a variant too far below the SavedModel's
+    accuracy, or agreeing with it too rarely."""
+    reasons = []
     drop = round(saved_model_accuracy - accuracy, 9)  # 0.98 - 0.97 is 0.010000000000000009 in floats
-    if drop <= max_accuracy_drop:
-        return {"push": True}
-    return {"push": False, "reason": f"accuracy {accuracy:.4f} is {drop:.4f} below the SavedModel's "
-                                     f"{saved_model_accuracy:.4f} (allowed {max_accuracy_drop:.4f})"}
+    if drop > max_accuracy_drop:
+        reasons.append(f"accuracy {accuracy:.4f} is {drop:.4f} below the SavedModel's "
+                       f"{saved_model_accuracy:.4f} (allowed {max_accuracy_drop:.4f})")
+    if round(agreement, 9) < min_agreement:
+        reasons.append(f"agreement with the SavedModel {agreement:.4f} is below {min_agreement:.4f}")
+    return {"push": True} if not reasons else {"push": False, "reason": "; ".join(reasons)}
 
 
 def variants_with_quality(saved_model_dir: str, examples_uri: str, output_dir: str,
-                          max_accuracy_drop: float) -> Dict[str, Any]:
+                          max_accuracy_drop: float, min_agreement: float = 0.0) -> Dict[str, Any]:
     # Kubeflow's launcher creates only the parent of an output artifact's folder (LocalDagRunner makes it)
     tf.io.gfile.makedirs(output_dir)
     saved_model = lite.load(saved_model_dir)  # once: every variant is converted from it
@@ -86,7 +92,8 @@ def variants_with_quality(saved_model_dir: str, examples_uri: str, output_dir: s
                                 for i in range(0, len(images), 256)])
     saved_model_accuracy = float(np.mean(reference == labels))
     quality: Dict[str, Any] = {"eval_images": len(images), "saved_model_accuracy": saved_model_accuracy,
-                               "max_accuracy_drop": max_accuracy_drop, "variants": {}}
+                               "max_accuracy_drop": max_accuracy_drop, "min_agreement": min_agreement,
+                               "variants": {}}
     for variant in lite.VARIANTS:
         # int8: the smallest weight quantization whose accuracy may be pushed; the others are recorded
         attempts = []
@@ -94,7 +101,7 @@ def variants_with_quality(saved_model_dir: str, examples_uri: str, output_dir: s
             model = lite.convert(saved_model, variant, training_images, weight_quantization)
             measured = lite.measure(model, images, labels, reference)
             attempts.append({**measured, **push_decision(measured["accuracy"], saved_model_accuracy,
-                                                         max_accuracy_drop)})
+                                                         max_accuracy_drop, measured["agreement"], min_agreement)})
             if variant == "int8":
                 attempts[-1]["weight_quantization"] = weight_quantization
             if attempts[-1]["push"]:
@@ -118,8 +125,10 @@ def read_quality(lite_models_uri: str) -> Dict[str, Any]:
 def LiteModels(model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model],
                examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
                lite_models: tfx.dsl.components.OutputArtifact[TFLiteModels],
-               max_accuracy_drop: tfx.dsl.components.Parameter[float] = 0.01) -> None:
-    quality = variants_with_quality(serving_model_path(model.uri), examples.uri, lite_models.uri, max_accuracy_drop)
+               max_accuracy_drop: tfx.dsl.components.Parameter[float] = 0.01,
+               min_agreement: tfx.dsl.components.Parameter[float] = 0.0) -> None:
+    quality = variants_with_quality(serving_model_path(model.uri), examples.uri, lite_models.uri, max_accuracy_drop,
+                                    min_agreement)
     write_labels(os.path.join(lite_models.uri, features.LABELS_FILENAME),
                  read_labels(os.path.join(examples.uri, features.LABELS_FILENAME)))
     with tf.io.gfile.GFile(os.path.join(lite_models.uri, QUALITY_FILENAME), "w") as f:

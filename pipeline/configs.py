@@ -13,6 +13,7 @@ EVAL_PERCENT = 20            # eval share of a flat (not pre-split) folder
 MIN_ACCURACY = 0.9           # absolute bound on eval accuracy for a model to be blessed
 MAX_ACCURACY_DROP = 0.01     # blessed only if eval accuracy is at most this far below the champion's
 MAX_TFLITE_ACCURACY_DROP = 0.01  # a TFLite variant this far below the SavedModel's eval accuracy is not pushed
+MIN_TFLITE_AGREEMENT = 0.98  # nor one whose top-1 answers agree with the SavedModel's on fewer eval images
 MAX_CLASS_DRIFT = 0.05       # largest change of a class's share of the images since the last accepted run
 CLASS_BALANCE_BASELINE = "class_balance_baseline.json"  # under the pipeline root: the last accepted counts
 STATS_BATCH_SIZE = 64        # small: image bytes make large TFDV batches expensive

@@ -66,6 +66,8 @@ def add_threshold_flags(parser: argparse.ArgumentParser) -> None:
                         help="accuracy every class needs (0: no per-class floor)")
     parser.add_argument("--max-tflite-accuracy-drop", type=float, default=configs.MAX_TFLITE_ACCURACY_DROP,
                         help="a TFLite variant this far below the SavedModel's eval accuracy is not pushed")
+    parser.add_argument("--min-tflite-agreement", type=float, default=configs.MIN_TFLITE_AGREEMENT,
+                        help="nor one whose top-1 answers agree with the SavedModel's on a smaller share of eval images")
 
 
 def add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
@@ -89,5 +91,6 @@ def pipeline_settings(args: argparse.Namespace) -> Dict[str, Any]:
                                    weight_decay=args.weight_decay, weight_decay_mode=args.weight_decay_mode)),
         min_accuracy=args.min_accuracy, max_accuracy_drop=args.max_accuracy_drop,
         min_class_accuracy=args.min_class_accuracy, max_tflite_accuracy_drop=args.max_tflite_accuracy_drop,
+        min_tflite_agreement=args.min_tflite_agreement,
         eval_percent=args.eval_percent, max_class_drift=args.max_class_drift, strict=args.strict,
         **_given(max_image_pixels=args.max_image_pixels))

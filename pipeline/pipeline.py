@@ -30,6 +30,7 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: Union[
                     max_accuracy_drop: float = configs.MAX_ACCURACY_DROP,
                     min_class_accuracy: float = 0.0,
                     max_tflite_accuracy_drop: float = configs.MAX_TFLITE_ACCURACY_DROP,
+                    min_tflite_agreement: float = configs.MIN_TFLITE_AGREEMENT,
                     eval_percent: int = configs.EVAL_PERCENT,
                     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
                     max_class_drift: float = configs.MAX_CLASS_DRIFT,
@@ -42,7 +43,7 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: Union[
     per run on Kubeflow. schema_file is read here; schema_file_in_pipeline is where the steps find
     it (default: the same path)."""
     for name, value in (("max_class_drift", max_class_drift), ("max_tflite_accuracy_drop", max_tflite_accuracy_drop),
-                        ("min_accuracy", min_accuracy)):
+                        ("min_tflite_agreement", min_tflite_agreement), ("min_accuracy", min_accuracy)):
         check_fraction(name, value)
     schema_file_in_pipeline = schema_file_in_pipeline or schema_file
     class_names = schema.class_names(schema.load(schema_file))
@@ -74,7 +75,7 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: Union[
                        "model": model.options(),
                        "checkpoint_root": os.path.join(pipeline_root, "Trainer", "checkpoints")})
     lite_models = LiteModels(model=trainer.outputs["model"], examples=example_gen.outputs["examples"],
-                             max_accuracy_drop=max_tflite_accuracy_drop)
+                             max_accuracy_drop=max_tflite_accuracy_drop, min_agreement=min_tflite_agreement)
     champion = ChampionModel(serving_dir=serving_dir)
     evaluator = ChampionEvaluator(
         examples=example_gen.outputs["examples"], model=trainer.outputs["model"],

@@ -59,6 +59,18 @@ def test_a_variant_too_far_below_the_saved_model_is_not_pushed_and_says_why(accu
     assert push_decision(accuracy, saved_model_accuracy=0.98, max_accuracy_drop=0.01) == expected
 
 
+@pytest.mark.parametrize("accuracy, agreement, expected", [
+    (0.98, 0.98, {"push": True}),
+    # the case that was pushed on real photos: accuracy within the drop, 23 % of answers different
+    (0.975, 0.77, {"push": False, "reason": "agreement with the SavedModel 0.7700 is below 0.9800"}),
+    (0.95, 0.90, {"push": False, "reason": "accuracy 0.9500 is 0.0300 below the SavedModel's 0.9800 (allowed "
+                                           "0.0100); agreement with the SavedModel 0.9000 is below 0.9800"}),
+])
+def test_a_variant_that_agrees_too_rarely_with_the_saved_model_is_not_pushed(accuracy, agreement, expected):
+    from components.lite_models import push_decision
+    assert push_decision(accuracy, 0.98, 0.01, agreement=agreement, min_agreement=0.98) == expected
+
+
 def test_int8_weights_per_tensor_carry_one_scale_each_and_make_a_smaller_file(exported):  # noqa: F811
     export_dir, pixels = exported
     images = pixels.astype(np.float32)
@@ -95,19 +107,23 @@ def test_the_calibration_sample_spans_a_class_sorted_split(tmp_path):
     assert (sample_split(str(tmp_path), "train", SPEC, count=40)[1] == sampled).all()  # seeded
 
 
-@pytest.mark.parametrize("max_accuracy_drop, int8_quantization, earlier", [
-    (1.0, "per-tensor", []),                  # per tensor may be pushed: kept
-    (-1.0, "per-channel", ["per-tensor"]),    # nothing may be pushed: both tried, the last one kept
+@pytest.mark.parametrize("max_accuracy_drop, min_agreement, int8_quantization, earlier", [
+    (1.0, 0.0, "per-tensor", []),                  # per tensor may be pushed: kept
+    (-1.0, 0.0, "per-channel", ["per-tensor"]),    # nothing may be pushed: both tried, the last one kept
+    (1.0, 1.01, "per-channel", ["per-tensor"]),    # no agreement can reach the floor: the same, by agreement
 ])
 def test_int8_falls_back_to_per_channel_weights_only_when_per_tensor_may_not_be_pushed(
-        exported, tmp_path, max_accuracy_drop, int8_quantization, earlier):  # noqa: F811
+        exported, tmp_path, max_accuracy_drop, min_agreement, int8_quantization, earlier):  # noqa: F811
     export_dir, pixels = exported
     _write_examples(str(tmp_path / "examples"), pixels)
-    quality = variants_with_quality(export_dir, str(tmp_path / "examples"), str(tmp_path), max_accuracy_drop)
+    quality = variants_with_quality(export_dir, str(tmp_path / "examples"), str(tmp_path), max_accuracy_drop,
+                                    min_agreement)
     int8 = quality["variants"]["int8"]
     assert int8["weight_quantization"] == int8_quantization
     assert [attempt["weight_quantization"] for attempt in int8.get("earlier_attempts", [])] == earlier
-    assert int8["push"] == (max_accuracy_drop >= 0)
+    assert int8["push"] == (max_accuracy_drop >= 0 and min_agreement <= 1)
+    if min_agreement > 1:
+        assert "agreement with the SavedModel" in int8["reason"] and quality["min_agreement"] == min_agreement
     with open(tmp_path / "int8.tflite", "rb") as f:
         assert (set(_scale_counts(f.read())) == {1}) == (int8_quantization == "per-tensor")
     assert sorted(os.listdir(tmp_path)) == sorted(["examples"] + [f"{v}.tflite" for v in lite.VARIANTS])
