@@ -12,42 +12,26 @@ a successful earlier execution's. Three things it does not see are added here:
   class-balance baseline and whether the data was accepted; they always run.
 """
 import hashlib
-import importlib
-import os
-from typing import Iterable, List, Tuple
 
 from tfx.dsl.compiler import compiler
 from tfx.proto.orchestration import pipeline_pb2
 
 from components.evaluation import ChampionModel
 from components.validation_gate import DataGate
+from models import sources
 
 PROJECT_FINGERPRINT_KEY = "project_fingerprint"
 ALWAYS_RUN = (ChampionModel, DataGate)
-PROJECT_PACKAGES = ("components", "models")  # the code that runs inside the stages; pipeline/ only wires them
-
-
-def _source_files(packages: Iterable[str]) -> List[Tuple[str, str]]:
-    """(name within the project, path) of every Python file of the packages, sorted."""
-    files = []
-    for package in packages:
-        folder = os.path.dirname(importlib.import_module(package).__file__)
-        for directory, dirs, names in os.walk(folder):
-            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
-            files += [(os.path.relpath(os.path.join(directory, n), os.path.dirname(folder)), os.path.join(directory, n))
-                      for n in sorted(names) if n.endswith(".py")]
-    return files
 
 
 def project_fingerprint(schema_file: str) -> str:
     """sha256 of the stages' Python sources, the schema file and the TensorFlow/TFX versions."""
     import tensorflow as tf
     import tfx
-    digest = hashlib.sha256(f"tensorflow {tf.__version__}, tfx {tfx.__version__}\n".encode())
-    for name, path in [*_source_files(PROJECT_PACKAGES), ("schema", schema_file)]:
-        digest.update(name.encode())
-        with open(path, "rb") as f:
-            digest.update(hashlib.sha256(f.read()).digest())
+    digest = sources.update_with_sources(hashlib.sha256(f"tensorflow {tf.__version__}, tfx {tfx.__version__}\n".encode()))
+    digest.update(b"schema")
+    with open(schema_file, "rb") as f:
+        digest.update(hashlib.sha256(f.read()).digest())
     return digest.hexdigest()
 
 

@@ -15,7 +15,7 @@ from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from models import export, features
+from models import export, features, sources
 from models.distribution import save_on_chief, training_strategy
 from models.labels import read_labels
 from models.model import ModelConfig, build_classifier
@@ -249,10 +249,12 @@ def training_batches(examples: tf.data.Dataset, counts: Tuple[int, int], image_b
 
 def checkpoint_dir(root: str, fn_args: tfx.components.FnArgs) -> str:
     """Where this training's per-epoch checkpoints go: the same for a rerun on the same data (the
-    ingested files' fingerprint) and settings, so an interrupted Trainer resumes; different otherwise.
+    ingested files' fingerprint), settings and code, so an interrupted Trainer resumes; different
+    otherwise, so a code change never restores a checkpoint into a different model.
     (The example files themselves differ between runs: Beam writes them in no fixed order.)"""
     fingerprint = features.read_ingest_report(examples_root(fn_args.train_files[0]))["data_fingerprint"]
-    key = hashlib.sha256(json.dumps([fingerprint, fn_args.custom_config], sort_keys=True, default=str).encode())
+    key = hashlib.sha256(json.dumps([fingerprint, fn_args.custom_config, sources.sources_digest()],
+                                    sort_keys=True, default=str).encode())
     return os.path.join(root, key.hexdigest()[:16])
 
 

@@ -4,6 +4,7 @@ import shutil
 from tfx import v1 as tfx
 
 from components import caching
+from models import sources
 from models.preprocessing import ImageSpec
 from models.trainer import TrainingConfig
 from pipeline import pipeline, schema
@@ -44,7 +45,7 @@ def test_the_fingerprint_follows_the_schema_files_content(tmp_path):
 
 
 def test_the_fingerprint_covers_the_code_that_runs_in_the_stages():
-    names = [name for name, _ in caching._source_files(caching.PROJECT_PACKAGES)]  # pylint: disable=protected-access
+    names = [name for name, _ in sources.source_files()]
     assert {"models/model.py", "models/preprocessing.py", "models/trainer.py", "components/lite_models.py",
             "components/image_example_gen/executor.py"} <= set(names)
     assert len(names) == len(set(names))

@@ -87,7 +87,7 @@ def test_walk_lists_nested_files_and_says_why_it_skips_entries(tmp_path):
     }
 
 
-def test_tree_fingerprint_sees_any_file_change_deep_in_the_tree_and_nothing_else(tmp_path):
+def test_tree_fingerprint_sees_any_change_of_content_deep_in_the_tree_and_nothing_else(tmp_path):
     make_class_folder(str(tmp_path / "train"), per_class=2)
     make_class_folder(str(tmp_path / "test"), per_class=1)
     root = str(tmp_path)
@@ -100,8 +100,19 @@ def test_tree_fingerprint_sees_any_file_change_deep_in_the_tree_and_nothing_else
     assert with_added.startswith("files:10,") and with_added != first
 
     stat = os.stat(added)
-    os.utime(added, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000))   # same bytes, touched
-    assert folder_layout.tree_fingerprint(root) != with_added
+    os.utime(added, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000))   # same bytes, touched: the same data
+    assert folder_layout.tree_fingerprint(root) == with_added
+
+    # other bytes of the same size, with the old modification time put back (as `cp -p` or `rsync -a` do)
+    stat = os.stat(added)
+    data = bytearray(added.read_bytes())
+    data[-1] ^= 0xFF
+    added.write_bytes(bytes(data))
+    os.utime(added, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert os.stat(added).st_size == stat.st_size and os.stat(added).st_mtime_ns == stat.st_mtime_ns
+    with_replaced = folder_layout.tree_fingerprint(root)
+    assert with_replaced != with_added
 
     os.symlink(str(tmp_path / "gone.png"), str(tmp_path / "train" / "red" / "broken.png"))
     assert folder_layout.tree_fingerprint(root).startswith("files:10,")   # rejected by ingest, listed here too
+    assert folder_layout.tree_fingerprint(root) != with_replaced

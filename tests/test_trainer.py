@@ -195,3 +195,29 @@ def test_two_replicas_follow_the_single_device_loss_trajectory():
     # Per-replica BatchNorm statistics over half batches are the only difference: within 2 % per epoch,
     # a fraction of the 13 % the loss falls over these epochs.
     np.testing.assert_allclose(losses["mirrored"], losses["one"], rtol=0.02)
+
+
+def test_the_checkpoint_folder_changes_with_the_code_and_a_source_edit_changes_the_digest(tmp_path, monkeypatch):
+    """An interrupted run's checkpoint is restored only into the same data, settings and code."""
+    import sys
+    import types
+    from models import features, sources
+    from models.trainer import checkpoint_dir
+    examples = tmp_path / "examples"
+    (examples / "Split-train").mkdir(parents=True)
+    (examples / features.INGEST_REPORT_FILENAME).write_text(json.dumps({"data_fingerprint": "abc"}))
+    fn_args = types.SimpleNamespace(train_files=[str(examples / "Split-train" / "*")], custom_config={"x": 1})
+    first = checkpoint_dir(str(tmp_path), fn_args)
+    assert checkpoint_dir(str(tmp_path), fn_args) == first
+
+    package = tmp_path / "code" / "editedpkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("WIDTH = 32\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "code"))
+    before = sources.sources_digest(["editedpkg"])
+    (package / "__init__.py").write_text("WIDTH = 64\n")
+    assert sources.sources_digest(["editedpkg"]) != before
+    sys.modules.pop("editedpkg", None)
+
+    monkeypatch.setattr(sources, "sources_digest", lambda: before)  # the project's code, as if edited
+    assert checkpoint_dir(str(tmp_path), fn_args) != first

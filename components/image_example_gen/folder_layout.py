@@ -127,27 +127,29 @@ def walk(folder: str, root: str, _visited: Optional[Set[str]] = None) -> Iterato
         yield from walk(os.path.join(folder, name), root, visited)
 
 
-def _size_and_time(path: str) -> str:
+def _content_digest(path: str) -> str:
+    """sha256 of a file's bytes. Not its size and modification time: a file replaced with the same
+    size and time (`cp -p`, `rsync -a`) would then leave a stale reuse."""
+    digest = hashlib.sha256()
     try:
-        if is_local(path):
-            stat = os.stat(path)
-            return f"{stat.st_size} {stat.st_mtime_ns}\n"
-        stat = tf.io.gfile.stat(path)
-        return f"{stat.length} {stat.mtime_nsec}\n"
+        with (open(path, "rb") if is_local(path) else tf.io.gfile.GFile(path, "rb")) as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
     except (OSError, tf.errors.OpError) as error:  # gone since the listing: ingest will say so
         return f"unreadable {type(error).__name__}\n"
+    return digest.hexdigest() + "\n"
 
 
 def tree_fingerprint(root: str) -> str:
-    """Every entry below the root with its size and modification time, hashed; no file is read. What
-    a local run's reuse of ExampleGen's output is keyed on: an image added, removed, replaced or
-    touched anywhere in the tree changes it."""
+    """Every entry below the root with the sha256 of its bytes, hashed. What a local run's reuse of
+    ExampleGen's output is keyed on: an image added, removed or changed anywhere in the tree changes
+    it, whatever its size and modification time; a file touched but unchanged does not."""
     digest, files = hashlib.sha256(), 0
     for entry in walk(root, root):
         digest.update(f"{os.path.relpath(entry.path, root)}\0{entry.kind}\0{entry.reason}\0".encode())
         if entry.kind == FILE:
             files += 1
-            digest.update(_size_and_time(entry.path).encode())
+            digest.update(_content_digest(entry.path).encode())
     return f"files:{files},sha256:{digest.hexdigest()}"
 
 
