@@ -199,12 +199,16 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def write_report(summary: dict, output_dir: str) -> None:
-    """The run's HTML report; a failure to render it is said, and changes nothing else."""
+    """The run's HTML report; a failure to render it is said in one line, its traceback goes where
+    the library logs go (last_run.log, or the terminal with --verbose), and it changes nothing else."""
+    import traceback
     from pipeline import report
     try:
         path = report.render(summary, report.run_dir_of(output_dir, run_filename(summary["run_id"])))
     except Exception as caught:  # pylint: disable=broad-except
-        print(f"report: not written: {type(caught).__name__}: {caught}", file=sys.stderr)
+        os.write(2, f"report failed:\n{traceback.format_exc()}".encode())  # fd 2: the library log when quiet
+        where = f"; traceback in {summary['library_log']}" if summary.get("library_log") else ""
+        print(f"report: not written: {type(caught).__name__}: {caught}{where}", file=sys.stderr)
         return
     print(f"report: {path}")
 

@@ -20,8 +20,15 @@ _HEADER = ("# Curated schema of an image folder (see schemas/mnist-sample.pbtxt)
 
 
 def load(path: str):
+    """The schema in path; ValueError (one line, naming the file) when it cannot be read as one."""
     import tensorflow_data_validation as tfdv
-    return tfdv.load_schema_text(path)
+    from google.protobuf import text_format
+    try:
+        return tfdv.load_schema_text(path)
+    except text_format.ParseError as error:
+        raise ValueError(f"schema {path} is not a TFDV schema in text format: {error}") from error
+    except OSError as error:
+        raise ValueError(f"schema {path} cannot be read: {error}") from error
 
 
 def class_names(schema) -> List[str]:
