@@ -13,8 +13,9 @@
 - read_evaluation: the evaluation artifact as plain JSON for run summaries and promotion records.
 """
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
+import tensorflow as tf
 import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.proto import config_pb2  # tfma lists PerSliceMetricThreshold but does not export it
 from tfx import types
@@ -33,6 +34,7 @@ from models.labels import read_labels
 ACCURACY = "sparse_categorical_accuracy"
 CANDIDATE, BASELINE = "candidate", "champion"
 CHAMPION_VERSION_PROPERTY = "champion_version"  # 0: there is no champion
+CHAMPION_SKIPPED_PROPERTY = "champion_skipped"  # on the evaluation: why the champion was not compared
 MIN_ACCURACY_KEY = "min_accuracy"
 
 
@@ -91,23 +93,43 @@ def with_min_accuracy(config: tfma.EvalConfig, min_accuracy: float) -> tfma.Eval
     raise ValueError("the eval config has no overall SparseCategoricalAccuracy threshold to bound")
 
 
+def champion_mismatch(champion_uri: str, examples_uri: str) -> Optional[str]:
+    """Why the champion cannot be compared with this run's model, or None. A class id means what the
+    class list says: with another list, the champion would be scored on relabelled data."""
+    theirs_path = os.path.join(path_utils.serving_model_dir(champion_uri), features.LABELS_FILENAME)
+    ours = read_labels(os.path.join(examples_uri, features.LABELS_FILENAME))
+    theirs = read_labels(theirs_path) if tf.io.gfile.exists(theirs_path) else None
+    if theirs == ours:
+        return None
+    said = f"classes {theirs}" if theirs is not None else f"no {features.LABELS_FILENAME}"
+    return (f"not compared with the champion, whose {said} differ from this run's {ours}: judged on the "
+            f"absolute bounds alone")
+
+
 class _Executor(evaluator_executor.Executor):
     def Do(self, input_dict, output_dict, exec_properties):
         baseline = input_dict.get(standard_component_specs.BASELINE_MODEL_KEY) or []
-        if baseline and not baseline[0].get_int_custom_property(CHAMPION_VERSION_PROPERTY):
+        examples = input_dict[standard_component_specs.EXAMPLES_KEY][0]
+        skipped = None
+        if baseline and baseline[0].get_int_custom_property(CHAMPION_VERSION_PROPERTY):
+            skipped = champion_mismatch(baseline[0].uri, examples.uri)
+        if baseline and (skipped or not baseline[0].get_int_custom_property(CHAMPION_VERSION_PROPERTY)):
             input_dict = {k: v for k, v in input_dict.items() if k != standard_component_specs.BASELINE_MODEL_KEY}
         exec_properties = dict(exec_properties)
         config = proto_utils.json_to_proto(exec_properties[standard_component_specs.EVAL_CONFIG_KEY], tfma.EvalConfig())
         exec_properties[standard_component_specs.EVAL_CONFIG_KEY] = proto_utils.proto_to_json(
             with_min_accuracy(config, float(exec_properties.pop(MIN_ACCURACY_KEY))))
         super().Do(input_dict, output_dict, exec_properties)
-        examples = input_dict[standard_component_specs.EXAMPLES_KEY][0]
-        evaluation = read_evaluation(output_dict[standard_component_specs.EVALUATION_KEY][0].uri,
+        evaluation_artifact = output_dict[standard_component_specs.EVALUATION_KEY][0]
+        if skipped:
+            evaluation_artifact.set_string_custom_property(CHAMPION_SKIPPED_PROPERTY, skipped)
+        evaluation = read_evaluation(evaluation_artifact.uri,
                                      read_labels(os.path.join(examples.uri, features.LABELS_FILENAME)))
         blessed = output_dict[standard_component_specs.BLESSING_KEY][0].get_int_custom_property("blessed") == 1
         champion = evaluation["champion_accuracy"]
         key_figure(f"accuracy {evaluation['accuracy']:.4f}"
-                   + (f" (champion {champion:.4f})" if champion is not None else " (no champion yet)")
+                   + (f" (champion {champion:.4f})" if champion is not None else
+                      f" ({skipped})" if skipped else " (no champion yet)")
                    + f"; blessed: {'yes' if blessed else 'no'}")
 
 

@@ -221,6 +221,8 @@ def print_outcome(summary: dict, last_run_path: str) -> None:
               f"{counts['ignored']} ignored (rejected and ignored files are listed with reasons in {last_run_path})")
     if evaluation.get("accuracy") is not None:
         print(f"eval accuracy {evaluation['accuracy']:.4f}; blessed: {summary['blessed']}")
+    if evaluation.get("champion_skipped"):
+        print(f"  {evaluation['champion_skipped']}")
     for failure in evaluation.get("validation_failures", []):
         print(f"  threshold not met: {failure}")
     if summary["status"] == "pushed":

@@ -9,7 +9,7 @@ import tensorflow_data_validation as tfdv
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from components.evaluation import read_evaluation
+from components.evaluation import CHAMPION_SKIPPED_PROPERTY, read_evaluation
 from components.artifacts import serving_model_path
 from components.lite_models import read_quality
 from components.model_pusher import (ALREADY_SERVING_PROPERTY, DESTINATION_PROPERTY, HELD_PROPERTY, PUSHED_PROPERTY,
@@ -121,6 +121,8 @@ def summarize(nodes: Dict[str, Dict[str, Any]], *, run_id: str, data_root: str, 
     if evaluation is not None:
         summary["evaluation"] = read_evaluation(
             evaluation.uri, read_labels(os.path.join(examples.uri, features.LABELS_FILENAME)))
+        if CHAMPION_SKIPPED_PROPERTY in evaluation.custom_properties:
+            summary["evaluation"]["champion_skipped"] = evaluation.custom_properties[CHAMPION_SKIPPED_PROPERTY].string_value
     blessing = _single(nodes.get("Evaluator"), "blessing")
     if blessing is not None:
         summary["blessed"] = blessing.custom_properties["blessed"].int_value == 1

@@ -1,4 +1,6 @@
 """The Evaluator's absolute accuracy bound, applied at run time from its own parameter."""
+import os
+
 import pytest
 import tensorflow_model_analysis as tfma
 
@@ -27,3 +29,22 @@ def test_a_run_time_bound_out_of_range_names_itself(value):
     config = eval_config(label_key="label", class_key="class_name", num_classes=3, max_accuracy_drop=0.01)
     with pytest.raises(ValueError, match="min_accuracy must be between 0 and 1"):
         with_min_accuracy(config, value)
+
+
+def test_the_champion_is_compared_only_when_its_class_list_is_this_runs(tmp_path):
+    """Removing a class renumbers the others: the champion would be scored on relabelled data."""
+    from tfx.utils import path_utils
+    from components.evaluation import champion_mismatch
+    from models import features
+    from models.labels import write_labels
+    champion, examples = tmp_path / "champion", tmp_path / "examples"
+    os.makedirs(path_utils.serving_model_dir(str(champion)))
+    os.makedirs(examples)
+    write_labels(str(examples / features.LABELS_FILENAME), ["cat", "dog", "fox"])
+    assert champion_mismatch(str(champion), str(examples)).startswith("not compared with the champion, whose no labels.txt")
+    write_labels(os.path.join(path_utils.serving_model_dir(str(champion)), features.LABELS_FILENAME), ["cat", "dog", "fox"])
+    assert champion_mismatch(str(champion), str(examples)) is None
+    write_labels(str(examples / features.LABELS_FILENAME), ["cat", "fox"])
+    assert champion_mismatch(str(champion), str(examples)) == (
+        "not compared with the champion, whose classes ['cat', 'dog', 'fox'] differ from this run's ['cat', 'fox']: "
+        "judged on the absolute bounds alone")
