@@ -96,7 +96,8 @@ def summarize(nodes: Dict[str, Dict[str, Any]], *, run_id: str, data_root: str, 
             summary.update(classes=report["classes"], layout=report["layout"],
                            data_fingerprint=report["data_fingerprint"], file_counts=report["counts"],
                            ingested_per_class=report["accepted"], rejected_files=report["rejected"],
-                           ignored_files=report["ignored"], converted_files=report["converted"])
+                           ignored_files=report["ignored"], converted_files=report["converted"],
+                           identical_files=report.get("identical_files", []), split_leaks=report.get("split_leaks", 0))
     statistics = _single(nodes.get("StatisticsGen"), "statistics")
     if statistics is not None:
         summary["artifacts"]["statistics"] = statistics.uri

@@ -185,3 +185,33 @@ def test_the_driver_keys_reuse_on_every_file_of_the_tree_not_the_root_folder_alo
     assert before == folder_layout.tree_fingerprint(image_folder)
     make_class_folder(os.path.join(image_folder, "red", "more"), per_class=1)   # a nested folder inside a class
     assert fingerprint() != before
+
+
+def test_a_file_reached_twice_through_symlinks_is_one_example_and_copies_across_splits_are_counted(tmp_path):
+    """The same file through a symlinked file, and through a symlink in another class folder, is
+    read once; the same bytes in two files of different splits is a leak, counted and listed."""
+    data = tmp_path / "data"
+    make_class_folder(str(data / "train"), per_class=4)
+    make_class_folder(str(data / "test"), per_class=2, seed=1)
+    original = data / "train" / "red" / "img_001.png"
+    os.symlink(original, data / "train" / "red" / "again.png")    # a second path in the same class
+    os.symlink(original, data / "train" / "blue" / "red_one.png")  # and in another class
+    leaked = data / "test" / "green" / "copy_of_train.png"
+    leaked.write_bytes((data / "train" / "green" / "img_002.png").read_bytes())  # a copy, not a link
+    examples = _run_executor(str(data), str(tmp_path / "out"))
+    report = json.loads((tmp_path / "out" / "ingest_report.json").read_text())
+
+    def split_files(split):
+        files = tf.io.gfile.glob(str(tmp_path / "out" / f"Split-{split}" / "*"))
+        return [tf.train.Example.FromString(r.numpy()).features.feature[features.FILENAME_KEY].bytes_list.value[0]
+                .decode() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+    train, evaluation = split_files("train"), split_files("eval")
+    assert artifact_utils.decode_split_names(examples.split_names) == ["train", "eval"]
+    assert "train/red/img_001.png" in train and len(train) == 12 and len(evaluation) == 7
+    assert not {"train/red/again.png", "train/blue/red_one.png"} & set(train + evaluation)
+    reason = "the same file as train/red/img_001.png (reached through a symlink)"
+    assert sorted((r["file"], r["reason"]) for r in report["ignored"]) == [
+        ("train/blue/red_one.png", reason), ("train/red/again.png", reason)]
+    assert report["split_leaks"] == 1
+    assert {"files": ["test/green/copy_of_train.png", "train/green/img_002.png"], "splits": ["eval", "train"]} \
+        in report["identical_files"]

@@ -24,6 +24,7 @@ from models.labels import write_labels
 # Private exec properties set by Executor.Do for the PTransform.
 CLASS_NAMES_PROPERTY = "_class_names"
 REPORT_DIR_PROPERTY = "_ingest_report_dir"
+DUPLICATE_PATHS_PROPERTY = "_duplicate_paths"  # JSON: relative path -> the path of the same file that is read
 # Public parameters of ImageFolderExampleGen.
 KNOWN_CLASSES_KEY = "known_classes"         # JSON list: the schema's classes, in label order
 MAX_IMAGE_PIXELS_KEY = "max_image_pixels"
@@ -47,10 +48,15 @@ CHUNK_SIZE = 256  # files listed together: one report line
 BATCH_BYTES = 64 << 20  # files decoded together (in parallel), at most this many bytes unless one is bigger
 
 
-def _class_chunks(class_dir: Dict[str, Any], root: str) -> Iterable[Dict[str, Any]]:
-    """A class folder's entries (files and skipped ones), in chunks of CHUNK_SIZE."""
+def _class_chunks(class_dir: Dict[str, Any], root: str, duplicates: Dict[str, str]) -> Iterable[Dict[str, Any]]:
+    """A class folder's entries (files and skipped ones), in chunks of CHUNK_SIZE; a file that is
+    another path of a file read elsewhere (duplicates: relative path -> the one read) is skipped."""
     chunk = []
     for entry in folder_layout.walk(class_dir["path"], root):
+        relative = os.path.relpath(entry.path, root)
+        if entry.kind == folder_layout.FILE and relative in duplicates:
+            entry = folder_layout.Entry(entry.path, IGNORED,
+                                        f"the same file as {duplicates[relative]} (reached through a symlink)")
         chunk.append(entry)
         if len(chunk) == CHUNK_SIZE:
             yield dict(class_dir, entries=chunk)
@@ -149,6 +155,7 @@ def ImageFolderToExample(pipeline: beam.Pipeline, exec_properties: Dict[str, Any
     goes to the report dir.
     """
     root = exec_properties[standard_component_specs.INPUT_BASE_KEY]
+    duplicates = json.loads(exec_properties.get(DUPLICATE_PATHS_PROPERTY) or "{}")
     max_pixels = int(exec_properties.get(MAX_IMAGE_PIXELS_KEY) or image_check.DEFAULT_MAX_IMAGE_PIXELS)
     split_name, split_dir = json.loads(split_pattern)
     class_dirs = [{"split": split_name, "class_name": name, "label": label,
@@ -157,12 +164,54 @@ def ImageFolderToExample(pipeline: beam.Pipeline, exec_properties: Dict[str, Any
                   if folder_layout.has_files(os.path.join(root, split_dir, name), root)]
     outputs = (pipeline
                | "ClassFolders" >> beam.Create(class_dirs)
-               | "ListFiles" >> beam.FlatMap(_class_chunks, root)
+               | "ListFiles" >> beam.FlatMap(_class_chunks, root, duplicates)
                | "Redistribute" >> beam.Reshuffle()
                | "ReadAndCheck" >> beam.ParDo(_CheckChunk(root, max_pixels)).with_outputs(_REPORT, main="examples"))
     _ = outputs[_REPORT] | "WriteReport" >> beam.io.WriteToText(
         os.path.join(exec_properties[REPORT_DIR_PROPERTY], split_name), file_name_suffix=".jsonl")
     return outputs["examples"]
+
+
+def duplicate_paths(layout: folder_layout.FolderLayout) -> Dict[str, str]:
+    """Files reached by more than one path (symlinks): every other path -> the one read, which is
+    the file's own path when it lies in the tree (so a link in another class folder does not
+    relabel it), else the first in sorted order. So one file is one example, in one split and class."""
+    paths: Dict[str, List[str]] = collections.defaultdict(list)
+    for _, split_dir in layout.splits:
+        for class_name in layout.class_names:
+            folder = os.path.join(layout.root, split_dir, class_name)
+            if not (folder_layout.is_local(folder) and os.path.isdir(folder)):
+                continue
+            for entry in folder_layout.walk(folder, layout.root):
+                if entry.kind == folder_layout.FILE:
+                    paths[os.path.realpath(entry.path)].append(os.path.relpath(entry.path, layout.root))
+    duplicates = {}
+    for real, relatives in paths.items():
+        if len(relatives) > 1:
+            own = [r for r in relatives if os.path.join(os.path.realpath(layout.root), r) == real]
+            kept = own[0] if own else min(relatives)
+            duplicates.update({r: kept for r in relatives if r != kept})
+    return duplicates
+
+
+def identical_content(examples_uri: str) -> Dict[str, Any]:
+    """Files whose bytes are the same, from the examples as written (after the split): each group of
+    such files with its splits, and the leaks, groups found in more than one split (the same image
+    trained on and evaluated on)."""
+    by_digest: Dict[bytes, List[Tuple[str, str]]] = collections.defaultdict(list)
+    for split_dir in sorted(tf.io.gfile.glob(os.path.join(examples_uri, "Split-*"))):
+        split = os.path.basename(split_dir)[len("Split-"):]
+        files = tf.io.gfile.glob(os.path.join(split_dir, "*"))
+        for record in tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator():
+            example = tf.train.Example.FromString(record)
+            feature = example.features.feature
+            by_digest[hashlib.sha256(feature[features.IMAGE_KEY].bytes_list.value[0]).digest()].append(
+                (split, feature[features.FILENAME_KEY].bytes_list.value[0].decode()))
+    groups = [sorted(members) for members in by_digest.values() if len(members) > 1]
+    groups = sorted(({"files": [f for _, f in g], "splits": sorted({s for s, _ in g})} for g in groups),
+                    key=lambda group: group["files"])
+    return {"identical_files": groups,
+            "split_leaks": sum(len(group["splits"]) > 1 for group in groups)}
 
 
 def input_config_for(layout: folder_layout.FolderLayout) -> example_gen_pb2.Input:
@@ -232,6 +281,7 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         exec_properties = dict(exec_properties)
         exec_properties[CLASS_NAMES_PROPERTY] = list(layout.class_names)
         exec_properties[REPORT_DIR_PROPERTY] = report_dir
+        exec_properties[DUPLICATE_PATHS_PROPERTY] = json.dumps(duplicate_paths(layout))
         exec_properties[standard_component_specs.INPUT_CONFIG_KEY] = proto_utils.proto_to_json(
             input_config_for(layout))
         if layout.presplit:  # the folders are the splits; no hash split
@@ -239,11 +289,12 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
                 example_gen_pb2.Output())
         super().Do(input_dict, output_dict, exec_properties)
 
-        summary = summarize_ingest(report_dir, layout, known_classes)
+        summary = {**summarize_ingest(report_dir, layout, known_classes), **identical_content(examples_uri)}
         with tf.io.gfile.GFile(os.path.join(examples_uri, features.INGEST_REPORT_FILENAME), "w") as f:
             json.dump(summary, f, indent=2)
         write_labels(os.path.join(examples_uri, features.LABELS_FILENAME), layout.class_names)
         counts = summary["counts"]
         per_split = ", ".join(f"{split} {sum(classes.values())}" for split, classes in sorted(summary["accepted"].items()))
+        leaks = f"; {summary['split_leaks']} image(s) in more than one split" if summary["split_leaks"] else ""
         key_figure(f"{counts['ingested']} images ({per_split}) in {len(layout.class_names)} classes; "
-                   f"{counts['rejected']} rejected, {counts['ignored']} ignored")
+                   f"{counts['rejected']} rejected, {counts['ignored']} ignored{leaks}")
