@@ -97,6 +97,16 @@ def _file_list(entries: List[Dict[str, str]], what: str, detail: str = "reason")
 
 # --- data ----------------------------------------------------------------------------------------
 
+def _identical_files(groups: List[Dict[str, Any]], leaks: int) -> str:
+    """Files of the same bytes; a group across splits is an image both trained on and evaluated on."""
+    rows = [(", ".join(group["files"]), ", ".join(group["splits"])) for group in groups[:LISTED_FILES]]
+    more = f"<p>… and {len(groups) - LISTED_FILES} more in the run summary.</p>" if len(groups) > LISTED_FILES else ""
+    leak_text = (f"<strong>{leaks} split leak(s)</strong>: the same image in more than one split, so the eval "
+                 f"accuracy counts images the model was trained on." if leaks else "No split leak.")
+    return (f"<h3>Identical files</h3><p>{len(groups)} group(s) of files with the same bytes. {leak_text}</p>"
+            + table(["files", "splits"], rows, table_id="identical-files") + more)
+
+
 def _examples(examples_uri: str, split: str):
     """(image bytes, label) of a split's examples, in file order."""
     import tensorflow as tf
@@ -150,6 +160,8 @@ def data_section(page: Page, summary: Dict[str, Any]) -> None:
     body.append("<h3>Ignored</h3>" + _file_list(summary.get("ignored_files") or [], "ignored"))
     if summary.get("converted_files"):
         body.append("<h3>Converted</h3>" + _file_list(summary["converted_files"], "converted", detail="note"))
+    if summary.get("identical_files"):
+        body.append(_identical_files(summary["identical_files"], summary.get("split_leaks", 0)))
     examples_uri = summary.get("artifacts", {}).get("examples")
     if examples_uri and classes:
         grid = thumbnail_grid(examples_uri, classes)

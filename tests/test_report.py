@@ -159,3 +159,16 @@ def test_chromium_sees_every_section_and_tells_a_broken_image(tmp_path):
 def test_grad_cam_samples_are_spread_over_the_class_ordered_split():
     assert report.spread(list(range(100)), 6) == [0, 20, 40, 59, 79, 99]
     assert report.spread([3, 8], 6) == [3, 8]
+
+
+def test_identical_files_and_split_leaks_are_shown(tmp_path):
+    groups = [{"files": ["test/cat/a.png", "train/cat/b.png"], "splits": ["eval", "train"]},
+              {"files": ["train/dog/c.png", "train/dog/d.png"], "splits": ["train"]}]
+    path = report.render({**SUMMARY, "identical_files": groups, "split_leaks": 1}, str(tmp_path / "run"))
+    with open(path) as f:
+        page = f.read()
+    assert table_rows(page, "identical-files") == [["test/cat/a.png, train/cat/b.png", "eval, train"],
+                                                    ["train/dog/c.png, train/dog/d.png", "train"]]
+    assert "<strong>1 split leak(s)</strong>" in page
+    with open(report.render(SUMMARY, str(tmp_path / "clean"))) as f:
+        assert "identical-files" not in f.read()
