@@ -2,12 +2,14 @@
 split against the SavedModel: top-1 agreement, accuracy, file size, single-thread latency per image.
 A variant whose accuracy is more than max_accuracy_drop below the SavedModel's, or whose answers agree
 with the SavedModel's on fewer than min_agreement of the images, is marked not to be pushed, with the
-reason: accuracy alone can hide a variant that is wrong on different images. int8 weights are quantized per tensor, or per channel when per tensor is
-too inaccurate to push. Writes <variant>.tflite, labels.txt and quality.json.
+reason: accuracy alone can hide a variant that is wrong on different images. int8 weights are
+quantized per tensor, or per channel when per tensor may not be pushed. Every candidate file is
+converted first, then the eval split streams past all of them once, a batch at a time, so memory
+does not grow with the split. Writes <variant>.tflite, labels.txt and quality.json.
 """
 import json
 import os
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Iterator, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -31,23 +33,34 @@ def split_records(examples_uri: str, split: str) -> tf.data.TFRecordDataset:
                                    compression_type="GZIP")
 
 
-def _parse_and_decode(records, spec: ImageSpec) -> Tuple[np.ndarray, np.ndarray]:
-    """(float images [N, H, W, C] in 0..255, decoded as Transform does; labels [N]) of serialized examples."""
+def _parse_and_decode_batches(records, spec: ImageSpec, batch_size: int = 256
+                              ) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+    """(float images [B, H, W, C] in 0..255, decoded as Transform does; labels [B]) of serialized
+    examples, a batch at a time: memory is one batch, whatever the split's size."""
     feature_spec = {features.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
                     features.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
     def parse_and_decode(serialized):  # in tf.data, as a graph: decoded eagerly, a batch took seconds
         parsed = tf.io.parse_example(serialized, feature_spec)
         return decode_images(parsed[features.IMAGE_KEY], spec), parsed[features.LABEL_KEY]
+    yield from records.batch(batch_size).map(parse_and_decode).as_numpy_iterator()
 
+
+def _parse_and_decode(records, spec: ImageSpec) -> Tuple[np.ndarray, np.ndarray]:
+    """Every example of records, decoded (see _parse_and_decode_batches), in one array."""
     images, labels = [], []
-    for image_batch, label_batch in records.batch(256).map(parse_and_decode).as_numpy_iterator():
+    for image_batch, label_batch in _parse_and_decode_batches(records, spec):
         images.append(image_batch)
         labels.append(label_batch)
     return np.concatenate(images), np.concatenate(labels)
 
 
+def split_batches(examples_uri: str, split: str, spec: ImageSpec) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+    """A split's examples, decoded a batch at a time (see _parse_and_decode_batches)."""
+    return _parse_and_decode_batches(split_records(examples_uri, split), spec)
+
+
 def read_split(examples_uri: str, split: str, spec: ImageSpec) -> Tuple[np.ndarray, np.ndarray]:
-    """Every example of a split, decoded (see _parse_and_decode)."""
+    """Every example of a split, decoded, in one array: for small splits only (tests, the report's samples)."""
     return _parse_and_decode(split_records(examples_uri, split), spec)
 
 
@@ -79,27 +92,69 @@ def push_decision(accuracy: float, saved_model_accuracy: float, max_accuracy_dro
     return {"push": True} if not reasons else {"push": False, "reason": "; ".join(reasons)}
 
 
+class _Scores:
+    """One TFLite model's top-1 hits against the labels and against the SavedModel, counted batch by
+    batch as the eval split streams past."""
+
+    def __init__(self, model: bytes):
+        self.model, self.classifier = model, lite.LiteClassifier(model)
+        self.seen = self.correct = self.agreeing = 0
+
+    def add(self, images: np.ndarray, labels: np.ndarray, reference: np.ndarray) -> None:
+        predicted = self.classifier.top1(images)
+        self.seen += len(labels)
+        self.correct += int(np.sum(predicted == labels))
+        self.agreeing += int(np.sum(predicted == reference))
+
+    def measured(self, latency_images: np.ndarray) -> Dict[str, Any]:
+        return {"size_bytes": len(self.model), "accuracy": self.correct / self.seen,
+                "agreement": self.agreeing / self.seen,
+                "latency_ms_per_image": round(self.classifier.latency_ms(latency_images), 4)}
+
+
+def _candidates(saved_model, training_images: np.ndarray) -> Dict[Tuple[str, str], _Scores]:
+    """Every file a variant may be pushed as: int8 with per-tensor and with per-channel weights."""
+    return {(variant, quantization): _Scores(lite.convert(saved_model, variant, training_images, quantization))
+            for variant in lite.VARIANTS
+            for quantization in (lite.WEIGHT_QUANTIZATIONS if variant == "int8" else ("per-channel",))}
+
+
+def _stream_eval(saved_model, examples_uri: str, spec: ImageSpec, candidates: Dict[Tuple[str, str], _Scores]
+                 ) -> Tuple[float, int, np.ndarray]:
+    """One pass over the eval split, a batch at a time: every candidate scored against the labels and
+    the SavedModel. Returns the SavedModel's accuracy, the number of images, and the images timed."""
+    serve_images = saved_model.signatures["serve_images"]
+    seen = correct = 0
+    latency_images = []
+    for images, labels in split_batches(examples_uri, "eval", spec):
+        reference = serve_images(images=tf.constant(images))["class_id"].numpy()
+        seen, correct = seen + len(labels), correct + int(np.sum(reference == labels))
+        for scores in candidates.values():
+            scores.add(images, labels, reference)
+        if sum(map(len, latency_images)) < lite.LATENCY_IMAGES:
+            latency_images.append(images[:lite.LATENCY_IMAGES])
+    if not seen:
+        raise ValueError("the eval split has no examples: nothing to measure the TFLite models on")
+    return correct / seen, seen, np.concatenate(latency_images)[:lite.LATENCY_IMAGES]
+
+
 def variants_with_quality(saved_model_dir: str, examples_uri: str, output_dir: str,
                           max_accuracy_drop: float, min_agreement: float = 0.0) -> Dict[str, Any]:
     # Kubeflow's launcher creates only the parent of an output artifact's folder (LocalDagRunner makes it)
     tf.io.gfile.makedirs(output_dir)
     saved_model = lite.load(saved_model_dir)  # once: every variant is converted from it
     spec = ImageSpec(*(int(d) for d in lite.image_shape(saved_model)))
-    images, labels = read_split(examples_uri, "eval", spec)
     training_images, _ = sample_split(examples_uri, "train", spec, REPRESENTATIVE_IMAGES)
-    serve_images = saved_model.signatures["serve_images"]
-    reference = np.concatenate([serve_images(images=tf.constant(images[i:i + 256]))["class_id"].numpy()
-                                for i in range(0, len(images), 256)])
-    saved_model_accuracy = float(np.mean(reference == labels))
-    quality: Dict[str, Any] = {"eval_images": len(images), "saved_model_accuracy": saved_model_accuracy,
+    candidates = _candidates(saved_model, training_images)
+    saved_model_accuracy, eval_images, latency_images = _stream_eval(saved_model, examples_uri, spec, candidates)
+    quality: Dict[str, Any] = {"eval_images": eval_images, "saved_model_accuracy": saved_model_accuracy,
                                "max_accuracy_drop": max_accuracy_drop, "min_agreement": min_agreement,
                                "variants": {}}
     for variant in lite.VARIANTS:
-        # int8: the smallest weight quantization whose accuracy may be pushed; the others are recorded
+        # int8: the smallest weight quantization whose quality may be pushed; the others are recorded
         attempts = []
         for weight_quantization in lite.WEIGHT_QUANTIZATIONS if variant == "int8" else ("per-channel",):
-            model = lite.convert(saved_model, variant, training_images, weight_quantization)
-            measured = lite.measure(model, images, labels, reference)
+            measured = candidates[(variant, weight_quantization)].measured(latency_images)
             attempts.append({**measured, **push_decision(measured["accuracy"], saved_model_accuracy,
                                                          max_accuracy_drop, measured["agreement"], min_agreement)})
             if variant == "int8":
@@ -108,8 +163,9 @@ def variants_with_quality(saved_model_dir: str, examples_uri: str, output_dir: s
                 break
         quality["variants"][variant] = {**attempts[-1], **({"earlier_attempts": attempts[:-1]} if len(attempts) > 1
                                                            else {})}
+        chosen = candidates[(variant, attempts[-1].get("weight_quantization", "per-channel"))]
         with tf.io.gfile.GFile(os.path.join(output_dir, f"{variant}.tflite"), "wb") as f:
-            f.write(model)
+            f.write(chosen.model)
     float32_size = quality["variants"]["float32"]["size_bytes"]
     for measured in quality["variants"].values():
         measured["size_vs_float32"] = round(measured["size_bytes"] / float32_size, 3)

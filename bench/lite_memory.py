@@ -1,0 +1,77 @@
+"""Peak memory of LiteModels against the size of the eval split: bounded, not growing with it.
+
+    bin/in-env python bench/lite_memory.py [--output-dir outputs] [--sizes 2000 20000]
+
+Takes the trained model and examples of a finished local run (`make run` first), makes eval splits
+of each size by repeating that run's eval examples, and runs LiteModels' measurement
+(components.lite_models.variants_with_quality) on each in a fresh process. Prints peak RSS and
+seconds per size, and the ratio of the largest to the smallest: about 1 when memory is bounded,
+about the ratio of the sizes when the split is held whole.
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def make_examples(source_examples: str, target: str, size: int) -> None:
+    """train: the run's own; eval: its eval records repeated up to size."""
+    import tensorflow as tf
+    train = os.path.join(target, "Split-train")
+    os.makedirs(train)
+    for path in tf.io.gfile.glob(os.path.join(source_examples, "Split-train", "*")):
+        tf.io.gfile.copy(path, os.path.join(train, os.path.basename(path)))
+    files = tf.io.gfile.glob(os.path.join(source_examples, "Split-eval", "*"))
+    records = list(tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator())
+    os.makedirs(os.path.join(target, "Split-eval"))
+    with tf.io.TFRecordWriter(os.path.join(target, "Split-eval", "data-00000-of-00001.gz"), options="GZIP") as writer:
+        for i in range(size):
+            writer.write(records[i % len(records)])
+
+
+def measure_one(model: str, examples: str, output: str) -> None:
+    """In this process: LiteModels' measurement, then peak RSS (MB) and seconds as JSON."""
+    from components.lite_models import variants_with_quality
+    started = time.time()
+    quality = variants_with_quality(model, examples, output, max_accuracy_drop=0.01, min_agreement=0.98)
+    print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "seconds": round(time.time() - started, 1), "eval_images": quality["eval_images"]}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output-dir", default=os.path.join(REPO_ROOT, "outputs"), help="a finished run's")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000])
+    parser.add_argument("--measure-one", nargs=3, metavar=("MODEL", "EXAMPLES", "OUTPUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure_one:
+        measure_one(*args.measure_one)
+        return
+    with open(os.path.join(args.output_dir, "last_run.json")) as f:
+        run = json.load(f)
+    results = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for size in args.sizes:
+            examples = os.path.join(scratch, f"examples-{size}")
+            make_examples(run["artifacts"]["examples"], examples, size)
+            output = subprocess.run([sys.executable, __file__, "--measure-one", run["trained_model"], examples,
+                                     os.path.join(scratch, f"lite-{size}")], capture_output=True, text=True,
+                                    check=True, cwd=REPO_ROOT).stdout.strip().splitlines()[-1]
+            results[size] = json.loads(output)
+            print(f"eval split {size:>6} images: peak RSS {results[size]['peak_rss_mb']:7.0f} MB, "
+                  f"{results[size]['seconds']:6.1f} s", flush=True)
+    smallest, largest = min(results), max(results)
+    print(f"peak RSS {largest} / {smallest} images: "
+          f"{results[largest]['peak_rss_mb'] / results[smallest]['peak_rss_mb']:.2f}x "
+          f"(the split grew {largest / smallest:.0f}x)")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, REPO_ROOT)
+    main()
