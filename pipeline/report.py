@@ -307,26 +307,49 @@ def most_confused(matrix: List[List[int]], limit: int = CONFUSED_PAIRS) -> List[
     return [(i, j, count) for count, i, j in sorted(cells, key=lambda c: (-c[0], c[1], c[2]))[:limit]]
 
 
-def explain_eval_split(saved_model_dir: str, examples_uri: str):
-    """(images [N, H, W, C] 0..255, labels, predicted ids, Grad-CAM heatmaps) of the eval split."""
-    import numpy as np
-    import tensorflow as tf
-    from components.lite_models import read_split
-    from models import lite
-    from models.preprocessing import ImageSpec
-    saved_model = lite.load(saved_model_dir)
-    spec = ImageSpec(*(int(d) for d in lite.image_shape(saved_model)))
-    images, labels = read_split(examples_uri, "eval", spec)
-    signatures = saved_model.signatures
-    # models exported before explain_images existed: predictions only
-    explain = signatures.get("explain_images") or signatures["serve_images"]
-    predicted, heatmaps = [], []
-    for start in range(0, len(images), 256):
-        out = explain(images=tf.constant(images[start:start + 256]))
-        predicted.append(out["class_id"].numpy())
-        heatmaps.append(out["heatmap"].numpy() if "heatmap" in out else None)
-    return (images, labels, np.concatenate(predicted),
-            None if heatmaps[0] is None else np.concatenate(heatmaps))
+class EvalSplit:
+    """The trained model on the eval split, streamed: every image's label and predicted class (one
+    pass, a batch at a time), then only the images the report shows are decoded again and explained
+    (Grad-CAM). Memory does not grow with the split."""
+
+    def __init__(self, saved_model_dir: str, examples_uri: str):
+        import numpy as np
+        import tensorflow as tf
+        from components.lite_models import split_batches
+        from models import lite
+        from models.preprocessing import ImageSpec
+        self._examples_uri = examples_uri
+        self._model = lite.load(saved_model_dir)
+        self._spec = ImageSpec(*(int(d) for d in lite.image_shape(self._model)))
+        serve = self._model.signatures["serve_images"]
+        labels, predicted = [], []
+        for images, batch_labels in split_batches(examples_uri, "eval", self._spec):
+            labels.append(batch_labels)
+            predicted.append(serve(images=tf.constant(images))["class_id"].numpy())
+        self.labels = np.concatenate(labels) if labels else np.zeros([0], np.int64)
+        self.predicted = np.concatenate(predicted) if predicted else np.zeros([0], np.int64)
+
+    @property
+    def explainable(self) -> bool:
+        """Models exported before the explain_images signature existed have predictions only."""
+        return "explain_images" in self._model.signatures
+
+    def images(self, indices: List[int]):
+        """The eval images at these positions, [len(indices), H, W, C] 0..255, in that order."""
+        import numpy as np
+        from components.lite_models import split_batches
+        wanted, found, start = set(indices), {}, 0
+        for images, _ in split_batches(self._examples_uri, "eval", self._spec):
+            for offset in wanted & set(range(start, start + len(images))):
+                found[offset] = images[offset - start]
+            start += len(images)
+            if len(found) == len(wanted):
+                break
+        return np.stack([found[i] for i in indices])
+
+    def heatmaps(self, images):
+        import tensorflow as tf
+        return self._model.signatures["explain_images"](images=tf.constant(images))["heatmap"].numpy()
 
 
 def spread(indices: List[int], count: int) -> List[int]:
@@ -372,31 +395,38 @@ def evaluation_section(page: Page, summary: Dict[str, Any]) -> None:
                                              table_id="per-class"))
     model_dir, examples_uri = summary.get("trained_model"), summary.get("artifacts", {}).get("examples")
     if model_dir and examples_uri:
-        images, labels, predicted, heatmaps = explain_eval_split(model_dir, examples_uri)
-        pairs = most_confused(matrix)
-        if pairs:
-            body.append("<h3>Most confused pairs</h3>")
-        for true_id, predicted_id, count in pairs:
-            chosen = [i for i in range(len(labels)) if labels[i] == true_id and predicted[i] == predicted_id]
-            body.append(f"<p>{html.escape(classes[true_id])} taken for {html.escape(classes[predicted_id])}: "
-                        f"{count} image(s)</p>")
-            if chosen:
-                body.append(page.figure(f"confused_{true_id}_as_{predicted_id}",
-                                        _image_row(images[chosen[:EXAMPLES_PER_PAIR]],
-                                                   [f"{classes[true_id]} → {classes[predicted_id]}"] * len(chosen[:EXAMPLES_PER_PAIR])),
-                                        f"{classes[true_id]} predicted as {classes[predicted_id]}"))
-        correct = spread([i for i in range(len(labels)) if labels[i] == predicted[i]], GRAD_CAM_IMAGES)
-        wrong = spread([i for i in range(len(labels)) if labels[i] != predicted[i]], GRAD_CAM_IMAGES)
-        body.append("<h3>Grad-CAM: where the model looks (last convolutional block)</h3>")
-        if heatmaps is None:
-            body.append("<p>Not available: the model has no explain_images signature (exported before it existed).</p>")
-        for name, chosen in (("correct", correct), ("wrong", wrong)) if heatmaps is not None else ():
-            if chosen:
-                titles = [f"{classes[labels[i]]} → {classes[predicted[i]]}" for i in chosen]
-                body.append(f"<p>{name.capitalize()} predictions (true → predicted):</p>"
-                            + page.figure(f"grad_cam_{name}", _image_row(images[chosen], titles, heatmaps[chosen]),
-                                          f"Grad-CAM of {name} predictions"))
+        body += _examples_shown(page, EvalSplit(model_dir, examples_uri), matrix, classes)
     page.add("evaluation", "Evaluation", "\n".join(body))
+
+
+def _examples_shown(page: Page, split: "EvalSplit", matrix: List[List[int]], classes: List[str]) -> List[str]:
+    """The most confused pairs' images, and Grad-CAM of a few correct and wrong predictions."""
+    labels, predicted = split.labels, split.predicted
+    pairs = most_confused(matrix)
+    body = ["<h3>Most confused pairs</h3>"] if pairs else []
+    for true_id, predicted_id, count in pairs:
+        chosen = [i for i in range(len(labels)) if labels[i] == true_id and predicted[i] == predicted_id]
+        body.append(f"<p>{html.escape(classes[true_id])} taken for {html.escape(classes[predicted_id])}: "
+                    f"{count} image(s)</p>")
+        if chosen:
+            shown = chosen[:EXAMPLES_PER_PAIR]
+            body.append(page.figure(f"confused_{true_id}_as_{predicted_id}",
+                                    _image_row(split.images(shown), [f"{classes[true_id]} → {classes[predicted_id]}"]
+                                               * len(shown)),
+                                    f"{classes[true_id]} predicted as {classes[predicted_id]}"))
+    body.append("<h3>Grad-CAM: where the model looks (last convolutional block)</h3>")
+    if not split.explainable:
+        return body + ["<p>Not available: the model has no explain_images signature (exported before it existed).</p>"]
+    correct = spread([i for i in range(len(labels)) if labels[i] == predicted[i]], GRAD_CAM_IMAGES)
+    wrong = spread([i for i in range(len(labels)) if labels[i] != predicted[i]], GRAD_CAM_IMAGES)
+    for name, chosen in (("correct", correct), ("wrong", wrong)):
+        if chosen:
+            images = split.images(chosen)
+            titles = [f"{classes[labels[i]]} → {classes[predicted[i]]}" for i in chosen]
+            body.append(f"<p>{name.capitalize()} predictions (true → predicted):</p>"
+                        + page.figure(f"grad_cam_{name}", _image_row(images, titles, split.heatmaps(images)),
+                                      f"Grad-CAM of {name} predictions"))
+    return body
 
 
 # --- promotion, TFLite, timings -------------------------------------------------------------------
