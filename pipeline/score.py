@@ -43,16 +43,20 @@ def saved_model_predictions(model_dir: str, paths: Sequence[str], batch_size: in
     return {k: np.concatenate(v) for k, v in outputs.items()}
 
 
-def tflite_top1(tflite_path: str, paths: Sequence[str]) -> np.ndarray:
-    """Top-1 class of a TFLite variant; images decoded and resized to its input size, as a client would."""
+def tflite_top1(tflite_path: str, paths: Sequence[str], batch_size: int = 256) -> np.ndarray:
+    """Top-1 class of a TFLite variant; images decoded and resized to its input size, as a client
+    would, a batch at a time (memory does not grow with the folder)."""
     import tensorflow as tf
     from models.lite import LiteClassifier
     from models.preprocessing import ImageSpec, decode_images
     with open(tflite_path, "rb") as f:
         classifier = LiteClassifier(f.read())
     spec = ImageSpec(*(int(d) for d in classifier.image_shape))
-    images = decode_images(tf.constant([tf.io.gfile.GFile(p, "rb").read() for p in paths]), spec).numpy()
-    return classifier.top1(images)
+    top1 = [np.zeros([0], np.int64)]
+    for start in range(0, len(paths), batch_size):
+        batch = [tf.io.gfile.GFile(p, "rb").read() for p in paths[start:start + batch_size]]
+        top1.append(classifier.top1(decode_images(tf.constant(batch), spec).numpy()))
+    return np.concatenate(top1)
 
 
 def score(model_dir: str, folder: str) -> Dict[str, float]:
