@@ -286,7 +286,11 @@ def run_local(args: argparse.Namespace) -> int:
     if not os.path.isdir(data_root):
         raise UsageError(f"data_root {parameters['data_root']} is {data_root} here, which is not a folder: "
                          f"put the images there, or pass --run-data-root")
-    kfp_local.check_engine()
+    try:
+        kfp_local.check_engine()
+    except kfp_local.StepFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     compiled = compile_pipeline(args)
     run = kfp_local.Run(compiled["pipeline_spec"], compiled["platform_spec"],
                         volumes={DEFAULT_VOLUME: os.path.abspath(args.host_volume)}, parameters=run_arguments(args),
@@ -420,7 +424,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except Exception as error:  # pylint: disable=broad-except
-        if args.command == "compile":
+        if args.command in ("compile", "run-local"):
             raise
         # the KFP API's answer (or the lack of one), in one line
         print(f"error: Kubeflow Pipelines at {args.host}: {type(error).__name__}: "

@@ -121,3 +121,26 @@ def test_tasks_run_after_what_they_depend_on_and_a_cycle_is_refused():
     spec["root"]["dag"]["tasks"]["a"]["dependentTasks"] = ["c"]
     with pytest.raises(kfp_local.StepFailed, match="cycle"):
         kfp_local.task_order(spec)
+
+
+def test_run_local_without_a_container_engine_is_one_line(tmp_path, capsys, monkeypatch):
+    from pipeline import kubeflow_runner
+    (tmp_path / "data").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path))  # no docker to be found
+    assert kubeflow_runner.main(["run-local", "--image", "x:1", "--volume", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: no container engine: 'docker' is not installed (bin/in-env bash bin/docker-up installs "
+                   "and starts one)"]
+
+
+@pytest.mark.parametrize("make_data, flags, message", [
+    (False, [], "is /VOLUME/data here, which is not a folder: put the images there, or pass --run-data-root"),
+    (True, ["--run-data-root", "/elsewhere/images"], "/elsewhere/images is not on the volume (mounted at /mnt/image-cnn)"),
+])
+def test_run_local_names_a_data_root_it_cannot_mount(tmp_path, capsys, make_data, flags, message):
+    from pipeline import kubeflow_runner
+    if make_data:
+        (tmp_path / "data").mkdir()
+    assert kubeflow_runner.main(["run-local", "--image", "x:1", "--volume", str(tmp_path), *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message.replace("/VOLUME", str(tmp_path)) in err[0]
