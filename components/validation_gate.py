@@ -78,12 +78,13 @@ def problems(report: Dict[str, Any], anomalies: Dict[str, List[str]], balance: D
              f"reasons: {executor.common_reasons(report)})"
              for split, split_counts in report["accepted"].items() if not sum(split_counts.values())]
     counts = class_counts(report)
-    missing = [c for c in report.get("schema_classes", []) if counts.get(c, 0) == 0]
+    retired = set(report.get("retired_classes", []))  # removed on purpose; they keep their ids
+    missing = [c for c in report.get("schema_classes", []) if counts.get(c, 0) == 0 and c not in retired]
     if missing:
         found.append(f"class(es) {missing} are in the schema but have no usable images in the data root; "
-                     f"if intended, drop them with: {accept_command}")
+                     f"if intended, retire them (they keep their ids) with: {accept_command}")
     training = report["accepted"][executor.training_split(report)]
-    empty = [c for c in report["classes"] if training.get(c, 0) == 0 and c not in missing]
+    empty = [c for c in report["classes"] if training.get(c, 0) == 0 and c not in missing and c not in retired]
     if empty:
         found.append(f"class(es) {empty} have no usable training images; most common rejection reasons: "
                      f"{executor.common_reasons(report)}")

@@ -46,9 +46,11 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: Union[
                         ("min_tflite_agreement", min_tflite_agreement), ("min_accuracy", min_accuracy)):
         check_fraction(name, value)
     schema_file_in_pipeline = schema_file_in_pipeline or schema_file
-    class_names = schema.class_names(schema.load(schema_file))
+    curated = schema.load(schema_file)
+    class_names = schema.class_names(curated)
     example_gen = ImageFolderExampleGen(input_base=data_root, eval_percent=eval_percent,
                                         known_classes=class_names,
+                                        retired_classes=schema.retired_classes(curated),
                                         max_image_pixels=max_image_pixels)
     schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_file_in_pipeline)
     statistics_gen = tfx.components.StatisticsGen(

@@ -2,8 +2,9 @@
 
     bin/in-env python -m pipeline.schema --schema FILE --data-root DIR
 
-makes FILE's classes those of DIR: known classes keep their ids, new ones are appended (sorted),
-classes without a folder are dropped. FILE is created from the embedded dataset's curated schema
+makes FILE's classes those of DIR: known classes keep their ids, new ones are appended (sorted).
+A class without a folder is retired, not dropped: it keeps its id, so every other class keeps its
+meaning (a model trained before still reads the same ids), and it may come back. FILE is created from the embedded dataset's curated schema
 when it does not exist. Every other part of the schema (features, image domain, constraints) is
 the curated one in schemas/.
 """
@@ -15,6 +16,7 @@ from typing import List, Optional, Tuple
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EMBEDDED_SCHEMA = os.path.join(REPO_ROOT, "schemas", "mnist-sample.pbtxt")
 CLASS_DOMAIN = "class_name"
+RETIRED_DOMAIN = "retired_class_name"  # the classes of CLASS_DOMAIN whose folders were removed on purpose
 _HEADER = ("# Curated schema of an image folder (see schemas/mnist-sample.pbtxt). Change its classes with:\n"
            "#   bin/in-env python -m pipeline.schema --schema {path} --data-root <data root>\n")
 
@@ -38,14 +40,27 @@ def class_names(schema) -> List[str]:
     raise ValueError(f"the schema has no string_domain {CLASS_DOMAIN!r} listing the classes")
 
 
-def with_classes(schema, classes: List[str]):
-    """A copy of schema whose class-name domain and label range are exactly classes."""
+def retired_classes(schema) -> List[str]:
+    for domain in schema.string_domain:
+        if domain.name == RETIRED_DOMAIN:
+            return list(domain.value)
+    return []
+
+
+def with_classes(schema, classes: List[str], retired: List[str] = ()):
+    """A copy of schema whose class-name domain and label range are exactly classes, retired ones
+    (a subset) listed as such."""
     from models import features
     updated = type(schema)()
     updated.CopyFrom(schema)
     domain = next(d for d in updated.string_domain if d.name == CLASS_DOMAIN)
     del domain.value[:]
     domain.value.extend(classes)
+    for index in reversed(range(len(updated.string_domain))):
+        if updated.string_domain[index].name == RETIRED_DOMAIN:
+            del updated.string_domain[index]
+    if retired:
+        updated.string_domain.add(name=RETIRED_DOMAIN, value=list(retired))
     label = next(f for f in updated.feature if f.name == features.LABEL_KEY)
     label.int_domain.min, label.int_domain.max = 0, len(classes) - 1
     return updated
@@ -60,16 +75,18 @@ def write(schema, path: str) -> None:
 
 
 def accept_classes(schema_path: str, data_root: str) -> Tuple[List[str], List[str]]:
-    """Sets the schema's classes to the folder's; returns (added, removed)."""
+    """Sets the schema's classes to the folder's: new ones appended, those without a folder retired
+    (kept, with their ids); returns (added, retired by this call)."""
     from components.image_example_gen import folder_layout
     folder_classes = folder_layout.discover(data_root).class_names
     template = schema_path if os.path.exists(schema_path) else EMBEDDED_SCHEMA
     schema = load(template)
     known = class_names(schema) if template == schema_path else []
-    kept = [c for c in known if c in folder_classes]
-    classes = list(folder_layout.class_order(kept, folder_classes))
-    write(with_classes(schema, classes), schema_path)
-    return [c for c in classes if c not in known], [c for c in known if c not in classes]
+    classes = list(folder_layout.class_order(known, folder_classes))
+    retired = [c for c in classes if c not in folder_classes]
+    already = retired_classes(schema) if template == schema_path else []
+    write(with_classes(schema, classes, retired), schema_path)
+    return [c for c in classes if c not in known], [c for c in retired if c not in already]
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -83,7 +100,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (ImageFolderError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"{args.schema}: classes {class_names(load(args.schema))}; added {added}, removed {removed}")
+    updated = load(args.schema)
+    print(f"{args.schema}: classes {class_names(updated)} (retired, keeping their ids: {retired_classes(updated)}); "
+          f"added {added}, retired {removed}")
     return 0
 
 

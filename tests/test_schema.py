@@ -20,7 +20,7 @@ def test_embedded_schema_lists_the_embedded_classes_and_is_what_the_command_woul
     assert (label.int_domain.min, label.int_domain.max) == (0, 9)
 
 
-def test_accepting_classes_appends_new_ones_and_drops_removed_ones(tmp_path):
+def test_accepting_classes_appends_new_ones_and_retires_removed_ones_which_keep_their_ids(tmp_path):
     data = str(tmp_path / "data")
     make_class_folder(data, per_class=1)
     path = str(tmp_path / "schema.pbtxt")
@@ -29,10 +29,19 @@ def test_accepting_classes_appends_new_ones_and_drops_removed_ones(tmp_path):
     shutil.rmtree(os.path.join(data, "green"))
     assert schema.accept_classes(path, data) == (["amber"], ["green"])
     updated = schema.load(path)
-    assert schema.class_names(updated) == ["blue", "red", "amber"]
+    assert schema.class_names(updated) == ["blue", "green", "red", "amber"]  # red is still 2: ids keep their meaning
+    assert schema.retired_classes(updated) == ["green"]
     label = next(f for f in updated.feature if f.name == "label")
-    assert label.int_domain.max == 2
+    assert label.int_domain.max == 3
     assert open(path).read().startswith("# Curated schema")
+    # the folder the ExampleGen sees numbers its classes by the schema, the retired one included
+    layout = folder_layout.discover(data, schema.class_names(updated))
+    assert list(layout.class_names) == ["blue", "green", "red", "amber"]
+
+    make_class_folder(data, per_class=1, colours={"green": (40, 200, 60)})  # back again: same id, not retired
+    assert schema.accept_classes(path, data) == ([], [])
+    assert schema.class_names(schema.load(path)) == ["blue", "green", "red", "amber"]
+    assert schema.retired_classes(schema.load(path)) == []
 
 
 def test_command_reports_a_bad_folder_in_one_line(tmp_path, capsys):

@@ -95,3 +95,12 @@ def test_gate_stops_with_one_message_and_keeps_the_last_accepted_counts_as_basel
     assert json.load(open(baseline))["class_counts"] == {"a": 5, "b": 5}, "a stopped run is not a baseline"
     gate.Do(_artifacts(tmp_path, "third", anomalies_pb2.Anomalies(), _report({"a": 6, "b": 5})), outputs, params)
     assert json.load(open(baseline))["class_counts"] == {"a": 6, "b": 5}
+
+
+def test_a_retired_class_without_images_is_no_problem_and_an_unretired_one_is():
+    balance = {"drift": None, "shares": {}}
+    report = _report({"a": 5, "b": 0})
+    (missing,) = validation_gate.problems(report, {}, balance, max_class_drift=0.05, strict=False)
+    assert missing.startswith("class(es) ['b'] are in the schema but have no usable images") and "retire" in missing
+    assert validation_gate.problems({**report, "retired_classes": ["b"]}, {}, balance, max_class_drift=0.05,
+                                    strict=False) == []

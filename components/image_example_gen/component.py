@@ -34,6 +34,7 @@ class ImageFolderExampleGenSpec(standard_component_specs.FileBasedExampleGenSpec
     PARAMETERS = {
         **standard_component_specs.FileBasedExampleGenSpec.PARAMETERS,
         executor.KNOWN_CLASSES_KEY: component_spec.ExecutionParameter(type=str, optional=True),
+        executor.RETIRED_CLASSES_KEY: component_spec.ExecutionParameter(type=str, optional=True),
         executor.MAX_IMAGE_PIXELS_KEY: component_spec.ExecutionParameter(type=int, optional=True),
     }
 
@@ -52,13 +53,15 @@ class ImageFolderExampleGen(FileBasedExampleGen):
     """Outputs Examples with image bytes, an int64 label, the class name and the file name.
 
     known_classes (the schema's, in label order) fix the class ids; folders new to them get the
-    next ids. Beside the splits, the Examples artifact holds labels.txt and ingest_report.json.
+    next ids. retired_classes are known classes whose folders were removed on purpose: they keep
+    their ids, and having no images is not a problem for them. Beside the splits, the Examples artifact holds labels.txt and ingest_report.json.
     """
     SPEC_CLASS = ImageFolderExampleGenSpec
     DRIVER_CLASS = ImageFolderDriver
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
     def __init__(self, input_base, eval_percent: int = 20, known_classes: Sequence[str] = (),
+                 retired_classes: Sequence[str] = (),
                  max_image_pixels: int = image_check.DEFAULT_MAX_IMAGE_PIXELS,
                  output_config: Optional[example_gen_pb2.Output] = None):
         if isinstance(input_base, str) and not input_base:
@@ -73,6 +76,7 @@ class ImageFolderExampleGen(FileBasedExampleGen):
             output_data_format=example_gen_pb2.FORMAT_TF_EXAMPLE,
             output_file_format=example_gen_pb2.FORMAT_TFRECORDS_GZIP,
             known_classes=json.dumps(list(known_classes)),
+            retired_classes=json.dumps(list(retired_classes)),
             max_image_pixels=max_image_pixels,
             examples=channel.Channel(type=standard_artifacts.Examples))
         # FileBasedExampleGen.__init__ builds its own spec; this one adds two parameters.

@@ -27,6 +27,7 @@ REPORT_DIR_PROPERTY = "_ingest_report_dir"
 DUPLICATE_PATHS_PROPERTY = "_duplicate_paths"  # JSON: relative path -> the path of the same file that is read
 # Public parameters of ImageFolderExampleGen.
 KNOWN_CLASSES_KEY = "known_classes"         # JSON list: the schema's classes, in label order
+RETIRED_CLASSES_KEY = "retired_classes"     # JSON list: those of them whose folders were removed on purpose
 MAX_IMAGE_PIXELS_KEY = "max_image_pixels"
 REJECTED, IGNORED = folder_layout.REJECTED, folder_layout.IGNORED
 
@@ -289,7 +290,8 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
                 example_gen_pb2.Output())
         super().Do(input_dict, output_dict, exec_properties)
 
-        summary = {**summarize_ingest(report_dir, layout, known_classes), **identical_content(examples_uri)}
+        summary = {**summarize_ingest(report_dir, layout, known_classes), **identical_content(examples_uri),
+                   "retired_classes": json.loads(exec_properties.get(RETIRED_CLASSES_KEY) or "[]")}
         with tf.io.gfile.GFile(os.path.join(examples_uri, features.INGEST_REPORT_FILENAME), "w") as f:
             json.dump(summary, f, indent=2)
         write_labels(os.path.join(examples_uri, features.LABELS_FILENAME), layout.class_names)
