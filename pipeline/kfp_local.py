@@ -215,6 +215,12 @@ class Run:
         for task_name in task_order(self.spec):
             step = {"step": task_name}
             record.append(step)
+            upstream = self.spec["root"]["dag"]["tasks"][task_name].get("dependentTasks", [])
+            not_run = [name for name in upstream if name not in read_back]
+            if not_run:  # a step after one its condition skipped does not run either
+                step.update(status="not_triggered", condition=f"upstream {not_run} did not run")
+                say(f"[{time.time() - started:7.1f}s] {task_name} not triggered: {not_run} did not run")
+                continue
             inputs = executor_input(task_name, self.spec, self.run_root, self.parameters, read_back)
             condition = self.spec["root"]["dag"]["tasks"][task_name].get("triggerPolicy", {}).get("condition")
             if condition and not condition_holds(condition, inputs):
