@@ -144,3 +144,18 @@ def test_run_local_names_a_data_root_it_cannot_mount(tmp_path, capsys, make_data
     assert kubeflow_runner.main(["run-local", "--image", "x:1", "--volume", str(tmp_path), *flags]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message.replace("/VOLUME", str(tmp_path)) in err[0]
+
+
+def test_a_step_skipped_by_its_condition_skips_the_steps_after_it(tmp_path):
+    """No container is started: the first step's condition is false, so the second has no inputs."""
+    spec = {"pipelineInfo": {"name": "p"}, "defaultPipelineRoot": "/mnt/v/pipeline",
+            "root": {"dag": {"tasks": {
+                "gate": {"componentRef": {"name": "c"}, "triggerPolicy": {"condition": "1 == 2"}},
+                "after": {"componentRef": {"name": "c"}, "dependentTasks": ["gate"]}}}},
+            "components": {"c": {"executorLabel": "e"}},
+            "deploymentSpec": {"executors": {"e": {"container": {"image": "none", "command": ["false"]}}}}}
+    run = kfp_local.Run(spec, {}, volumes={}, parameters={}, log_root=str(tmp_path), docker="/nonexistent/docker")
+    lines = []
+    record = run.run(say=lines.append)
+    assert [(step["step"], step["status"]) for step in record] == [("gate", "not_triggered"), ("after", "not_triggered")]
+    assert lines[1].endswith("after not triggered: ['gate'] did not run")
