@@ -45,23 +45,9 @@ def _parse_and_decode_batches(records, spec: ImageSpec, batch_size: int = 256
     yield from records.batch(batch_size).map(parse_and_decode).as_numpy_iterator()
 
 
-def _parse_and_decode(records, spec: ImageSpec) -> Tuple[np.ndarray, np.ndarray]:
-    """Every example of records, decoded (see _parse_and_decode_batches), in one array."""
-    images, labels = [], []
-    for image_batch, label_batch in _parse_and_decode_batches(records, spec):
-        images.append(image_batch)
-        labels.append(label_batch)
-    return np.concatenate(images), np.concatenate(labels)
-
-
 def split_batches(examples_uri: str, split: str, spec: ImageSpec) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
     """A split's examples, decoded a batch at a time (see _parse_and_decode_batches)."""
     return _parse_and_decode_batches(split_records(examples_uri, split), spec)
-
-
-def read_split(examples_uri: str, split: str, spec: ImageSpec) -> Tuple[np.ndarray, np.ndarray]:
-    """Every example of a split, decoded, in one array: for small splits only (tests, the report's samples)."""
-    return _parse_and_decode(split_records(examples_uri, split), spec)
 
 
 def sample_split(examples_uri: str, split: str, spec: ImageSpec, count: int, seed: int = 0
@@ -75,7 +61,8 @@ def sample_split(examples_uri: str, split: str, spec: ImageSpec, count: int, see
             reservoir.append(record)
         elif (slot := rng.integers(0, seen + 1)) < count:
             reservoir[slot] = record
-    return _parse_and_decode(tf.data.Dataset.from_tensor_slices(reservoir), spec)
+    images, labels = zip(*_parse_and_decode_batches(tf.data.Dataset.from_tensor_slices(reservoir), spec))
+    return np.concatenate(images), np.concatenate(labels)
 
 
 def push_decision(accuracy: float, saved_model_accuracy: float, max_accuracy_drop: float,

@@ -4,7 +4,7 @@ it refuses an unblessed one all the same.
 """
 import os
 import re
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List, Tuple
 
 from tfx import types
 from tfx.dsl.components.base import base_component, base_executor, executor_spec
@@ -27,11 +27,11 @@ TFLITE_DIR = "tflite"
 THRESHOLDS = ("min_accuracy", "max_accuracy_drop", "min_class_accuracy")
 
 
-def publish_model(serving_dir: str, model_path: str, entry: Dict[str, Any], lite_models_uri: str = "",
-                  unless_pinned: bool = False):
-    """A trained model's serving folder as a new version and champion (see components.promotion),
-    with the TFLite variants whose quality allows it in tflite/ beside labels.txt and quality.json.
-    Returns the version; with unless_pinned (a run), (version, held) as promotion.publish_unless_pinned."""
+def model_content(model_path: str, entry: Dict[str, Any], lite_models_uri: str = ""
+                  ) -> Tuple[Callable[[str], None], Dict[str, Any]]:
+    """What publishing a trained model writes (see components.promotion): write(staging) fills a
+    version with the SavedModel and, in tflite/, the TFLite variants whose quality allows it beside
+    labels.txt and quality.json; and the promotion entry with that quality added."""
     quality = read_quality(lite_models_uri) if lite_models_uri else None
 
     def write(staging: str) -> None:
@@ -42,11 +42,7 @@ def publish_model(serving_dir: str, model_path: str, entry: Dict[str, Any], lite
             io_utils.copy_dir(lite_models_uri, lite_dir,
                               allow_regex_patterns=["/" + re.escape(name) + "$" for name in
                                                     pushed + [features.LABELS_FILENAME, QUALITY_FILENAME]])
-    if quality:
-        entry = {**entry, "tflite": quality["variants"]}
-    if unless_pinned:
-        return promotion.publish_unless_pinned(serving_dir, write, entry)
-    return promotion.publish(serving_dir, write, entry)
+    return write, ({**entry, "tflite": quality["variants"]} if quality else entry)
 
 
 class ModelPusherSpec(types.ComponentSpec):
@@ -91,7 +87,8 @@ class Executor(base_executor.BaseExecutor):
             key_figure(f"version {version} already serves this model; nothing pushed")
         else:
             lite_models = artifact_utils.get_single_instance(input_dict["lite_models"])
-            version, held = publish_model(serving_dir, model_path, entry, lite_models.uri, unless_pinned=True)
+            version, held = promotion.publish_unless_pinned(serving_dir, *model_content(model_path, entry,
+                                                                                         lite_models.uri))
             pushed.set_int_custom_property(PUSHED_PROPERTY, 0 if held else 1)
             pushed.set_int_custom_property(HELD_PROPERTY, int(held))
             key_figure(f"version {version} is pinned (a rollback); held, nothing pushed" if held

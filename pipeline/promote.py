@@ -53,7 +53,7 @@ def list_versions(serving_dir: str) -> str:
 
 def force(output_dir: str, serving_dir: str, run_id: str, reason: str) -> int:
     from components.evaluation import promotion_metrics  # TFX only when a model is published
-    from components.model_pusher import publish_model
+    from components.model_pusher import model_content
     if not reason.strip():
         raise promotion.PromotionError("force needs a --reason")
     runs_dir = os.path.join(output_dir, "runs")
@@ -68,11 +68,11 @@ def force(output_dir: str, serving_dir: str, run_id: str, reason: str) -> int:
         raise promotion.PromotionError(f"run {run_id!r} has no trained model to publish (status {run['status']}"
                                        + (f": {run['error']}" if run.get("error") else "") + ")")
     evaluation = run.get("evaluation") or {}
-    return publish_model(serving_dir, model, {
+    return promotion.publish(serving_dir, *model_content(model, {
         "action": "forced", "reason": reason, "run_id": run["run_id"], "blessed": run.get("blessed"),
         "metrics": promotion_metrics(evaluation),
         "validation_failures": evaluation.get("validation_failures"), "thresholds": None,
-        "data_fingerprint": run.get("data_fingerprint"), "trained_model": model})
+        "data_fingerprint": run.get("data_fingerprint"), "trained_model": model}))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
