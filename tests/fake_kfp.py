@@ -11,7 +11,8 @@ API = "/apis/v2beta1"
 
 
 class FakeKfp:
-    def __init__(self):
+    def __init__(self, max_page_size: int = 100):
+        self.max_page_size = max_page_size  # a real server caps page_size too; lists past it come in pages
         self.requests: List[Dict[str, Any]] = []
         self.experiments: Dict[str, Dict[str, Any]] = {}
         self.runs: Dict[str, Dict[str, Any]] = {}
@@ -38,6 +39,20 @@ class FakeKfp:
         """'METHOD /path' of every request, API prefix and query left out."""
         return [f"{r['method']} {r['path'][len(API):]}" for r in self.requests if r["path"].startswith(API)]
 
+    def _page_bounds(self, query: Dict[str, List[str]]):
+        start = int((query.get("page_token") or ["0"])[0] or 0)
+        size = min(int((query.get("page_size") or [str(self.max_page_size)])[0]), self.max_page_size)
+        return start, start + size
+
+    def page(self, items: List[Any], query: Dict[str, List[str]]) -> List[Any]:
+        start, end = self._page_bounds(query)
+        return items[start:end]
+
+    def next_page(self, items: List[Any], query: Dict[str, List[str]]) -> Dict[str, str]:
+        """{'next_page_token': the offset of the next page}, or {} on the last page (as the server omits it)."""
+        _, end = self._page_bounds(query)
+        return {"next_page_token": str(end)} if end < len(items) else {}
+
     def handle(self, method: str, path: str, query: Dict[str, List[str]], body: Any):
         parts = path[len(API):].strip("/").split("/") if path.startswith(API) else []
         if parts == ["healthz"]:
@@ -49,7 +64,8 @@ class FakeKfp:
         if parts == ["experiments"] and method == "GET":
             wanted = _display_name_filter(query)
             found = [e for e in self.experiments.values() if wanted is None or e["display_name"] == wanted]
-            return 200, {"experiments": found, "total_size": len(found)}
+            return 200, {"experiments": self.page(found, query), "total_size": len(found),
+                         **self.next_page(found, query)}
         if parts == ["runs"] and method == "POST":
             run = {**body, "run_id": self.new_id("run"), "state": "PENDING"}
             self.runs[run["run_id"]] = run
@@ -61,7 +77,8 @@ class FakeKfp:
         if parts == ["recurringruns"] and method == "GET":
             experiment = (query.get("experiment_id") or [None])[0]
             found = [r for r in self.recurring_runs.values() if experiment in (None, r.get("experiment_id"))]
-            return 200, {"recurringRuns": found, "total_size": len(found)}
+            return 200, {"recurringRuns": self.page(found, query), "total_size": len(found),
+                         **self.next_page(found, query)}
         if len(parts) == 2 and parts[0] == "recurringruns" and method == "DELETE":
             if self.recurring_runs.pop(parts[1], None) is None:
                 return 404, {"error": f"recurring run {parts[1]} not found", "code": 5}

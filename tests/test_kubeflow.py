@@ -13,7 +13,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx.utils import import_utils
 
 from pipeline import kfp_local, kubeflow_runner
-from tests.fake_kfp import FakeKfp
+from tests.fake_kfp import API, FakeKfp
 
 STEPS = {"ImageFolderExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator", "DataGate", "Transform",
          "Trainer", "LiteModels", "ChampionModel", "Evaluator", "Pusher"}
@@ -274,3 +274,19 @@ def test_a_value_the_trainer_cannot_use_is_refused_at_compile_time(tmp_path, cap
         kubeflow_runner.main(["compile", "--output", str(tmp_path / "p.json"), *flags])
     assert stop.value.code == 2
     assert f"argument {flags[0]}: must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_unschedule_finds_the_pipelines_recurring_runs_on_every_page(capsys):
+    """A server that lists two recurring runs a page: the ones named for the pipeline on the second and
+    third pages are deleted too, and the others are kept."""
+    with FakeKfp(max_page_size=2) as kfp:
+        experiment_id = kfp.handle("POST", f"{API}/experiments", {}, {"display_name": "image-cnn"})[1]["experiment_id"]
+        names = ["other", "image-cnn-nightly", "other", "other", "image-cnn-nightly"]
+        for name in names:
+            kfp.handle("POST", f"{API}/recurringruns", {}, {"display_name": name, "experiment_id": experiment_id})
+        assert kubeflow_runner.main(["unschedule", "--host", kfp.host]) == 0
+        assert sorted(r["display_name"] for r in kfp.recurring_runs.values()) == ["other"] * 3
+        listed = [r["query"].get("page_token", [""])[0] for r in kfp.requests
+                  if r["method"] == "GET" and r["path"].endswith("/recurringruns")]
+        assert listed == ["", "2", "4"]
+        assert "deleted recurring run(s)" in capsys.readouterr().out
