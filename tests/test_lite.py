@@ -34,9 +34,13 @@ def test_every_variant_converts_runs_and_is_measured(exported):  # noqa: F811
         probabilities = lite.LiteClassifier(model)(images)
         assert probabilities.shape == (len(images), 2)
         np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=0.02)  # int8: 1/256 steps
-        measured = lite.measure(model, images, reference, reference)
+        labels = np.where(np.arange(len(reference)) % 3 == 0, 1 - reference, reference)  # a third mislabelled
+        measured = lite.measure(model, images, labels, reference)
         assert set(measured) == {"size_bytes", "accuracy", "agreement", "latency_ms_per_image"}
-        assert measured["accuracy"] == measured["agreement"] and measured["latency_ms_per_image"] > 0
+        predicted = probabilities.argmax(axis=1)
+        assert measured["accuracy"] == pytest.approx(np.mean(predicted == labels))   # against the labels
+        assert measured["agreement"] == pytest.approx(np.mean(predicted == reference))  # against the SavedModel
+        assert measured["size_bytes"] == len(model) and measured["latency_ms_per_image"] > 0
     interpreter = tf.lite.Interpreter(model_content=lite.convert(export_dir, "int8", representative_images=images))
     assert interpreter.get_input_details()[0]["dtype"] == np.uint8  # raw pixels in, as a microcontroller has them
 
