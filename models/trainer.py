@@ -244,7 +244,18 @@ def training_batches(examples: tf.data.Dataset, counts: Tuple[int, int], image_b
         augmenter = _augmenter(training.flip)
         train = train.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
     validation = part(True).batch(batch_size).prefetch(tf.data.AUTOTUNE) if counts[1] else None
-    return train.prefetch(tf.data.AUTOTUNE), validation
+    train = train.prefetch(tf.data.AUTOTUNE).with_options(_shard_by_element())
+    return train, validation.with_options(_shard_by_element()) if validation is not None else None
+
+
+def _shard_by_element() -> tf.data.Options:
+    """Several workers share the data by element, not by file: ExampleGen writes one file per split,
+    and tf.data's default (by file) then stops a multi-worker run at its first step. Each worker
+    reads the whole split in the same order (the shuffle's seed is fixed) and keeps its own share of
+    each global batch. One worker ignores this."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return options
 
 
 def checkpoint_dir(root: str, fn_args: tfx.components.FnArgs) -> str:
