@@ -36,7 +36,7 @@ def _predictions(logits: tf.Tensor, label_names: tf.Tensor) -> Dict[str, tf.Tens
 
 
 def serving_signatures(model: keras.Model, tf_transform_output: tft.TFTransformOutput, label_names: Sequence[str],
-                       spec: ImageSpec) -> Dict[str, tf.types.experimental.ConcreteFunction]:
+                       spec: ImageSpec) -> Dict[str, tf.types.experimental.PolymorphicFunction]:
     mean, std = normalization_constants(tf_transform_output, spec)
     model.tft_layer = tf_transform_output.transform_features_layer()  # tracked, so it is saved
     model.label_names = tf.Variable(list(label_names), trainable=False, name="label_names")
@@ -72,10 +72,11 @@ def serving_signatures(model: keras.Model, tf_transform_output: tft.TFTransformO
         cam /= tf.reduce_max(cam, axis=[1, 2, 3], keepdims=True) + 1e-8
         return {**_predictions(logits, model.label_names), "heatmap": tf.image.resize(cam, spec.shape[:2])[..., 0]}
 
-    return {"serving_default": serve_examples.get_concrete_function(),
-            "serve_image_bytes": serve_image_bytes.get_concrete_function(),
-            "serve_images": serve_images.get_concrete_function(),
-            "explain_images": explain_images.get_concrete_function()}
+    # The functions themselves, not their concrete functions: a model trained under
+    # MultiWorkerMirroredStrategy has distributed variables, and TensorFlow cannot save a concrete
+    # function that reads them (tests/test_distribution.py exports one).
+    return {"serving_default": serve_examples, "serve_image_bytes": serve_image_bytes,
+            "serve_images": serve_images, "explain_images": explain_images}
 
 
 def normalization_constants(tf_transform_output: tft.TFTransformOutput, spec: ImageSpec) -> Tuple[float, float]:
