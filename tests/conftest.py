@@ -44,3 +44,20 @@ def image_folder(tmp_path):
     root = str(tmp_path / "images")
     make_class_folder(root, per_class=6)
     return root
+
+
+class GoldenSession:
+    """The golden run (tests/golden.py), made once per session: its workspace (snapshot "golden"),
+    the run, and the odd-file zoo's expected outcomes."""
+
+    def __init__(self, base: str):
+        from tests.golden import Workspace, make_golden_data
+        self.workspace = Workspace(base)
+        self.zoo = make_golden_data(self.workspace.data_root)
+        self.run = self.workspace.run()
+        self.workspace.snapshot("golden")
+
+
+@pytest.fixture(scope="session")
+def golden_session(tmp_path_factory):
+    return GoldenSession(str(tmp_path_factory.mktemp("golden")))

@@ -7,7 +7,7 @@ import io
 import os
 import struct
 import zlib
-from typing import Dict, Tuple
+from typing import Dict, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -102,13 +102,20 @@ INGESTED, REJECTED, IGNORED = "ingested", "rejected", "ignored"
 
 
 def make_messy_folder(root: str, per_class: int = 8, seed: int = 0) -> Dict[str, Tuple[str, str]]:
-    """Good images of 3 colour classes plus one file of each odd kind.
-
-    Returns {path relative to root: (ingested|rejected|ignored, a words of the reason)} for the odd
-    entries; the good images (per_class per class) are all ingested.
-    """
+    """Good images of 3 colour classes plus one file of each odd kind (add_odd_files)."""
     make_class_folder(root, per_class=per_class, seed=seed)
+    return add_odd_files(root)
+
+
+def add_odd_files(root: str, classes: Sequence[str] = ("red", "green", "blue"), prefix: str = ""
+                  ) -> Dict[str, Tuple[str, str]]:
+    """One file of each odd or bad kind, in three existing class folders of root/prefix (named for
+    the colours the images take: red, green, blue), plus an empty class folder and a stray file.
+
+    Returns {path relative to root: (ingested|rejected|ignored, words of the reason)} for each.
+    """
     red, green, blue = COLOURS["red"], COLOURS["green"], COLOURS["blue"]
+    folder = dict(zip(("red", "green", "blue"), classes))
     expected = {}
 
     def put(relative: str, data: bytes, outcome: str, reason: str = "") -> None:
@@ -118,48 +125,51 @@ def make_messy_folder(root: str, per_class: int = 8, seed: int = 0) -> Dict[str,
             f.write(data)
         expected[relative] = (outcome, reason)
 
-    put("red/cmyk.jpg", cmyk_jpeg(red), INGESTED)
-    put("red/gray16.png", png_16bit_gray(red), INGESTED)
-    put("red/rgba.png", rgba_png(red), INGESTED)
-    put("green/palette.png", palette_png(green), INGESTED)
-    put("green/gray.jpeg", grayscale_jpeg(green), INGESTED)
-    put("green/screenshot.bmp", bmp(green), INGESTED)
-    put("blue/animation.gif", animated_gif(blue), INGESTED)
-    put("blue/phone.JPG", exif_rotated_jpeg(_pixels(blue, size=(30, 40))), INGESTED, "EXIF orientation 6")
-    put("red/phone_cmyk.jpg", exif_rotated_jpeg(_pixels(red, size=(30, 40)), mode="CMYK"), INGESTED, "EXIF")
-    put("blue/nested/deeper/inner.png", encode(Image.fromarray(_pixels(blue)), "PNG"), INGESTED)
-    put("red/png_named.jpg", encode(Image.fromarray(_pixels(red)), "PNG"), INGESTED)
+    put(f"{prefix}{folder['red']}/cmyk.jpg", cmyk_jpeg(red), INGESTED)
+    put(f"{prefix}{folder['red']}/gray16.png", png_16bit_gray(red), INGESTED)
+    put(f"{prefix}{folder['red']}/rgba.png", rgba_png(red), INGESTED)
+    put(f"{prefix}{folder['green']}/palette.png", palette_png(green), INGESTED)
+    put(f"{prefix}{folder['green']}/gray.jpeg", grayscale_jpeg(green), INGESTED)
+    put(f"{prefix}{folder['green']}/screenshot.bmp", bmp(green), INGESTED)
+    put(f"{prefix}{folder['blue']}/animation.gif", animated_gif(blue), INGESTED)
+    put(f"{prefix}{folder['blue']}/phone.JPG", exif_rotated_jpeg(_pixels(blue, size=(30, 40))), INGESTED, "EXIF orientation 6")
+    put(f"{prefix}{folder['red']}/phone_cmyk.jpg", exif_rotated_jpeg(_pixels(red, size=(30, 40)), mode="CMYK"), INGESTED, "EXIF")
+    put(f"{prefix}{folder['blue']}/nested/deeper/inner.png", encode(Image.fromarray(_pixels(blue)), "PNG"), INGESTED)
+    put(f"{prefix}{folder['red']}/png_named.jpg", encode(Image.fromarray(_pixels(red)), "PNG"), INGESTED)
 
-    put("red/notes.txt", b"shopping list\n", REJECTED, "not an image")
-    put("green/fake.jpg", b"<html>not a picture</html>", REJECTED, "not an image")
-    put("green/zero.png", b"", REJECTED, "empty file (0 bytes)")
-    put("blue/truncated.jpg", truncated_jpeg(blue), REJECTED, "cannot decode JPEG")
-    put("red/truncated.png", truncated_png(red), REJECTED, "cannot decode PNG")
-    put("red/scan.tiff", tiff(red), REJECTED, "unsupported image format TIFF")
-    put("green/bomb.png", png_bomb(), REJECTED, "Mpx limit")
-    put("blue/scan_6000.png", large_scan(), REJECTED, "image 6000x6000 of 36.0 Mpx")
-    put("green/IMG_0001.HEIC", heic_like(), REJECTED, "unsupported image format HEIC")
-    put("stray.jpg", encode(Image.fromarray(_pixels(red)), "JPEG"), REJECTED, "outside any class folder")
+    put(f"{prefix}{folder['red']}/notes.txt", b"shopping list\n", REJECTED, "not an image")
+    put(f"{prefix}{folder['green']}/fake.jpg", b"<html>not a picture</html>", REJECTED, "not an image")
+    put(f"{prefix}{folder['green']}/zero.png", b"", REJECTED, "empty file (0 bytes)")
+    put(f"{prefix}{folder['blue']}/truncated.jpg", truncated_jpeg(blue), REJECTED, "cannot decode JPEG")
+    put(f"{prefix}{folder['red']}/truncated.png", truncated_png(red), REJECTED, "cannot decode PNG")
+    put(f"{prefix}{folder['red']}/scan.tiff", tiff(red), REJECTED, "unsupported image format TIFF")
+    put(f"{prefix}{folder['green']}/bomb.png", png_bomb(), REJECTED, "Mpx limit")
+    put(f"{prefix}{folder['blue']}/scan_6000.png", large_scan(), REJECTED, "image 6000x6000 of 36.0 Mpx")
+    put(f"{prefix}{folder['green']}/IMG_0001.HEIC", heic_like(), REJECTED, "unsupported image format HEIC")
+    put(f"{prefix}stray.jpg", encode(Image.fromarray(_pixels(red)), "JPEG"), REJECTED, "outside any class folder")
 
-    put(".DS_Store", b"\x00\x00\x00\x01Bud1", IGNORED, "hidden name")
-    put("red/.DS_Store", b"\x00\x00\x00\x01Bud1", IGNORED, "hidden name")
-    put("green/._palette.png", b"\x00\x05\x16\x07", IGNORED, "hidden name")
-    put("blue/Thumbs.db", b"\xd0\xcf\x11\xe0", IGNORED, "operating-system metadata")
-    os.makedirs(os.path.join(root, "purple"))  # an accidentally empty class
-    expected["purple"] = (IGNORED, "folder without files")
+    put(f"{prefix}.DS_Store", b"\x00\x00\x00\x01Bud1", IGNORED, "hidden name")
+    put(f"{prefix}{folder['red']}/.DS_Store", b"\x00\x00\x00\x01Bud1", IGNORED, "hidden name")
+    put(f"{prefix}{folder['green']}/._palette.png", b"\x00\x05\x16\x07", IGNORED, "hidden name")
+    put(f"{prefix}{folder['blue']}/Thumbs.db", b"\xd0\xcf\x11\xe0", IGNORED, "operating-system metadata")
+    here = os.path.join(root, prefix)
+    red_dir, green_dir, blue_dir = (f"{prefix}{folder[c]}" for c in ("red", "green", "blue"))
+    os.makedirs(os.path.join(here, "purple"))  # an accidentally empty class
+    expected[f"{prefix}purple"] = (IGNORED, "folder without files")
 
-    os.symlink(os.path.join(root, "red", "img_001.png"), os.path.join(root, "red", "link_inside.png"))
+    first_red = sorted(f for f in os.listdir(os.path.join(root, red_dir)) if f.endswith(".png"))[0]
+    os.symlink(os.path.join(root, red_dir, first_red), os.path.join(root, red_dir, "link_inside.png"))
     # a second path to a file read anyway: one file is one example, in one split
-    expected["red/link_inside.png"] = (IGNORED, "the same file as red/img_001.png (reached through a symlink)")
+    expected[f"{red_dir}/link_inside.png"] = (IGNORED, f"the same file as {red_dir}/{first_red} (reached through a symlink)")
     outside = os.path.join(os.path.dirname(root.rstrip("/")), "outside.png")
     with open(outside, "wb") as f:
         f.write(encode(Image.fromarray(_pixels(green)), "PNG"))
-    os.symlink(outside, os.path.join(root, "green", "link_outside.png"))
-    expected["green/link_outside.png"] = (REJECTED, "outside the data root")
-    os.symlink(os.path.join(root, "nowhere.png"), os.path.join(root, "blue", "link_broken.png"))
-    expected["blue/link_broken.png"] = (REJECTED, "broken symlink")
-    os.mkfifo(os.path.join(root, "red", "pipe.png"))  # reading it would block forever
-    expected["red/pipe.png"] = (REJECTED, "not a regular file")
-    os.symlink(os.path.join(root, "blue"), os.path.join(root, "blue", "nested", "loop"))
-    expected["blue/nested/loop"] = (IGNORED, "already read")
+    os.symlink(outside, os.path.join(root, green_dir, "link_outside.png"))
+    expected[f"{green_dir}/link_outside.png"] = (REJECTED, "outside the data root")
+    os.symlink(os.path.join(root, "nowhere.png"), os.path.join(root, blue_dir, "link_broken.png"))
+    expected[f"{blue_dir}/link_broken.png"] = (REJECTED, "broken symlink")
+    os.mkfifo(os.path.join(root, red_dir, "pipe.png"))  # reading it would block forever
+    expected[f"{red_dir}/pipe.png"] = (REJECTED, "not a regular file")
+    os.symlink(os.path.join(root, blue_dir), os.path.join(root, blue_dir, "nested", "loop"))
+    expected[f"{blue_dir}/nested/loop"] = (IGNORED, "already read")
     return expected
