@@ -48,6 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output-dir", default=os.path.join(REPO_ROOT, "outputs"), help="a finished run's")
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000])
+    parser.add_argument("--json", action="store_true", help="end with one JSON line: {size: {peak_rss_mb, seconds}}")
     parser.add_argument("--measure-one", nargs=3, metavar=("MODEL", "EXAMPLES", "OUTPUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure_one:
@@ -70,6 +71,8 @@ def main() -> None:
     print(f"peak RSS {largest} / {smallest} images: "
           f"{results[largest]['peak_rss_mb'] / results[smallest]['peak_rss_mb']:.2f}x "
           f"(the split grew {largest / smallest:.0f}x)")
+    if args.json:
+        print(json.dumps(results))
 
 
 if __name__ == "__main__":

@@ -424,3 +424,21 @@ def test_a_run_killed_in_the_trainer_resumes_when_rerun_and_serving_never_shows_
     with open(throughputs[-1]) as f:
         assert json.load(f)[0]["epoch"] >= 1, "the rerun resumed after the checkpointed epoch"
     assert partial == []
+
+
+# LiteModels streams the eval split: its peak memory must not grow with the split. Holding a 20,000
+# image split of these digits whole as float32 would add at least 63 MB (20,000 x 28 x 28 x 4 bytes);
+# two sizes measured in one run differed by 1 MB (bench/RESULTS.md).
+MAX_GROWTH_MB = 40
+
+
+def test_lite_models_peak_memory_does_not_grow_with_a_20000_image_eval_split(golden):
+    result = subprocess.run([sys.executable, os.path.join(local_runner.REPO_ROOT, "bench", "lite_memory.py"),
+                             "--output-dir", golden.workspace.output_dir, "--sizes", "2000", "20000", "--json"],
+                            cwd=local_runner.REPO_ROOT, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    small, large = measured["2000"], measured["20000"]
+    assert large["eval_images"] == 20000 and small["eval_images"] == 2000
+    growth = large["peak_rss_mb"] - small["peak_rss_mb"]
+    assert growth < MAX_GROWTH_MB, f"peak RSS grew {growth:.0f} MB from 2,000 to 20,000 eval images: {measured}"
