@@ -1,6 +1,6 @@
 """The golden run: the whole pipeline with its default settings and epochs, on the embedded MNIST
 sample plus one file of every odd kind in its training split. It runs once per test session
-(conftest.golden); every test that needs a trained pipeline asserts on it, and each scenario starts
+(conftest.golden_session); every test that needs a trained pipeline asserts on it, and each scenario starts
 from a copy of its state (or of a state derived from it) instead of a pipeline of its own.
 
 Scenarios restore the whole output folder (ML Metadata, artifacts, serving) and the data folder at
@@ -62,7 +62,6 @@ class Workspace:
     named snapshots of both to start scenarios from."""
 
     def __init__(self, base: str):
-        self.base = base
         self.data_root = os.path.join(base, "data")
         self.output_dir = os.path.join(base, "out")
         self.serving_dir = local_runner.serving_dir_of(self.output_dir)

@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from pipeline import kfp_local, kubeflow_runner
+from tests.golden import DIGITS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DIGITS = os.path.join(REPO, "data", "mnist-sample")
 STEPS_WITH_INPUTS = {"StatisticsGen", "ExampleValidator", "DataGate", "Transform", "Trainer", "LiteModels",
                      "Evaluator", "Pusher"}
 # The test is about the containers, not the recipe (tests/golden.py trains that): a subset of the digits,
