@@ -281,7 +281,8 @@ def training_section(page: Page, summary: Dict[str, Any]) -> None:
 
 # --- evaluation ----------------------------------------------------------------------------------
 
-def confusion_figure(page: Page, matrix: List[List[int]], classes: List[str]) -> str:
+def confusion_plot(matrix: List[List[int]], classes: List[str]):
+    """Counts and row-normalized rates side by side, every class name readable (keep_apart)."""
     import matplotlib.pyplot as plt
     import numpy as np
     counts = np.array(matrix, dtype=float)
@@ -292,13 +293,46 @@ def confusion_figure(page: Page, matrix: List[List[int]], classes: List[str]) ->
         axis.set_title(title)
         axis.set_xlabel("predicted")
         axis.set_ylabel("true")
-        axis.set_xticks(range(len(classes)), classes, rotation=90 if len(classes) > 12 else 0)
+        axis.set_xticks(range(len(classes)), classes)
         axis.set_yticks(range(len(classes)), classes)
         if len(classes) <= 20:
             for (i, j), value in np.ndenumerate(values):
                 axis.text(j, i, fmt.format(value), ha="center", va="center", fontsize=7,
                           color="white" if value > values.max() / 2 else "black")
-    return page.figure("confusion_matrix", fig, "confusion matrix")
+        keep_apart(fig, axis.get_xticklabels(), rotate=True)
+        keep_apart(fig, axis.get_yticklabels(), rotate=False)
+    fig.tight_layout()  # room for the longest names, between the two plots too
+    return fig
+
+
+def confusion_figure(page: Page, matrix: List[List[int]], classes: List[str]) -> str:
+    return page.figure("confusion_matrix", confusion_plot(matrix, classes), "confusion matrix")
+
+
+def keep_apart(fig, labels, rotate: bool, smallest_font: float = 5) -> None:
+    """Tick labels that would overlap their neighbours are turned upright (x axis), then set smaller,
+    then thinned to every n-th, until none overlap: class names of any length and count stay legible."""
+    renderer = fig.canvas.get_renderer()
+
+    def overlapping(shown) -> bool:
+        boxes = [label.get_window_extent(renderer) for label in shown]
+        return any(a.overlaps(b) for a, b in zip(boxes, boxes[1:]))
+
+    if not labels or not overlapping(labels):
+        return
+    if rotate:
+        for label in labels:
+            label.set_rotation(90)
+    size = labels[0].get_fontsize()
+    while overlapping(labels) and size > smallest_font:
+        size -= 1
+        for label in labels:
+            label.set_fontsize(size)
+    step = 1
+    while overlapping(labels[::step]):
+        step += 1
+    for index, label in enumerate(labels):
+        label.set_visible(index % step == 0)
 
 
 def most_confused(matrix: List[List[int]], limit: int = CONFUSED_PAIRS) -> List[Tuple[int, int, int]]:

@@ -172,3 +172,26 @@ def test_identical_files_and_split_leaks_are_shown(tmp_path):
     assert "<strong>1 split leak(s)</strong>" in page
     with open(report.render(SUMMARY, str(tmp_path / "clean"))) as f:
         assert "identical-files" not in f.read()
+
+
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+@pytest.mark.parametrize("classes", [CIFAR_CLASSES, [f"class_with_a_long_name_{i}" for i in range(60)]],
+                         ids=["cifar-names", "sixty-long-names"])
+def test_no_two_class_names_of_the_confusion_matrix_overlap(classes):
+    import matplotlib.pyplot as plt
+    fig = report.confusion_plot([[1] * len(classes)] * len(classes), classes)
+    renderer = fig.canvas.get_renderer()
+    left, right = fig.axes
+    for axis in (left, right):
+        for labels in (axis.get_xticklabels(), axis.get_yticklabels()):
+            shown = [label for label in labels if label.get_visible()]
+            assert len(shown) >= min(len(classes), 10), "too few names left to read the matrix by"
+            boxes = [label.get_window_extent(renderer) for label in shown]
+            assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:]), [
+                label.get_text() for label in shown]
+    # the right plot's row names sit between the two plots, clear of the left one
+    left_plot = left.get_window_extent(renderer)
+    assert all(not label.get_window_extent(renderer).overlaps(left_plot) for label in right.get_yticklabels())
+    plt.close(fig)
