@@ -6,7 +6,7 @@ Blocks are plain functions whose layer names derive from a prefix; the head retu
 is used explicitly, see README "Keras".
 """
 import dataclasses
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Tuple
 
 import tensorflow as tf
 import tf_keras as keras
@@ -28,6 +28,8 @@ class ModelConfig:
     stage_filters: Tuple[int, ...] = (32, 64, 64, 128, 128)
     stage_strides: Tuple[int, ...] = (1, 2, 1, 2, 1)
     stage_dilations: Tuple[int, ...] = ()  # residual blocks, one per stage (empty: all 1); stride-1 stages only
+    width: float = 1.0                    # multiplies the filters of the stem and of every stage
+    depth: int = 1                        # blocks per stage: the first takes the stage's stride, the rest 1
     dropout: float = 0.2                  # before the head
     block_dropout: float = 0.1            # classic blocks, after each one
     weight_decay: float = 0.0             # 0 disables it
@@ -59,6 +61,10 @@ class ModelConfig:
                                      or any(d > 1 and s > 1 for d, s in zip(self.stage_dilations, self.stage_strides))):
             raise ValueError("stage_dilations must give one rate >= 1 per stage, and 1 where the stride is 2, got "
                              f"{self.stage_dilations!r}")
+        if not 0 < self.width <= 16:
+            raise ValueError(f"width must be in (0, 16], got {self.width!r}")
+        if not 1 <= self.depth <= 16:
+            raise ValueError(f"depth must be from 1 to 16, got {self.depth!r}")
         for name in ("dropout", "block_dropout"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
@@ -76,6 +82,18 @@ class ModelConfig:
     @property
     def dilations(self) -> Tuple[int, ...]:
         return self.stage_dilations or (1,) * len(self.stage_strides)
+
+    def scaled(self, filters: int) -> int:
+        return max(1, int(round(filters * self.width)))
+
+    def blocks(self) -> List[Tuple[str, int, int, int]]:
+        """(name, filters, stride, dilation) of every block in order, width and depth applied. A stage's
+        first block keeps the name it had before depth existed, so depth 1 loads older checkpoints."""
+        return [(f"block{stage}" if repeat == 0 else f"block{stage}_{repeat}", self.scaled(filters),
+                 stride if repeat == 0 else 1, dilation)
+                for stage, (filters, stride, dilation) in enumerate(zip(self.stage_filters, self.stage_strides,
+                                                                        self.dilations))
+                for repeat in range(self.depth)]
 
     @property
     def kernel_regularizer(self):
@@ -161,17 +179,16 @@ def classic_block(x, filters: int, stride: int, *, dropout: float, bn_momentum: 
 
 def backbone(inputs, config: ModelConfig):
     regularizer = config.kernel_regularizer
-    x = conv_bn_relu(inputs, config.stem_filters, bn_momentum=config.bn_momentum, name="stem",
+    x = conv_bn_relu(inputs, config.scaled(config.stem_filters), bn_momentum=config.bn_momentum, name="stem",
                      kernel_regularizer=regularizer)
-    for index, (filters, stride, dilation) in enumerate(zip(config.stage_filters, config.stage_strides,
-                                                            config.dilations)):
+    for name, filters, stride, dilation in config.blocks():
         if config.architecture == "classic":
             x = classic_block(x, filters, stride, dropout=config.block_dropout, bn_momentum=config.bn_momentum,
-                              name=f"block{index}", kernel_regularizer=regularizer)
+                              name=name, kernel_regularizer=regularizer)
         else:
             x = depthwise_separable_block(x, filters, stride, attention=config.attention,
                                           attention_ratio=config.attention_ratio, dilation=dilation,
-                                          bn_momentum=config.bn_momentum, name=f"block{index}",
+                                          bn_momentum=config.bn_momentum, name=name,
                                           kernel_regularizer=regularizer)
     return x
 
@@ -190,10 +207,10 @@ def build_classifier(config: ModelConfig) -> keras.Model:
 def expected_parameter_count(config: ModelConfig) -> int:
     """Parameter count computed by hand from the architecture (pinned by a test)."""
     batchnorm = 4  # gamma, beta, moving mean, moving variance per channel
-    channels = config.input_shape[-1]
-    total = 9 * channels * config.stem_filters + batchnorm * config.stem_filters
-    channels = config.stem_filters
-    for filters, stride in zip(config.stage_filters, config.stage_strides):
+    channels, stem = config.input_shape[-1], config.scaled(config.stem_filters)
+    total = 9 * channels * stem + batchnorm * stem
+    channels = stem
+    for _, filters, stride, _ in config.blocks():
         if config.architecture == "classic":
             total += 9 * channels * filters + batchnorm * filters        # conv 3x3 + BN
             channels = filters

@@ -57,6 +57,23 @@ def test_default_config_parameter_count_is_pinned():
     assert build_classifier(ModelConfig()).count_params() == 71_794
 
 
+def test_width_scales_every_filter_count_and_depth_repeats_each_stage_with_stride_one():
+    config = ModelConfig(input_shape=(8, 8, 3), num_classes=2, stem_filters=8, stage_filters=(8, 16),
+                         stage_strides=(1, 2), attention="none", width=2.0, depth=2)
+    assert config.blocks() == [("block0", 16, 1, 1), ("block0_1", 16, 1, 1), ("block1", 32, 2, 1),
+                               ("block1_1", 32, 1, 1)]
+    # By hand: stem 3x3x3x16 + BN; dw + BN, pw + BN each block; one projection where 16 -> 32 at stride 2
+    stem = 9 * 3 * 16 + 4 * 16                                                   # 496
+    block0 = block0_1 = (9 * 16 + 4 * 16) + (16 * 16 + 4 * 16)                   # 528 each
+    block1 = (9 * 16 + 4 * 16) + (16 * 32 + 4 * 32) + (16 * 32 + 4 * 32)         # 1,488
+    block1_1 = (9 * 32 + 4 * 32) + (32 * 32 + 4 * 32)                            # 1,568
+    head = 32 * 2 + 2                                                            # 66
+    total = stem + block0 + block0_1 + block1 + block1_1 + head
+    assert total == 4_674 == expected_parameter_count(config) == build_classifier(config).count_params()
+    model = build_classifier(config)
+    assert model.get_layer("block1_1_dw").strides == (1, 1) and model.get_layer("block1_dw").strides == (2, 2)
+
+
 @pytest.mark.parametrize("stride, filters, expected_shape", [(1, 16, (8, 8, 16)), (2, 32, (4, 4, 32))])
 def test_block_output_shape_and_layer_names(stride, filters, expected_shape):
     inputs = keras.Input((8, 8, 16))
@@ -72,7 +89,7 @@ def test_block_output_shape_and_layer_names(stride, filters, expected_shape):
     ({"stage_filters": (8,)}, "equal length"), ({"attention_ratio": 0}, "attention_ratio"),
     ({"architecture": "vgg"}, "architecture"), ({"attention": "transformer"}, "attention"),
     ({"stage_dilations": (1, 2, 1, 1, 1)}, "stage_dilations"), ({"weight_decay": -1}, "weight_decay"),
-    ({"weight_decay_mode": "l1"}, "weight_decay_mode"), ({"block_dropout": 1.0}, "block_dropout"),
+    ({"weight_decay_mode": "l1"}, "weight_decay_mode"), ({"width": 0}, "width"), ({"depth": 0}, "depth"), ({"block_dropout": 1.0}, "block_dropout"),
     ({"bn_momentum": 1.0}, "bn_momentum"), ({"input_shape": (28, 28)}, "input_shape")])
 def test_config_rejects_bad_values_naming_them(kwargs, message):
     with pytest.raises(ValueError, match=message):
