@@ -37,11 +37,13 @@ class TrainingConfig:
     early_stopping_patience: int = 8  # epochs without a lower validation loss; 0 disables early stopping
     augment: bool = True              # small shifts and rotations, training only
     flip: bool = False                # mirror flips: off, since a flip changes what digits and text mean
+    crop_pad: int = 0                 # pad each side by this many pixels, then crop back at random (0: off)
     seed: int = 0                     # weights, shuffling and augmentation
     profile: bool = False             # trace PROFILED_STEPS steps of the second epoch into the TensorBoard logs
 
     def __post_init__(self):
-        for name, low in (("epochs", 1), ("batch_size", 1), ("restarts", 0), ("early_stopping_patience", 0)):
+        for name, low in (("epochs", 1), ("batch_size", 1), ("restarts", 0), ("early_stopping_patience", 0),
+                          ("crop_pad", 0)):
             if getattr(self, name) < low:
                 raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)!r}")
         if self.learning_rate <= 0:
@@ -197,12 +199,20 @@ def count_examples(file_patterns: List[str], validation_percent: int) -> Tuple[i
     return total - validation, validation
 
 
-def _augmenter(flip: bool) -> keras.Sequential:
-    layers = [keras.layers.RandomTranslation(0.1, 0.1, fill_mode="nearest"),
-              keras.layers.RandomRotation(0.04, fill_mode="nearest")]
-    if flip:
+def augmenter(training: TrainingConfig, height: int, width: int) -> Optional[keras.Sequential]:
+    """The training-only augmentation the config asks for, or None. Crop-pad is a shift of each image by
+    a whole number of pixels, up to the pad, filled with zeros (the mean pixel once normalized): Keras'
+    RandomCrop would crop a whole batch at one offset."""
+    layers = []
+    if training.augment:
+        layers += [keras.layers.RandomTranslation(0.1, 0.1, fill_mode="nearest"),
+                   keras.layers.RandomRotation(0.04, fill_mode="nearest")]
+    if training.crop_pad:
+        layers.append(keras.layers.RandomTranslation(training.crop_pad / height, training.crop_pad / width,
+                                                     fill_mode="constant", fill_value=0.0, interpolation="nearest"))
+    if training.flip:
         layers.append(keras.layers.RandomFlip("horizontal"))
-    return keras.Sequential(layers, name="augment")
+    return keras.Sequential(layers, name="augment") if layers else None
 
 
 def make_datasets(file_patterns: List[str], data_accessor: tfx.components.DataAccessor, schema_file: str,
@@ -217,10 +227,10 @@ def make_datasets(file_patterns: List[str], data_accessor: tfx.components.DataAc
     examples = raw.map(lambda x, y: (tft_layer(x)[features.IMAGE_XF_KEY], tf.reshape(y, [-1]), _in_validation_slice(
         tf.reshape(x[features.FILENAME_KEY], [-1]), training.validation_percent)),
         num_parallel_calls=tf.data.AUTOTUNE).unbatch()
-    return training_batches(examples, counts, 4 * spec.height * spec.width * spec.channels, batch_size, training)
+    return training_batches(examples, counts, spec.shape, batch_size, training)
 
 
-def training_batches(examples: tf.data.Dataset, counts: Tuple[int, int], image_bytes: int, batch_size: int,
+def training_batches(examples: tf.data.Dataset, counts: Tuple[int, int], shape: Tuple[int, int, int], batch_size: int,
                      training: TrainingConfig, memory_bytes: int = CACHE_BYTES
                      ) -> Tuple[tf.data.Dataset, Optional[tf.data.Dataset]]:
     """(image, label, is_validation) examples, in ExampleGen's order (class by class) -> (repeated,
@@ -230,6 +240,7 @@ def training_batches(examples: tf.data.Dataset, counts: Tuple[int, int], image_b
     then holds the whole training set; otherwise every epoch decodes again and the buffer holds
     memory_bytes of images.
     """
+    image_bytes = 4 * math.prod(shape)
     cache = sum(counts) * image_bytes <= memory_bytes
 
     def part(validation: bool) -> tf.data.Dataset:
@@ -240,9 +251,9 @@ def training_batches(examples: tf.data.Dataset, counts: Tuple[int, int], image_b
     shuffle_buffer = max(1, min(counts[0], memory_bytes // image_bytes))
     train = part(False).shuffle(shuffle_buffer, seed=training.seed, reshuffle_each_iteration=True)
     train = train.repeat().batch(batch_size)
-    if training.augment:
-        augmenter = _augmenter(training.flip)
-        train = train.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    augment = augmenter(training, *shape[:2])
+    if augment is not None:
+        train = train.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
     validation = part(True).batch(batch_size).prefetch(tf.data.AUTOTUNE) if counts[1] else None
     train = train.prefetch(tf.data.AUTOTUNE).with_options(_shard_by_element())
     return train, validation.with_options(_shard_by_element()) if validation is not None else None

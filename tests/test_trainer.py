@@ -14,8 +14,8 @@ import tensorflow as tf
 import tf_keras as keras
 
 from models.model import ModelConfig, build_classifier
-from models.trainer import (LEARNING_RATE_FILENAME, TrainingConfig, WarmupCosineRestarts, compile_model, fit,
-                            profiled_batches, schedule_for, smoothed_sparse_crossentropy, training_batches,
+from models.trainer import (LEARNING_RATE_FILENAME, TrainingConfig, WarmupCosineRestarts, augmenter, compile_model,
+                            fit, profiled_batches, schedule_for, smoothed_sparse_crossentropy, training_batches,
                             write_learning_rates)
 
 
@@ -93,6 +93,9 @@ class _EpochsRun(keras.callbacks.Callback):
         self.epochs.append(epoch)
 
 
+ONE_PIXEL = (1, 1, 1)
+
+
 def _class_sorted_examples(classes: int, per_class: int, validation_every: int):
     """(image, label, is_validation) in ExampleGen's order: all of class 0, then class 1, ...; each
     1x1 image holds its example's index."""
@@ -106,7 +109,7 @@ def _class_sorted_examples(classes: int, per_class: int, validation_every: int):
 def test_training_batches_mix_every_class_from_the_first_batches_of_a_class_sorted_split():
     examples, counts = _class_sorted_examples(classes=10, per_class=3000, validation_every=10)
     training = TrainingConfig(augment=False, seed=0)
-    train, validation = training_batches(examples, counts, image_bytes=4, batch_size=32, training=training)
+    train, validation = training_batches(examples, counts, ONE_PIXEL, batch_size=32, training=training)
     first_labels = np.concatenate([labels.numpy() for _, labels in train.take(10)])
     assert set(first_labels) == set(range(10)), f"classes in the first 320 examples: {sorted(set(first_labels))}"
     seen = np.concatenate([images.numpy().ravel() for images, _ in train.take(-(-counts[0] // 32))])[:counts[0]]
@@ -118,10 +121,27 @@ def test_training_batches_mix_every_class_from_the_first_batches_of_a_class_sort
 
 def test_training_batches_bound_the_shuffle_buffer_by_memory_when_the_split_does_not_fit():
     examples, counts = _class_sorted_examples(classes=10, per_class=300, validation_every=10)
-    train, _ = training_batches(examples, counts, image_bytes=4, batch_size=32,
+    train, _ = training_batches(examples, counts, ONE_PIXEL, batch_size=32,
                                 training=TrainingConfig(augment=False), memory_bytes=4 * 100)
     first_labels = np.concatenate([labels.numpy() for _, labels in train.take(2)])
     assert set(first_labels) <= {0, 1}, "a 100-image buffer over class-sorted data only reaches the first classes"
+
+
+def test_photo_augmentation_pads_crops_and_flips_training_images_only_changing_where_they_sit():
+    augment = augmenter(TrainingConfig(augment=False, flip=True, crop_pad=4), 32, 32)
+    image = np.zeros((1, 32, 32, 3), np.float32)
+    image[0, 10:20, 4:8] = 1.0  # a 10 x 4 bar left of centre, 4 pixels or more from every edge
+    keras.utils.set_random_seed(0)
+    outputs = augment(np.repeat(image, 64, axis=0), training=True).numpy()
+    assert outputs.shape == (64, 32, 32, 3)
+    assert all(out.sum() == 120 for out in outputs), "the bar is moved whole, never cut or blurred"
+    left_columns = [int(np.nonzero(out[:, :, 0].max(axis=0))[0][0]) for out in outputs]
+    flipped = [column >= 16 for column in left_columns]
+    assert any(flipped) and not all(flipped), "about half are mirrored"
+    offsets = {column - (24 if mirrored else 4) for column, mirrored in zip(left_columns, flipped)}
+    assert offsets <= set(range(-4, 5)) and len(offsets) > 3, f"shifted by at most the 4-pixel pad: {offsets}"
+    assert np.array_equal(augment(image, training=False).numpy(), image), "inference leaves images alone"
+    assert augmenter(TrainingConfig(augment=False), 32, 32) is None
 
 
 def _tiny_training(seed=0):
