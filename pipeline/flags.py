@@ -18,6 +18,13 @@ def at_least(low: int):
     return parse
 
 
+def positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
 def _given(**values) -> Dict[str, Any]:
     """The flags the user set; the rest keep the configs' defaults."""
     return {key: value for key, value in values.items() if value is not None}
@@ -34,6 +41,15 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=at_least(1), help="per replica; default: TrainingConfig.batch_size (32)")
     parser.add_argument("--learning-rate", type=float,
                         help="peak, for one replica (x replicas when several); default: TrainingConfig.learning_rate")
+    parser.add_argument("--restarts", type=at_least(0),
+                        help="cosine cycles after the warm-up, each twice as long as the one before; "
+                             "default: TrainingConfig.restarts (2)")
+    parser.add_argument("--shift-rotate", action=argparse.BooleanOptionalAction,
+                        help="augment with small shifts and rotations (default: on)")
+    parser.add_argument("--flip", action=argparse.BooleanOptionalAction,
+                        help="augment with left-right mirror images (default: off: a flip changes digits and text)")
+    parser.add_argument("--crop-pad", type=at_least(0), metavar="PIXELS",
+                        help="augment by shifting each image up to this many pixels, zero-filled (default 0: off)")
     parser.add_argument("--profile", action="store_true", default=None,
                         help="trace 10 training steps of the second epoch into the Trainer's TensorBoard logs")
 
@@ -43,6 +59,9 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
                         help="residual: depthwise-separable residual blocks (default); classic: Conv-BN-ReLU-Pool")
     parser.add_argument("--attention", choices=("se", "cbam", "none"),
                         help="attention in residual blocks: squeeze-excite (default), CBAM or none")
+    parser.add_argument("--width", type=positive,
+                        help="multiplies the filters of every layer (default 1; the run prints the parameter count)")
+    parser.add_argument("--depth", type=at_least(1), help="blocks per stage (default 1)")
     parser.add_argument("--weight-decay", type=float, help="default 0 (off)")
     parser.add_argument("--weight-decay-mode", choices=("decoupled", "l2"), help="AdamW (default) or L2 in the loss")
 
@@ -70,10 +89,25 @@ def add_threshold_flags(parser: argparse.ArgumentParser) -> None:
                         help="nor one whose top-1 answers agree with the SavedModel's on a smaller share of eval images")
 
 
+def add_preset_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", choices=sorted(configs.PRESETS),
+                        help="flag values for a kind of images (README: Presets); flags you give win over them")
+
+
 def add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
     """Every choice of the pipeline's data, model, training and promotion."""
-    for add in (add_image_flags, add_training_flags, add_model_flags, add_data_flags, add_threshold_flags):
+    for add in (add_preset_flag, add_image_flags, add_training_flags, add_model_flags, add_data_flags,
+                add_threshold_flags):
         add(parser)
+
+
+def with_preset(args: argparse.Namespace) -> argparse.Namespace:
+    """args with every flag the user left unset taken from the preset, if one was given."""
+    values = vars(args).copy()
+    for name, value in configs.PRESETS.get(args.preset, {}).items():
+        if values[name] is None:
+            values[name] = value
+    return argparse.Namespace(**values)
 
 
 def pipeline_settings(args: argparse.Namespace) -> Dict[str, Any]:
@@ -82,13 +116,17 @@ def pipeline_settings(args: argparse.Namespace) -> Dict[str, Any]:
     from models.model import ModelConfig
     from models.preprocessing import ImageSpec
     from models.trainer import TrainingConfig
+    args = with_preset(args)
     height, width = args.image_size or (None, None)
     return dict(
         image_spec=ImageSpec(**_given(height=height, width=width, channels=args.channels)),
         training=TrainingConfig(**_given(epochs=args.epochs, batch_size=args.batch_size,
-                                         learning_rate=args.learning_rate, profile=args.profile)),
-        model=ModelConfig(**_given(architecture=args.architecture, attention=args.attention,
-                                   weight_decay=args.weight_decay, weight_decay_mode=args.weight_decay_mode)),
+                                         learning_rate=args.learning_rate, restarts=args.restarts,
+                                         augment=args.shift_rotate, flip=args.flip, crop_pad=args.crop_pad,
+                                         profile=args.profile)),
+        model=ModelConfig(**_given(architecture=args.architecture, attention=args.attention, width=args.width,
+                                   depth=args.depth, weight_decay=args.weight_decay,
+                                   weight_decay_mode=args.weight_decay_mode)),
         min_accuracy=args.min_accuracy, max_accuracy_drop=args.max_accuracy_drop,
         min_class_accuracy=args.min_class_accuracy, max_tflite_accuracy_drop=args.max_tflite_accuracy_drop,
         min_tflite_agreement=args.min_tflite_agreement,

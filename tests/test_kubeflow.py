@@ -250,8 +250,9 @@ def _constant(spec, task, parameter):
 
 
 def test_the_local_runners_model_training_and_data_choices_compile_into_the_steps(tmp_path):
-    """The shared flags (pipeline/flags.py) reach the same step settings on Kubeflow as locally."""
-    (spec,) = _compile(tmp_path, "p.json", "--architecture", "classic", "--attention", "cbam", "--batch-size", "64",
+    """The shared flags (pipeline/flags.py) reach the same step settings on Kubeflow as locally, a
+    preset's too, with the flags given beside it winning."""
+    (spec,) = _compile(tmp_path, "p.json", "--preset", "photos", "--width", "2", "--architecture", "classic", "--attention", "cbam", "--batch-size", "64",
                        "--learning-rate", "0.002", "--weight-decay", "0.0001", "--weight-decay-mode", "l2",
                        "--image-size", "32", "40", "--channels", "3", "--eval-percent", "25", "--strict",
                        "--max-accuracy-drop", "0.02", "--min-class-accuracy", "0.5", "--epochs", "7")
@@ -260,6 +261,7 @@ def test_the_local_runners_model_training_and_data_choices_compile_into_the_step
     assert {k: trainer["model"][k] for k in ("architecture", "attention", "weight_decay", "weight_decay_mode")} == {
         "architecture": "classic", "attention": "cbam", "weight_decay": 0.0001, "weight_decay_mode": "l2"}
     assert (trainer["training"]["batch_size"], trainer["training"]["learning_rate"]) == (64, 0.002)
+    assert (trainer["model"]["width"], trainer["training"]["flip"], trainer["training"]["crop_pad"]) == (2.0, True, 4)
     assert spec["root"]["inputDefinitions"]["parameters"]["epochs"]["defaultValue"] == 7
     splits = json.loads(_constant(spec, "ImageFolderExampleGen", "output_config"))["split_config"]["splits"]
     assert [s["hash_buckets"] for s in splits] == [75, 25]

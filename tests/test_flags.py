@@ -1,0 +1,56 @@
+"""The shared flags (pipeline/flags.py): presets, the flags that override them, and refusals."""
+import pytest
+
+from pipeline import configs, flags, local_runner
+
+
+def _settings(*argv: str):
+    return flags.pipeline_settings(local_runner.parse_args(list(argv)))
+
+
+def test_the_photos_preset_sets_the_network_augmentation_and_schedule_it_documents():
+    settings = _settings("--preset", "photos", "--image-size", "32", "32", "--channels", "3")
+    model, training = settings["model"], settings["training"]
+    assert (model.width, model.depth) == (1.5, 1)
+    assert (training.flip, training.crop_pad, training.augment, training.restarts) == (True, 4, False, 0)
+    assert settings["image_spec"].shape == (32, 32, 3)
+    assert set(configs.PRESETS["photos"]) == {"width", "flip", "crop_pad", "shift_rotate", "restarts"}
+
+
+@pytest.mark.parametrize("order", ["preset first", "preset last"])
+def test_a_flag_the_user_gives_wins_over_the_preset_wherever_it_stands(order):
+    given = ["--no-flip", "--width", "2", "--crop-pad", "0", "--restarts", "1"]
+    argv = ["--preset", "photos", *given] if order == "preset first" else [*given, "--preset", "photos"]
+    settings = _settings(*argv)
+    assert (settings["model"].width, settings["training"].flip) == (2.0, False)
+    assert (settings["training"].crop_pad, settings["training"].restarts) == (0, 1)
+    assert settings["training"].augment is False  # not given: still the preset's
+
+
+def test_without_a_preset_every_new_flag_keeps_the_configs_default():
+    from models.model import ModelConfig
+    from models.trainer import TrainingConfig
+    settings = _settings()
+    assert settings["model"] == ModelConfig() and settings["training"] == TrainingConfig()
+    settings = _settings("--depth", "3", "--flip", "--no-shift-rotate", "--crop-pad", "2")
+    assert settings["model"].depth == 3
+    assert (settings["training"].flip, settings["training"].augment, settings["training"].crop_pad) == (True, False, 2)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--width", "0"], "argument --width: must be > 0, got 0"),
+    (["--depth", "0"], "argument --depth: must be >= 1, got 0"),
+    (["--crop-pad", "-1"], "argument --crop-pad: must be >= 0, got -1"),
+    (["--preset", "sketches"], "argument --preset: invalid choice: 'sketches'"),
+])
+def test_a_flag_value_out_of_range_is_refused_by_name(capsys, argv, message):
+    with pytest.raises(SystemExit) as stop:
+        local_runner.parse_args(argv)
+    assert stop.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_width_the_model_refuses_stops_the_run_before_anything_runs(tmp_path, capsys):
+    assert local_runner.main(["--output-dir", str(tmp_path), "--width", "20"]) == 2
+    assert capsys.readouterr().err.strip() == "error: width must be in (0, 16], got 20.0"
+    assert not (tmp_path / "metadata.sqlite").exists()
