@@ -118,6 +118,17 @@ def write_learning_rates(schedule: WarmupCosineRestarts, steps_per_epoch: int, l
         json.dump({"steps_per_epoch": steps_per_epoch, "learning_rate": [round(float(r), 8) for r in rates]}, f)
 
 
+MODEL_FACTS_FILENAME = "model.json"
+
+
+def write_model_facts(model: keras.Model, config: ModelConfig, log_dir: str) -> None:
+    """<log_dir>/model.json: the network's parameter count and the config it was built from, for the
+    Trainer's progress line and the run report (width and depth change the count by a lot)."""
+    tf.io.gfile.makedirs(log_dir)
+    with tf.io.gfile.GFile(os.path.join(log_dir, MODEL_FACTS_FILENAME), "w") as f:
+        json.dump({"parameters": int(model.count_params()), "config": dataclasses.asdict(config)}, f)
+
+
 THROUGHPUT_FILENAME = "throughput.json"
 
 
@@ -311,6 +322,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         model_config = ModelConfig(**config["model"], input_shape=spec.shape, num_classes=len(label_names))
         model = build_classifier(model_config)
         schedule = compile_model(model, model_config, training, steps_per_epoch, replicas)
+    logging.info("%s: %d parameters", model_config, model.count_params())
+    write_model_facts(model, model_config, fn_args.model_run_dir)
     write_learning_rates(schedule, steps_per_epoch, fn_args.model_run_dir)
     fit(model, train, validation, training, steps_per_epoch, checkpoint_dir(config["checkpoint_root"], fn_args),
         fn_args.model_run_dir, global_batch=global_batch)

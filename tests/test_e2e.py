@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from components import promotion
 from models import sources
+from models.model import ModelConfig, expected_parameter_count
 from pipeline import local_runner, promote, report, schema, score
 from tests.browser import open_page
 from tests.conftest import make_class_folder, write_image
@@ -108,7 +109,8 @@ def test_the_golden_run_prints_each_stage_start_and_end_with_its_key_figure(gold
     evaluator = next(line for line in lines if line.startswith("Evaluator finished in "))
     assert evaluator.endswith(f"s: accuracy {evaluation['accuracy']:.4f} (no champion yet); blessed: yes")
     trainer = next(line for line in lines if line.startswith("Trainer finished in "))
-    assert "images/s" in trainer, trainer
+    parameters = expected_parameter_count(ModelConfig())  # the defaults the run used: 28x28x1, 10 digits
+    assert f"s: {parameters:,} parameters, " in trainer and trainer.endswith(" images/s"), trainer
     report_path = os.path.join(report.run_dir_of(golden.workspace.output_dir,
                                                  local_runner.run_filename(golden.run.summary["run_id"])),
                                report.REPORT_FILENAME)
@@ -127,6 +129,7 @@ def test_the_golden_report_shows_every_section_names_every_bad_file_and_renders(
     assert {"thumbnails.png", "training_curves.png", "learning_rate.png", "confusion_matrix.png",
             "grad_cam_correct.png"} <= set(images)
     assert sorted(images) == sorted(f for f in os.listdir(report_dir) if f.endswith(".png"))
+    assert f"residual network, width 1, depth 1: {expected_parameter_count(ModelConfig()):,} parameters" in page
     bad = [e["file"] for outcome in ("rejected", "ignored") for e in summary[f"{outcome}_files"]]
     assert bad and all(html.escape(path) in page for path in bad)
     seen = open_page(os.path.join(report_dir, report.REPORT_FILENAME), str(tmp_path / "report.png"))
