@@ -62,17 +62,3 @@ class GoldenSession:
 def golden_session(tmp_path_factory):
     return GoldenSession(str(tmp_path_factory.mktemp("golden")))
 
-
-# pytest.ini runs the suite on two workers (pytest-xdist, --dist loadgroup). Tests that share an
-# expensive fixture stay on one worker, so it is made once: every test derived from the golden run
-# (its scenarios restore its state at fixed paths, so they cannot run side by side), and each module
-# whose fixtures are module-scoped (the image and its containers, a compiled spec, an exported model).
-MODULES_KEPT_TOGETHER = {"tests.test_kubeflow_containers", "tests.test_kubeflow", "tests.test_export"}
-
-
-def pytest_collection_modifyitems(items):
-    for item in items:
-        if "golden_session" in item.fixturenames:
-            item.add_marker(pytest.mark.xdist_group("golden"))
-        elif item.module.__name__ in MODULES_KEPT_TOGETHER:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
