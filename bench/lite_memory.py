@@ -11,6 +11,7 @@ about the ratio of the sizes when the split is held whole.
 import argparse
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -35,13 +36,33 @@ def make_examples(source_examples: str, target: str, size: int) -> None:
             writer.write(records[i % len(records)])
 
 
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        return int(re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.M).group(1)) / 1024
+
+
 def measure_one(model: str, examples: str, output: str) -> None:
-    """In this process: LiteModels' measurement, then peak RSS (MB) and seconds as JSON."""
-    from components.lite_models import variants_with_quality
+    """In this process: LiteModels' measurement, then peak RSS (MB) and seconds as JSON, and how far
+    the resident set rose above where it stood while the eval split streamed past. The converters'
+    peak, reached before, is larger and varies by tens of MB from run to run, so the whole run's
+    peak hides what streaming holds; Linux resets the high-water mark on request (clear_refs 5)."""
+    from components import lite_models
+    stream_eval, streaming = lite_models._stream_eval, {}
+
+    def measured_stream_eval(*args, **kwargs):
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        before = _status_mb("VmRSS")
+        result = stream_eval(*args, **kwargs)
+        streaming["stream_growth_mb"] = round(_status_mb("VmHWM") - before, 1)
+        return result
+
+    lite_models._stream_eval = measured_stream_eval
     started = time.time()
-    quality = variants_with_quality(model, examples, output, max_accuracy_drop=0.01, min_agreement=0.98)
+    quality = lite_models.variants_with_quality(model, examples, output, max_accuracy_drop=0.01, min_agreement=0.98)
     print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "seconds": round(time.time() - started, 1), "eval_images": quality["eval_images"]}))
+                      "seconds": round(time.time() - started, 1), "eval_images": quality["eval_images"],
+                      **streaming}))
 
 
 def main() -> None:
@@ -66,6 +87,7 @@ def main() -> None:
                                     check=True, cwd=REPO_ROOT).stdout.strip().splitlines()[-1]
             results[size] = json.loads(output)
             print(f"eval split {size:>6} images: peak RSS {results[size]['peak_rss_mb']:7.0f} MB, "
+                  f"rising {results[size]['stream_growth_mb']:5.0f} MB while streaming it, "
                   f"{results[size]['seconds']:6.1f} s", flush=True)
     smallest, largest = min(results), max(results)
     print(f"peak RSS {largest} / {smallest} images: "

@@ -430,15 +430,17 @@ def test_a_run_killed_in_the_trainer_resumes_when_rerun_and_serving_never_shows_
     assert partial == []
 
 
-# LiteModels streams the eval split: its peak memory must not grow with the split. Holding 10,000
-# more images of these digits whole as float32 would add at least 31 MB (10,000 x 28 x 28 x 4 bytes);
-# two sizes measured in one run differed by 1 MB (bench/RESULTS.md). The sizes are the smallest that
-# keep that gap wide: each 1,000 eval images cost about 3 s of scoring six models.
+# LiteModels streams the eval split: the memory it takes while doing so must not grow with the split.
+# Holding 10,000 more images of these digits whole as float32 adds at least 31 MB (10,000 x 28 x 28
+# x 4 bytes). The whole process's peak cannot show that: the converters' part of it varies by more
+# than that between runs of the same code. So the bench measures the rise of the resident set during
+# the streaming pass alone, which bench/RESULTS.md shows flat between the two sizes and rising by
+# more than the bound when the batches are kept on purpose.
 SIZES = (1000, 11000)
 MAX_GROWTH_MB = 20
 
 
-def test_lite_models_peak_memory_does_not_grow_with_an_eleven_times_larger_eval_split(golden):
+def test_lite_models_memory_while_streaming_does_not_grow_with_an_eleven_times_larger_eval_split(golden):
     small_size, large_size = SIZES
     result = subprocess.run([sys.executable, os.path.join(local_runner.REPO_ROOT, "bench", "lite_memory.py"),
                              "--output-dir", golden.workspace.output_dir, "--sizes", *map(str, SIZES), "--json"],
@@ -447,6 +449,6 @@ def test_lite_models_peak_memory_does_not_grow_with_an_eleven_times_larger_eval_
     measured = json.loads(result.stdout.strip().splitlines()[-1])
     small, large = measured[str(small_size)], measured[str(large_size)]
     assert large["eval_images"] == large_size and small["eval_images"] == small_size
-    growth = large["peak_rss_mb"] - small["peak_rss_mb"]
-    assert growth < MAX_GROWTH_MB, (f"peak RSS grew {growth:.0f} MB from {small_size:,} to {large_size:,} eval images: "
-                                    f"{measured}")
+    growth = large["stream_growth_mb"] - small["stream_growth_mb"]
+    assert growth < MAX_GROWTH_MB, (f"streaming {large_size:,} eval images took {growth:.0f} MB more than "
+                                    f"{small_size:,}: {measured}")
