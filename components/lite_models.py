@@ -19,7 +19,7 @@ from components.artifacts import TFLiteModels, serving_model_path
 from components.progress import key_figure
 from models import features, lite
 from models.labels import read_labels, write_labels
-from models.preprocessing import ImageSpec, decode_images
+from models.preprocessing import ImageSpec, client_preprocessing, decode_images
 
 QUALITY_FILENAME = "quality.json"
 # Training images that calibrate the int8 variant, drawn uniformly from the whole split: ExampleGen
@@ -136,7 +136,7 @@ def variants_with_quality(saved_model_dir: str, examples_uri: str, output_dir: s
     saved_model_accuracy, eval_images, latency_images = _stream_eval(saved_model, examples_uri, spec, candidates)
     quality: Dict[str, Any] = {"eval_images": eval_images, "saved_model_accuracy": saved_model_accuracy,
                                "max_accuracy_drop": max_accuracy_drop, "min_agreement": min_agreement,
-                               "variants": {}}
+                               "client_preprocessing": client_preprocessing(spec), "variants": {}}
     for variant in lite.VARIANTS:
         # int8: the smallest weight quantization whose quality may be pushed; the others are recorded
         attempts = []

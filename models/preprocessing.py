@@ -51,11 +51,38 @@ def _to_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
     return tf.cond(is_colour, lambda: tf.image.rgb_to_grayscale(image[..., :3]), lambda: image[..., :1])
 
 
+# How every image becomes the model's input, in training, in serve_image_bytes and in LiteModels'
+# measurements. A TFLite client must do the same: a client resizing with tf.image.resize's defaults
+# (no antialiasing) disagrees with the model on a share of photos. client_preprocessing() writes
+# these into quality.json, so the contract shipped with a model is the code that made it.
+RESIZE_METHOD = "bilinear"
+RESIZE_ANTIALIAS = True
+
+
+def client_preprocessing(spec: ImageSpec) -> Dict[str, Any]:
+    """The exact steps from image bytes to a TFLite model's input, for quality.json and the README."""
+    return {
+        "decode": "tf.io.decode_image(bytes, channels=0, expand_animations=False): the file's own "
+                  "channels; a GIF's first frame; EXIF orientation is not applied",
+        "channels": spec.channels,
+        "channel_conversion": "to RGB: gray is repeated, alpha dropped; to gray: tf.image.rgb_to_grayscale "
+                              "of RGB (0.2989 R + 0.587 G + 0.114 B), alpha dropped; in float32",
+        "resize": {"size": [spec.height, spec.width], "method": RESIZE_METHOD, "antialias": RESIZE_ANTIALIAS,
+                   "call": f"tf.image.resize(image, [{spec.height}, {spec.width}], method='{RESIZE_METHOD}', "
+                           f"antialias={RESIZE_ANTIALIAS}) on float32 0..255 after the channel conversion, "
+                           "then clipped to 0..255, not rounded"},
+        "input": {"float32, float16, dynamic_range": "float32 [N, H, W, C], pixel values 0..255",
+                  "int8": "uint8 [N, H, W, C]: round(pixel / scale + zero_point) with the input's "
+                          "quantization parameters"},
+        "reference_client": "models.preprocessing.decode_image (pipeline.score scores folders with it)",
+    }
+
+
 def decode_image(image_bytes: tf.Tensor, spec: ImageSpec) -> tf.Tensor:
     """One encoded image (JPEG/PNG/BMP/GIF/WebP, any mode) -> float32 [H, W, C] in 0..255."""
     image = tf.io.decode_image(image_bytes, channels=0, expand_animations=False)  # first frame of a GIF
     image = _to_channels(tf.cast(image, tf.float32), spec.channels)
-    image = tf.image.resize(image, [spec.height, spec.width], antialias=True)
+    image = tf.image.resize(image, [spec.height, spec.width], method=RESIZE_METHOD, antialias=RESIZE_ANTIALIAS)
     image = tf.clip_by_value(image, 0.0, 255.0)
     return tf.ensure_shape(image, spec.shape)
 

@@ -18,7 +18,8 @@ import pytest
 import tensorflow as tf
 
 from components import promotion
-from models import sources
+from models import preprocessing, sources
+from models.preprocessing import ImageSpec
 from models.model import ModelConfig, expected_parameter_count
 from pipeline import local_runner, promote, report, schema, score
 from tests.browser import open_page
@@ -174,6 +175,8 @@ def test_the_golden_tflite_files_agree_with_the_saved_model_and_shrink_as_promis
     sizes = {name: measured["size_bytes"] for name, measured in quality.items()}
     assert sizes["int8"] < sizes["float16"] < sizes["float32"] and sizes["dynamic_range"] < sizes["float32"]
     version_dir = summary["pushed_paths"]["saved_model"]
+    with open(os.path.join(version_dir, "tflite", "quality.json")) as f:
+        assert json.load(f)["client_preprocessing"] == preprocessing.client_preprocessing(ImageSpec())
     assert sorted(os.listdir(os.path.join(version_dir, "tflite"))) == sorted(
         ["labels.txt", "quality.json"] + [f"{name}.tflite" for name in quality])
     assert promotion.promotion_log(golden.workspace.serving_dir)[0]["tflite"] == quality

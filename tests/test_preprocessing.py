@@ -57,3 +57,25 @@ def test_decode_image_converts_channels_and_keeps_pixel_range():
 def test_image_spec_rejects_bad_values(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ImageSpec(**kwargs)
+
+
+def _client_from_contract(image_bytes: bytes, contract) -> np.ndarray:
+    """A TFLite client written from quality.json's client_preprocessing alone (RGB photos)."""
+    image = tf.cast(tf.io.decode_image(image_bytes, channels=0, expand_animations=False), tf.float32)[..., :3]
+    resize = contract["resize"]
+    image = tf.image.resize(image, resize["size"], method=resize["method"], antialias=resize["antialias"])
+    return tf.clip_by_value(image, 0.0, 255.0).numpy()
+
+
+def test_a_client_following_the_recorded_preprocessing_feeds_the_model_exactly_what_training_saw():
+    """quality.json records how images become the TFLite input; a client that follows it matches the
+    model's own decoding to the bit, and one that resizes with tf.image.resize's defaults does not."""
+    rng = np.random.default_rng(0)
+    spec = ImageSpec(height=32, width=32, channels=3)
+    contract = preprocessing.client_preprocessing(spec)
+    assert contract["resize"]["size"] == [32, 32] and contract["channels"] == 3
+    photo = _encoded(rng.integers(0, 256, (96, 80, 4), dtype=np.uint8), "PNG")  # RGBA, downscaled
+    model_input = preprocessing.decode_image(tf.constant(photo), spec).numpy()
+    np.testing.assert_array_equal(_client_from_contract(photo, contract), model_input)
+    defaults = tf.image.resize(tf.cast(tf.io.decode_png(photo, channels=3), tf.float32), [32, 32]).numpy()
+    assert np.abs(defaults - model_input).max() > 10
