@@ -122,14 +122,16 @@ def run_keras(epochs: int, work_dir: str) -> float:
         return steady(json.load(f))
 
 
-def training_flops_per_image() -> float:
-    """3x the forward FLOPs (forward, plus gradients for activations and weights), counted by TF."""
+def training_flops_per_image(config=None) -> float:
+    """3x the forward FLOPs (forward, plus gradients for activations and weights), counted by TF, of
+    the network config builds (default: ModelConfig())."""
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
     from models.model import ModelConfig, build_classifier
-    model = build_classifier(ModelConfig())
+    config = config or ModelConfig()
+    model = build_classifier(config)
     forward = tf.function(lambda x: model(x, training=False)).get_concrete_function(
-        tf.TensorSpec((1, 28, 28, 1), tf.float32))
+        tf.TensorSpec((1, *config.input_shape), tf.float32))
     graph = convert_variables_to_constants_v2(forward).graph
     options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
