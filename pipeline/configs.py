@@ -18,10 +18,10 @@ MAX_CLASS_DRIFT = 0.05       # largest change of a class's share of the images s
 CLASS_BALANCE_BASELINE = "class_balance_baseline.json"  # under the pipeline root: the last accepted counts
 STATS_BATCH_SIZE = 64        # small: image bytes make large TFDV batches expensive
 
-# --preset NAME: values for flags the user leaves unset (flag dest -> value). Unmeasured on full
-# CIFAR-10 so far (bench/RESULTS.md says what was measured). Why each one, for photos:
-# - width 1.5: at 32x32x3 this network is bound by per-op overhead, not arithmetic, so 2.2x the
-#   parameters cost little time; depth stays 1 because a second block per stage does cost time;
+# --preset NAME: values for flags the user leaves unset (flag dest -> value). bench/RESULTS.md
+# has what they were measured to give. Why each one, for photos:
+# - width 1.5: photos need more filters; this network runs far from the CPU's peak, so the extra
+#   arithmetic costs much less time than its share; depth stays 1: a block per stage more does cost;
 # - flip: a mirrored photo shows the same thing (unlike a mirrored digit);
 # - crop_pad 4: CIFAR's usual augmentation, every image shifted up to 4 pixels; it replaces
 #   shift-rotate, whose edge smearing and rotation add little to photos;
