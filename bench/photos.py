@@ -108,19 +108,15 @@ def run_keras(data_root: str, flags: list, epochs: int, work_dir: str) -> dict:
             "parameters": model.count_params()}
 
 
-def cpu_model() -> str:
-    with open("/proc/cpuinfo") as f:
-        return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-
-
 def report(counts: dict, flags: list, summary: dict, keras_result: dict) -> None:
+    import table
     import trainer_vs_keras
     from components.trainer import steady_images_per_s
     with open(os.path.join(summary["artifacts"]["model_run"], "throughput.json")) as f:
         epochs = json.load(f)
     trainer_rate, peak = steady_images_per_s(epochs), trainer_vs_keras.cpu_peak_flops()
     flops = keras_result["training_mflops_per_image"] * 1e6
-    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores, fp32 peak {peak / 1e9:.0f} GFLOP/s")
+    print(f"machine: {table.machine()}; fp32 peak {peak / 1e9:.0f} GFLOP/s")
     print(f"data: {counts['train']:,} training photos, {counts['test']:,} held out; flags: {' '.join(flags)}")
     print(f"pipeline: held-out accuracy {summary['evaluation']['accuracy']:.4f}, {summary['bench_wall_seconds']:.0f} s "
           f"wall; stages (s): " + ", ".join(f"{s} {t:.0f}" for s, t in summary["stage_seconds"].items()))
