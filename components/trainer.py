@@ -4,7 +4,7 @@ custom_config["training"]["epochs"], where run_fn reads it.
 """
 import json
 import os
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import tensorflow as tf
 from tfx import types
@@ -35,14 +35,24 @@ def _read_json(path: str):
 
 
 def training_figure(model_run_dir: str) -> str:
-    """'155,782 parameters, 15 epochs, 900 images/s' from what run_fn wrote ('' when it wrote nothing)."""
-    from models.trainer import MODEL_FACTS_FILENAME, THROUGHPUT_FILENAME
-    model, epochs = (_read_json(os.path.join(model_run_dir, name)) for name in (MODEL_FACTS_FILENAME,
-                                                                                THROUGHPUT_FILENAME))
+    """'155,782 parameters, 15 epochs, 900 images/s' from what run_fn wrote ('' when it wrote nothing), and
+    with --warm-start what training started from."""
+    from models.model import read_facts
+    from models.trainer import THROUGHPUT_FILENAME
+    model, epochs = read_facts(model_run_dir), _read_json(os.path.join(model_run_dir, THROUGHPUT_FILENAME))
     parts = [f"{model['parameters']:,} parameters"] if model else []
     if epochs:  # written by the chief's ThroughputLogger
         parts.append(f"{len(epochs)} epochs, {steady_images_per_s(epochs):.0f} images/s")
+    if model and "started_from" in model:
+        parts.append(started_from_text(model["started_from"]))
     return ", ".join(parts)
+
+
+def started_from_text(started_from: Dict[str, Any]) -> str:
+    """'warm-started from the champion, version 3' or 'trained from scratch (--warm-start: <why>)'."""
+    if started_from.get("champion_version"):
+        return f"warm-started from the champion, version {started_from['champion_version']}"
+    return f"trained from scratch (--warm-start: {started_from['reason']})"
 
 
 def check_epochs(epochs) -> None:
@@ -74,11 +84,13 @@ class Trainer(tfx.components.Trainer):
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
 
     def __init__(self, *, examples: types.BaseChannel, transform_graph: types.BaseChannel,
-                 schema: types.BaseChannel, run_fn: str, custom_config: Dict[str, Any], epochs):
-        """epochs: an int, or a RuntimeParameter of type int."""
+                 schema: types.BaseChannel, run_fn: str, custom_config: Dict[str, Any], epochs,
+                 base_model: Optional[types.BaseChannel] = None):
+        """epochs: an int, or a RuntimeParameter of type int. base_model: the model whose weights
+        training starts from when they fit (models.warm_start), or None to start from scratch."""
         check_epochs(epochs)
         spec = TrainerSpec(
-            examples=examples, transform_graph=transform_graph, schema=schema, run_fn=run_fn,
+            examples=examples, transform_graph=transform_graph, schema=schema, run_fn=run_fn, base_model=base_model,
             train_args=trainer_pb2.TrainArgs(), eval_args=trainer_pb2.EvalArgs(),
             custom_config=json.dumps(custom_config), epochs=epochs,
             model=types.Channel(type=standard_artifacts.Model),

@@ -6,7 +6,9 @@ Blocks are plain functions whose layer names derive from a prefix; the head retu
 is used explicitly, see README "Keras".
 """
 import dataclasses
-from typing import Any, Dict, List, Tuple
+import json
+import os
+from typing import Any, Dict, List, Optional, Tuple
 
 import tensorflow as tf
 import tf_keras as keras
@@ -226,3 +228,24 @@ def expected_parameter_count(config: ModelConfig) -> int:
             total += channels * filters + batchnorm * filters        # projection + BN
         channels = filters
     return total + channels * config.num_classes + config.num_classes
+
+
+FACTS_FILENAME = "model.json"
+
+
+def write_facts(model: keras.Model, config: ModelConfig, folder: str, **more: Any) -> None:
+    """<folder>/model.json: the network's parameter count and the config it was built from (and what
+    else is given). The Trainer writes it beside its logs, for its progress line and the run report,
+    and into the exported model, where a warm start checks that a champion has the same network."""
+    tf.io.gfile.makedirs(folder)
+    with tf.io.gfile.GFile(os.path.join(folder, FACTS_FILENAME), "w") as f:
+        json.dump({"parameters": int(model.count_params()), "config": dataclasses.asdict(config), **more}, f)
+
+
+def read_facts(folder: str) -> Optional[Dict[str, Any]]:
+    """What write_facts wrote into folder, or None when it holds no such file."""
+    path = os.path.join(folder, FACTS_FILENAME)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)

@@ -18,8 +18,9 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 from models import export, features, sources
 from models.distribution import save_on_chief, training_strategy
 from models.labels import read_labels
-from models.model import ModelConfig, build_classifier
+from models.model import ModelConfig, build_classifier, write_facts
 from models.preprocessing import ImageSpec
+from models.warm_start import start_from_champion
 
 
 CACHE_BYTES = 2 << 30  # decoded training images up to this size stay in memory across epochs
@@ -116,17 +117,6 @@ def write_learning_rates(schedule: WarmupCosineRestarts, steps_per_epoch: int, l
     tf.io.gfile.makedirs(log_dir)
     with tf.io.gfile.GFile(os.path.join(log_dir, LEARNING_RATE_FILENAME), "w") as f:
         json.dump({"steps_per_epoch": steps_per_epoch, "learning_rate": [round(float(r), 8) for r in rates]}, f)
-
-
-MODEL_FACTS_FILENAME = "model.json"
-
-
-def write_model_facts(model: keras.Model, config: ModelConfig, log_dir: str) -> None:
-    """<log_dir>/model.json: the network's parameter count and the config it was built from, for the
-    Trainer's progress line and the run report (width and depth change the count by a lot)."""
-    tf.io.gfile.makedirs(log_dir)
-    with tf.io.gfile.GFile(os.path.join(log_dir, MODEL_FACTS_FILENAME), "w") as f:
-        json.dump({"parameters": int(model.count_params()), "config": dataclasses.asdict(config)}, f)
 
 
 THROUGHPUT_FILENAME = "throughput.json"
@@ -280,14 +270,17 @@ def _shard_by_element() -> tf.data.Options:
     return options
 
 
-def checkpoint_dir(root: str, fn_args: tfx.components.FnArgs) -> str:
+def checkpoint_dir(root: str, fn_args: tfx.components.FnArgs, warm_start_version: Optional[int] = None) -> str:
     """Where this training's per-epoch checkpoints go: the same for a rerun on the same data (the
-    ingested files' fingerprint), settings and code, so an interrupted Trainer resumes; different
-    otherwise, so a code change never restores a checkpoint into a different model.
+    ingested files' fingerprint), settings, code and starting weights (the champion version a warm
+    start loaded), so an interrupted Trainer resumes; different otherwise, so a code change never
+    restores a checkpoint into a different model.
     (The example files themselves differ between runs: Beam writes them in no fixed order.)"""
     fingerprint = features.read_ingest_report(examples_root(fn_args.train_files[0]))["data_fingerprint"]
-    key = hashlib.sha256(json.dumps([fingerprint, fn_args.custom_config, sources.sources_digest()],
-                                    sort_keys=True, default=str).encode())
+    key_parts = [fingerprint, fn_args.custom_config, sources.sources_digest()]
+    if warm_start_version is not None:
+        key_parts.append({"warm_start_version": warm_start_version})
+    key = hashlib.sha256(json.dumps(key_parts, sort_keys=True, default=str).encode())
     return os.path.join(root, key.hexdigest()[:16])
 
 
@@ -322,10 +315,17 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         model_config = ModelConfig(**config["model"], input_shape=spec.shape, num_classes=len(label_names))
         model = build_classifier(model_config)
         schedule = compile_model(model, model_config, training, steps_per_epoch, replicas)
-    logging.info("%s: %d parameters", model_config, model.count_params())
-    write_model_facts(model, model_config, fn_args.model_run_dir)
+        # base_model is the champion when the pipeline was made with --warm-start, and None otherwise
+        started_from = {} if fn_args.base_model is None else {
+            "started_from": start_from_champion(model, model_config, label_names, fn_args.base_model)}
+    logging.info("%s: %d parameters; %s", model_config, model.count_params(), started_from or "from scratch")
+    write_facts(model, model_config, fn_args.model_run_dir, **started_from)
     write_learning_rates(schedule, steps_per_epoch, fn_args.model_run_dir)
-    fit(model, train, validation, training, steps_per_epoch, checkpoint_dir(config["checkpoint_root"], fn_args),
+    fit(model, train, validation, training, steps_per_epoch,
+        checkpoint_dir(config["checkpoint_root"], fn_args, started_from.get("started_from", {}).get("champion_version")),
         fn_args.model_run_dir, global_batch=global_batch)
-    save_on_chief(lambda path: export.export_serving_model(model, tf_transform_output, label_names, spec, path),
-                  fn_args.serving_model_dir)
+
+    def export_to(path: str) -> None:
+        export.export_serving_model(model, tf_transform_output, label_names, spec, path)
+        write_facts(model, model_config, path)  # what a later --warm-start checks the network against
+    save_on_chief(export_to, fn_args.serving_model_dir)

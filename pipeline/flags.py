@@ -50,6 +50,9 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
                         help="augment with left-right mirror images (default: off: a flip changes digits and text)")
     parser.add_argument("--crop-pad", type=at_least(0), metavar="PIXELS",
                         help="augment by shifting each image up to this many pixels, zero-filled (default 0: off)")
+    parser.add_argument("--warm-start", action="store_true",
+                        help="start from the champion's weights when it has the same network and classes "
+                             "(otherwise from scratch, saying why); fewer epochs then reach its accuracy")
     parser.add_argument("--profile", action="store_true", default=None,
                         help="trace 10 training steps of the second epoch into the Trainer's TensorBoard logs")
 
@@ -131,4 +134,5 @@ def pipeline_settings(args: argparse.Namespace) -> Dict[str, Any]:
         min_class_accuracy=args.min_class_accuracy, max_tflite_accuracy_drop=args.max_tflite_accuracy_drop,
         min_tflite_agreement=args.min_tflite_agreement,
         eval_percent=args.eval_percent, max_class_drift=args.max_class_drift, strict=args.strict,
+        warm_start=args.warm_start,
         **_given(max_image_pixels=args.max_image_pixels))

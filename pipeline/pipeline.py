@@ -35,13 +35,15 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: Union[
                     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
                     max_class_drift: float = configs.MAX_CLASS_DRIFT,
                     strict: bool = False,
+                    warm_start: bool = False,
                     metadata_connection_config=None,
                     beam_pipeline_args: Sequence[str] = configs.BEAM_PIPELINE_ARGS,
                     enable_cache: bool = False,
                     schema_file_in_pipeline: Optional[str] = None) -> tfx.dsl.Pipeline:
     """data_root, min_accuracy and epochs (default: training.epochs) may be RuntimeParameters, set
     per run on Kubeflow. schema_file is read here; schema_file_in_pipeline is where the steps find
-    it (default: the same path)."""
+    it (default: the same path). warm_start: the Trainer starts from the champion's weights when its
+    network and classes are this run's (models.warm_start)."""
     for name, value in (("max_class_drift", max_class_drift), ("max_tflite_accuracy_drop", max_tflite_accuracy_drop),
                         ("min_tflite_agreement", min_tflite_agreement), ("min_accuracy", min_accuracy)):
         check_fraction(name, value)
@@ -71,17 +73,19 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: Union[
         disable_statistics=True,
         custom_config={"image": image_spec.to_config()})
     transform.add_upstream_node(data_gate)
+    champion = ChampionModel(serving_dir=serving_dir)
     trainer = Trainer(
         run_fn=configs.RUN_FN, examples=example_gen.outputs["examples"],
         transform_graph=transform.outputs["transform_graph"], schema=schema_gen.outputs["schema"],
         epochs=training.epochs if epochs is None else epochs,
+        # a warm start's Trainer runs every time: its input, the champion, is read anew by every run
+        base_model=champion.outputs["champion"] if warm_start else None,
         custom_config={"image": image_spec.to_config(),
                        "training": {k: v for k, v in dataclasses.asdict(training).items() if k != "epochs"},
                        "model": model.options(),
                        "checkpoint_root": os.path.join(pipeline_root, "Trainer", "checkpoints")})
     lite_models = LiteModels(model=trainer.outputs["model"], examples=example_gen.outputs["examples"],
                              max_accuracy_drop=max_tflite_accuracy_drop, min_agreement=min_tflite_agreement)
-    champion = ChampionModel(serving_dir=serving_dir)
     evaluator = ChampionEvaluator(
         examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
         baseline_model=champion.outputs["champion"],

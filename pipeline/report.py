@@ -235,7 +235,8 @@ def epoch_scalars(log_dir: str) -> Dict[str, Dict[int, float]]:
 
 def training_section(page: Page, summary: Dict[str, Any]) -> None:
     import matplotlib.pyplot as plt
-    from models.trainer import LEARNING_RATE_FILENAME, MODEL_FACTS_FILENAME, THROUGHPUT_FILENAME
+    from models.model import read_facts
+    from models.trainer import LEARNING_RATE_FILENAME, THROUGHPUT_FILENAME
     model_run = summary.get("artifacts", {}).get("model_run")
     if not model_run:
         page.add("training", "Training", "<p>The Trainer did not run.</p>")
@@ -270,13 +271,14 @@ def training_section(page: Page, summary: Dict[str, Any]) -> None:
     facts = ["Trainer: cached, this run reused the model an earlier run trained"
              if "Trainer" in (summary.get("cached_stages") or ())
              else f"Trainer wall time: {summary.get('stage_seconds', {}).get('Trainer', 0):.1f} s"]
-    model_facts_path = os.path.join(model_run, MODEL_FACTS_FILENAME)
-    if os.path.exists(model_facts_path):
-        with open(model_facts_path) as f:
-            model = json.load(f)
+    model = read_facts(model_run)
+    if model:
         config = model["config"]
         facts.append(f"{config['architecture']} network, width {config['width']:g}, depth {config['depth']}: "
                      f"{model['parameters']:,} parameters")
+        if "started_from" in model:
+            from components.trainer import started_from_text
+            facts.append(started_from_text(model["started_from"]))
     if os.path.exists(throughput_path):
         from components.trainer import steady_images_per_s
         with open(throughput_path) as f:

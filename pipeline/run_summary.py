@@ -17,6 +17,7 @@ from components.model_pusher import (ALREADY_SERVING_PROPERTY, DESTINATION_PROPE
 from components.validation_gate import read_anomalies
 from models import features
 from models.labels import read_labels
+from models.model import read_facts
 
 OUTPUT_EVENTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
 
@@ -115,6 +116,9 @@ def summarize(nodes: Dict[str, Dict[str, Any]], *, run_id: str, data_root: str, 
     model_run = _single(nodes.get("Trainer"), "model_run")
     if model_run is not None:
         summary["artifacts"]["model_run"] = model_run.uri  # TensorBoard logs, throughput.json
+        facts = read_facts(model_run.uri)
+        if facts and "started_from" in facts:  # --warm-start: the champion version, or why not
+            summary["started_from"] = facts["started_from"]
     lite_models = _single(nodes.get("LiteModels"), "lite_models")
     if lite_models is not None:
         summary["tflite"] = read_quality(lite_models.uri)

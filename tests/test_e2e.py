@@ -297,6 +297,21 @@ def test_a_rollback_pins_the_champion_so_a_blessed_run_holds_until_unpinned(afte
     assert not promotion.champion(serving_dir)["pinned"]
 
 
+def test_a_warm_start_begins_at_the_champions_weights_and_says_where_it_started(after_worse, worse):
+    """WORSE's learning rate learns nothing in its one epoch, so a model that starts from the
+    champion's weights scores what the champion scores; one that starts from random weights would
+    score near chance (the worse run's own accuracy)."""
+    version = promotion.champion(after_worse.serving_dir)["version"]
+    run = after_worse.run(*WORSE, "--warm-start")
+    assert run.code == 0, run.summary["error"]
+    assert "Trainer" in run.ran  # its input, the champion, is read anew by every run
+    assert run.summary["started_from"]["champion_version"] == version
+    assert f"warm-started from the champion, version {version}" in run.out
+    evaluation = run.summary["evaluation"]
+    assert evaluation["accuracy"] == pytest.approx(evaluation["champion_accuracy"], abs=0.01)
+    assert worse[0].summary["evaluation"]["accuracy"] < evaluation["accuracy"] - 0.3  # the same run from scratch
+
+
 def _add_class(data_root: str, name: str, colour) -> None:
     for split, count in (("train", 12), ("test", 4)):
         for i in range(count):
