@@ -9,7 +9,7 @@ does not grow with the split. Writes <variant>.tflite, labels.txt and quality.js
 """
 import json
 import os
-from typing import Any, Dict, Iterator, Tuple
+from typing import Any, Dict, Iterator, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -99,11 +99,17 @@ class _Scores:
                 "latency_ms_per_image": round(self.classifier.latency_ms(latency_images), 4)}
 
 
-def _candidates(saved_model, training_images: np.ndarray) -> Dict[Tuple[str, str], _Scores]:
-    """Every file a variant may be pushed as: int8 with per-tensor and with per-channel weights."""
-    return {(variant, quantization): _Scores(lite.convert(saved_model, variant, training_images, quantization))
-            for variant in lite.VARIANTS
-            for quantization in (lite.WEIGHT_QUANTIZATIONS if variant == "int8" else ("per-channel",))}
+def _quantizations(variant: str) -> Tuple[str, ...]:
+    """The weight quantizations a variant is tried with, in order: int8 per tensor (the smaller file),
+    then per channel when that one may not be pushed."""
+    return lite.WEIGHT_QUANTIZATIONS if variant == "int8" else ("per-channel",)
+
+
+def _candidates(saved_model, training_images: np.ndarray, variants: Sequence[str]) -> Dict[Tuple[str, str], _Scores]:
+    """The first file each variant is tried as (the fallbacks are converted when needed)."""
+    return {(variant, _quantizations(variant)[0]): _Scores(lite.convert(saved_model, variant, training_images,
+                                                                        _quantizations(variant)[0]))
+            for variant in variants}
 
 
 def _stream_eval(saved_model, examples_uri: str, spec: ImageSpec, candidates: Dict[Tuple[str, str], _Scores]
@@ -126,21 +132,28 @@ def _stream_eval(saved_model, examples_uri: str, spec: ImageSpec, candidates: Di
 
 
 def variants_with_quality(saved_model_dir: str, examples_uri: str, output_dir: str,
-                          max_accuracy_drop: float, min_agreement: float = 0.0) -> Dict[str, Any]:
+                          max_accuracy_drop: float, min_agreement: float = 0.0,
+                          variants: Sequence[str] = lite.VARIANTS) -> Dict[str, Any]:
+    """Converts each of variants (float32 among them), measures it on the whole eval split against
+    the SavedModel, and writes <variant>.tflite into output_dir; returns the quality record."""
     # Kubeflow's launcher creates only the parent of an output artifact's folder (LocalDagRunner makes it)
     tf.io.gfile.makedirs(output_dir)
     saved_model = lite.load(saved_model_dir)  # once: every variant is converted from it
     spec = ImageSpec(*(int(d) for d in lite.image_shape(saved_model)))
     training_images, _ = sample_split(examples_uri, "train", spec, REPRESENTATIVE_IMAGES)
-    candidates = _candidates(saved_model, training_images)
+    candidates = _candidates(saved_model, training_images, variants)
     saved_model_accuracy, eval_images, latency_images = _stream_eval(saved_model, examples_uri, spec, candidates)
     quality: Dict[str, Any] = {"eval_images": eval_images, "saved_model_accuracy": saved_model_accuracy,
                                "max_accuracy_drop": max_accuracy_drop, "min_agreement": min_agreement,
                                "client_preprocessing": client_preprocessing(spec), "variants": {}}
-    for variant in lite.VARIANTS:
+    for variant in variants:
         # int8: the smallest weight quantization whose quality may be pushed; the others are recorded
         attempts = []
-        for weight_quantization in lite.WEIGHT_QUANTIZATIONS if variant == "int8" else ("per-channel",):
+        for weight_quantization in _quantizations(variant):
+            if (variant, weight_quantization) not in candidates:  # a fallback: converted, then one more pass
+                fallback = _Scores(lite.convert(saved_model, variant, training_images, weight_quantization))
+                _stream_eval(saved_model, examples_uri, spec, {(variant, weight_quantization): fallback})
+                candidates[(variant, weight_quantization)] = fallback
             measured = candidates[(variant, weight_quantization)].measured(latency_images)
             attempts.append({**measured, **push_decision(measured["accuracy"], saved_model_accuracy,
                                                          max_accuracy_drop, measured["agreement"], min_agreement)})

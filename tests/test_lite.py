@@ -117,11 +117,18 @@ def test_the_calibration_sample_spans_a_class_sorted_split(tmp_path):
     (1.0, 1.01, "per-channel", ["per-tensor"]),    # no agreement can reach the floor: the same, by agreement
 ])
 def test_int8_falls_back_to_per_channel_weights_only_when_per_tensor_may_not_be_pushed(
-        exported, tmp_path, max_accuracy_drop, min_agreement, int8_quantization, earlier):  # noqa: F811
+        exported, tmp_path, monkeypatch, max_accuracy_drop, min_agreement, int8_quantization, earlier):  # noqa: F811
     export_dir, pixels = exported
     _write_examples(str(tmp_path / "examples"), pixels)
+    converted, convert = [], lite.convert
+
+    def recording_convert(saved_model, variant, *args, **kwargs):  # the real converter, its calls recorded
+        converted.append(variant)
+        return convert(saved_model, variant, *args, **kwargs)
+    monkeypatch.setattr(lite, "convert", recording_convert)
     quality = variants_with_quality(export_dir, str(tmp_path / "examples"), str(tmp_path), max_accuracy_drop,
                                     min_agreement)
+    assert converted.count("int8") == 1 + len(earlier)  # per channel only when per tensor was not enough
     int8 = quality["variants"]["int8"]
     assert int8["weight_quantization"] == int8_quantization
     assert [attempt["weight_quantization"] for attempt in int8.get("earlier_attempts", [])] == earlier
