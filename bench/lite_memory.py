@@ -41,7 +41,7 @@ def _status_mb(field: str) -> float:
         return int(re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.M).group(1)) / 1024
 
 
-def measure_one(model: str, examples: str, output: str) -> None:
+def measure_one(model: str, examples: str, output: str, variants) -> None:
     """In this process: LiteModels' measurement, then peak RSS (MB) and seconds as JSON, and how far
     the resident set rose above where it stood while the eval split streamed past. The converters'
     peak, reached before, is larger and varies by tens of MB from run to run, so the whole run's
@@ -59,7 +59,8 @@ def measure_one(model: str, examples: str, output: str) -> None:
 
     lite_models._stream_eval = measured_stream_eval
     started = time.time()
-    quality = lite_models.variants_with_quality(model, examples, output, max_accuracy_drop=0.01, min_agreement=0.98)
+    quality = lite_models.variants_with_quality(model, examples, output, max_accuracy_drop=0.01, min_agreement=0.98,
+                                                variants=variants or lite_models.lite.VARIANTS)
     print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "seconds": round(time.time() - started, 1), "eval_images": quality["eval_images"],
                       **streaming}))
@@ -70,10 +71,13 @@ def main() -> None:
     parser.add_argument("--output-dir", default=os.path.join(REPO_ROOT, "outputs"), help="a finished run's")
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000])
     parser.add_argument("--json", action="store_true", help="end with one JSON line: {size: {peak_rss_mb, seconds}}")
+    parser.add_argument("--variants", nargs="+", metavar="VARIANT",
+                        help="measure only these TFLite variants (default: all); the streaming pass is the same "
+                             "code for any, and each costs a conversion and a pass of its own")
     parser.add_argument("--measure-one", nargs=3, metavar=("MODEL", "EXAMPLES", "OUTPUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure_one:
-        measure_one(*args.measure_one)
+        measure_one(*args.measure_one, args.variants)
         return
     with open(os.path.join(args.output_dir, "last_run.json")) as f:
         run = json.load(f)
@@ -83,7 +87,9 @@ def main() -> None:
             examples = os.path.join(scratch, f"examples-{size}")
             make_examples(run["artifacts"]["examples"], examples, size)
             output = subprocess.run([sys.executable, __file__, "--measure-one", run["trained_model"], examples,
-                                     os.path.join(scratch, f"lite-{size}")], capture_output=True, text=True,
+                                     os.path.join(scratch, f"lite-{size}"),
+                                     *(["--variants", *args.variants] if args.variants else [])],
+                                    capture_output=True, text=True,
                                     check=True, cwd=REPO_ROOT).stdout.strip().splitlines()[-1]
             results[size] = json.loads(output)
             print(f"eval split {size:>6} images: peak RSS {results[size]['peak_rss_mb']:7.0f} MB, "

@@ -19,6 +19,11 @@ from models import features
 from models.labels import read_labels
 from models.model import ModelConfig, build_classifier, read_facts
 
+# A warm-started training fine-tunes: its peak learning rate is the configured one times this. At the
+# full peak, the first epoch threw the champion's weights far from where they were (bench/RESULTS.md,
+# "Warm start"), and the epochs saved went into climbing back.
+WARM_START_LEARNING_RATE = 0.1
+
 PROMOTION_RECORD = "promotion.json"  # components.promotion.RECORD_FILENAME: the version it was published as
 
 
