@@ -54,7 +54,8 @@ def volume(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def first_run(image, volume):
-    return _run_local(volume, image, "--run-epochs", "1", "--run-min-accuracy", "0")
+    # --warm-start: the Trainer takes the ChampionModel step's output, empty on a first run, as its base_model
+    return _run_local(volume, image, "--run-epochs", "1", "--run-min-accuracy", "0", "--warm-start")
 
 
 @pytest.mark.e2e
@@ -98,6 +99,15 @@ def test_inputs_arrived_typed_system_and_each_step_says_so_in_its_log(first_run)
             log = f.read()
         for name, title in step["input_types"].items():
             assert f"kfp_entrypoint: input '{name}' arrived as {title}; restored " in log, (step["step"], name)
+
+
+@pytest.mark.e2e
+def test_a_warm_starting_trainer_gets_the_champion_step_output_and_finds_no_champion_yet(first_run):
+    _, record = first_run
+    (trainer,) = [s for s in record["steps"] if s["step"] == "Trainer"]
+    assert trainer["input_types"]["base_model"] == "system.Model"
+    with open(trainer["log"]) as f:
+        assert "trained from scratch (--warm-start: there is no champion yet)" in f.read()
 
 
 @pytest.mark.e2e
