@@ -209,48 +209,93 @@ class Run:
             self._next_id += 1
         return read_back
 
-    def run(self, say=print) -> List[Dict[str, Any]]:
+    def run(self, say=print, parallel: int = 0) -> List[Dict[str, Any]]:
+        """Every step once its upstream steps are done, as KFP's DAG driver does: independent steps
+        at the same time, up to parallel of them (default: one per CPU core). After a failed step,
+        no step starts; those running are waited for; then StepFailed says which one failed."""
         os.makedirs(self.log_dir, exist_ok=True)
-        started, read_back, record = time.time(), {}, self.record
-        for task_name in task_order(self.spec):
-            step = {"step": task_name}
-            record.append(step)
-            upstream = self.spec["root"]["dag"]["tasks"][task_name].get("dependentTasks", [])
-            not_run = [name for name in upstream if name not in read_back]
-            if not_run:  # a step after one its condition skipped does not run either
-                step.update(status="not_triggered", condition=f"upstream {not_run} did not run")
-                say(f"[{time.time() - started:7.1f}s] {task_name} not triggered: {not_run} did not run")
-                continue
-            inputs = executor_input(task_name, self.spec, self.run_root, self.parameters, read_back)
-            condition = self.spec["root"]["dag"]["tasks"][task_name].get("triggerPolicy", {}).get("condition")
-            if condition and not condition_holds(condition, inputs):
-                step.update(status="not_triggered", condition=condition)
-                say(f"[{time.time() - started:7.1f}s] {task_name} not triggered: {condition} is false")
-                continue
-            step["input_types"] = {name: _title(lst["artifacts"][0]["type"]) or "(empty instance schema)"
-                                   for name, lst in inputs["inputs"]["artifacts"].items()}
-            outputs_dir = os.path.join(self.log_dir, task_name)
-            os.makedirs(outputs_dir, exist_ok=True)
-            with open(os.path.join(outputs_dir, "executor_input.json"), "w") as f:
-                json.dump(inputs, f, indent=1)  # what the step was handed, to replay or read
-            log_path = os.path.join(self.log_dir, f"{task_name}.log")
-            say(f"[{time.time() - started:7.1f}s] {task_name} started in a container (log: {log_path})")
-            step_started = time.time()
-            with open(log_path, "w") as log:
-                code = subprocess.call(self._container_command(task_name, inputs, outputs_dir),
-                                       stdout=log, stderr=subprocess.STDOUT)
-            step.update(seconds=round(time.time() - step_started, 1), log=log_path)
-            if code != 0:
-                step["status"] = "failed"
-                with open(log_path) as f:
-                    tail = f.read()[-2000:]
-                raise StepFailed(f"step {task_name} exited with code {code}; the end of {log_path}:\n{tail}")
-            step["status"] = "succeeded"
-            outputs = merge_outputs(inputs["outputs"]["artifacts"], os.path.join(outputs_dir, "output_metadata.json"))
-            step["outputs"] = {name: artifact["uri"] for name, artifact in outputs.items()}
-            read_back[task_name] = self._read_back(outputs)
-            say(f"[{time.time() - started:7.1f}s] {task_name} finished in {step['seconds']:.1f}s")
-        return record
+        self._started, self._say = time.time(), say
+        tasks, read_back = self.spec["root"]["dag"]["tasks"], {}
+        pending, done, running, failures = task_order(self.spec), set(), {}, []
+        while pending or running:
+            for task_name in [name for name in pending if set(tasks[name].get("dependentTasks", [])) <= done]:
+                if failures or len(running) >= (parallel or os.cpu_count() or 1):
+                    break
+                pending.remove(task_name)
+                started = self._start(task_name, read_back)
+                if started is None:
+                    done.add(task_name)  # not triggered: what depends on it is not triggered either
+                else:
+                    running[task_name] = started
+            if not running:
+                if failures or not pending:
+                    break
+                continue  # a step just marked not triggered may have made others ready
+            finished = self._wait_for_one(running)
+            failure = self._finish(finished, *running.pop(finished), read_back)
+            done.add(finished)
+            if failure:
+                failures.append(failure)
+        if failures:
+            raise StepFailed(failures[0])
+        return self.record
+
+    def _log(self, text: str) -> None:
+        self._say(f"[{time.time() - self._started:7.1f}s] {text}")
+
+    def _start(self, task_name: str, read_back: Dict[str, Any]):
+        """Starts the step's container, or records why it does not run (then returns None)."""
+        step = {"step": task_name}
+        self.record.append(step)
+        upstream = self.spec["root"]["dag"]["tasks"][task_name].get("dependentTasks", [])
+        not_run = [name for name in upstream if name not in read_back]
+        if not_run:  # a step after one its condition skipped does not run either
+            step.update(status="not_triggered", condition=f"upstream {not_run} did not run")
+            self._log(f"{task_name} not triggered: {not_run} did not run")
+            return None
+        inputs = executor_input(task_name, self.spec, self.run_root, self.parameters, read_back)
+        condition = self.spec["root"]["dag"]["tasks"][task_name].get("triggerPolicy", {}).get("condition")
+        if condition and not condition_holds(condition, inputs):
+            step.update(status="not_triggered", condition=condition)
+            self._log(f"{task_name} not triggered: {condition} is false")
+            return None
+        step["input_types"] = {name: _title(lst["artifacts"][0]["type"]) or "(empty instance schema)"
+                               for name, lst in inputs["inputs"]["artifacts"].items()}
+        outputs_dir = os.path.join(self.log_dir, task_name)
+        os.makedirs(outputs_dir, exist_ok=True)
+        with open(os.path.join(outputs_dir, "executor_input.json"), "w") as f:
+            json.dump(inputs, f, indent=1)  # what the step was handed, to replay or read
+        step["log"] = os.path.join(self.log_dir, f"{task_name}.log")
+        self._log(f"{task_name} started in a container (log: {step['log']})")
+        with open(step["log"], "w") as log:
+            process = subprocess.Popen(self._container_command(task_name, inputs, outputs_dir), stdout=log,
+                                       stderr=subprocess.STDOUT)
+        return process, step, inputs, outputs_dir, time.time()
+
+    @staticmethod
+    def _wait_for_one(running: Dict[str, Any]) -> str:
+        while True:
+            for task_name, (process, *_) in running.items():
+                if process.poll() is not None:
+                    return task_name
+            time.sleep(0.2)
+
+    def _finish(self, task_name: str, process, step: Dict[str, Any], inputs: Dict[str, Any], outputs_dir: str,
+                step_started: float, read_back: Dict[str, Any]) -> str:
+        """Records a finished step and its outputs; returns why it failed, or ''."""
+        step["seconds"] = round(time.time() - step_started, 1)
+        if process.returncode != 0:
+            step["status"] = "failed"
+            with open(step["log"]) as f:
+                tail = f.read()[-2000:]
+            self._log(f"{task_name} failed after {step['seconds']:.1f}s")
+            return f"step {task_name} exited with code {process.returncode}; the end of {step['log']}:\n{tail}"
+        step["status"] = "succeeded"
+        outputs = merge_outputs(inputs["outputs"]["artifacts"], os.path.join(outputs_dir, "output_metadata.json"))
+        step["outputs"] = {name: artifact["uri"] for name, artifact in outputs.items()}
+        read_back[task_name] = self._read_back(outputs)
+        self._log(f"{task_name} finished in {step['seconds']:.1f}s")
+        return ""
 
 
 def check_engine(docker: str = "docker") -> None:
