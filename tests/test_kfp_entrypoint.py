@@ -159,3 +159,28 @@ def test_a_step_skipped_by_its_condition_skips_the_steps_after_it(tmp_path):
     record = run.run(say=lines.append)
     assert [(step["step"], step["status"]) for step in record] == [("gate", "not_triggered"), ("after", "not_triggered")]
     assert lines[1].endswith("after not triggered: ['gate'] did not run")
+
+
+def test_independent_steps_run_together_and_after_a_failure_no_step_starts(tmp_path):
+    """The engine is a script standing in for `docker run` (the containers' own run is
+    tests/test_kubeflow_containers.py): it logs each step's start and end; b fails after half a
+    second, a takes one and a half. a and b start together; c, after a, never starts; a is waited for; b's failure is raised."""
+    events = tmp_path / "events"
+    engine = tmp_path / "engine"
+    engine.write_text('#!/bin/sh\nname=$(echo "$@" | sed "s/.*--name kfp-[^-]*-\\([a-z]*\\).*/\\1/")\n'
+                      f'echo "start $name" >> {events}\n'
+                      f'if [ "$name" = b ]; then sleep 0.5; echo "end $name" >> {events}; exit 3; fi\n'
+                      f'sleep 1.5; echo "end $name" >> {events}\n')
+    engine.chmod(0o755)
+    spec = {"pipelineInfo": {"name": "p"}, "defaultPipelineRoot": "/mnt/v/pipeline",
+            "root": {"dag": {"tasks": {"a": {"componentRef": {"name": "c"}}, "b": {"componentRef": {"name": "c"}},
+                                       "c": {"componentRef": {"name": "c"}, "dependentTasks": ["a"]}}}},
+            "components": {"c": {"executorLabel": "e"}},
+            "deploymentSpec": {"executors": {"e": {"container": {"image": "none", "command": ["run"]}}}}}
+    run = kfp_local.Run(spec, {}, volumes={}, parameters={}, log_root=str(tmp_path), docker=str(engine))
+    with pytest.raises(kfp_local.StepFailed, match="step b exited with code 3"):
+        run.run(say=lambda line: None, parallel=2)
+    lines = events.read_text().splitlines()
+    assert sorted(lines[:2]) == ["start a", "start b"]  # together: both started before either ended
+    assert lines[2:] == ["end b", "end a"]  # c never started; a was waited for
+    assert [(step["step"], step["status"]) for step in run.record] == [("a", "succeeded"), ("b", "failed")]
