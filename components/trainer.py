@@ -42,7 +42,7 @@ def training_figure(model_run_dir: str) -> str:
     model, epochs = read_facts(model_run_dir), _read_json(os.path.join(model_run_dir, THROUGHPUT_FILENAME))
     parts = [f"{model['parameters']:,} parameters"] if model else []
     if epochs:  # written by the chief's ThroughputLogger
-        parts.append(f"{len(epochs)} epochs, {steady_images_per_s(epochs):.0f} images/s")
+        parts.append(f"{len(epochs)} epoch{'' if len(epochs) == 1 else 's'}, {steady_images_per_s(epochs):.0f} images/s")
     if model and "started_from" in model:
         parts.append(started_from_text(model["started_from"]))
     return ", ".join(parts)
