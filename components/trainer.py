@@ -50,8 +50,10 @@ def training_figure(model_run_dir: str) -> str:
 
 def started_from_text(started_from: Dict[str, Any]) -> str:
     """'warm-started from the champion, version 3' or 'trained from scratch (--warm-start: <why>)'."""
-    if started_from.get("champion_version"):
-        return f"warm-started from the champion, version {started_from['champion_version']}"
+    from models.warm_start import warm_started
+    if warm_started(started_from):
+        version = started_from.get("champion_version")
+        return "warm-started from the champion" + (f", version {version}" if version else "")
     return f"trained from scratch (--warm-start: {started_from['reason']})"
 
 

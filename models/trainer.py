@@ -20,7 +20,7 @@ from models.distribution import save_on_chief, training_strategy
 from models.labels import read_labels
 from models.model import ModelConfig, build_classifier, write_facts
 from models.preprocessing import ImageSpec
-from models.warm_start import WARM_START_LEARNING_RATE, start_from_champion
+from models.warm_start import WARM_START_LEARNING_RATE, start_from_champion, warm_started
 
 
 CACHE_BYTES = 2 << 30  # decoded training images up to this size stay in memory across epochs
@@ -315,16 +315,16 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         model_config = ModelConfig(**config["model"], input_shape=spec.shape, num_classes=len(label_names))
         model = build_classifier(model_config)
         # base_model is the champion when the pipeline was made with --warm-start, and None otherwise
-        started_from = {} if fn_args.base_model is None else {
-            "started_from": start_from_champion(model, model_config, label_names, fn_args.base_model)}
-        if started_from and started_from["started_from"]["champion_version"]:
+        started_from = (None if fn_args.base_model is None else
+                        start_from_champion(model, model_config, label_names, fn_args.base_model))
+        warm_version = started_from["champion_version"] if warm_started(started_from) else None
+        if warm_started(started_from):
             training = dataclasses.replace(training, learning_rate=training.learning_rate * WARM_START_LEARNING_RATE)
         schedule = compile_model(model, model_config, training, steps_per_epoch, replicas)
-    logging.info("%s: %d parameters; %s", model_config, model.count_params(), started_from or "from scratch")
-    write_facts(model, model_config, fn_args.model_run_dir, **started_from)
+    logging.info("%s: %d parameters; started from %s", model_config, model.count_params(), started_from or "scratch")
+    write_facts(model, model_config, fn_args.model_run_dir, **({"started_from": started_from} if started_from else {}))
     write_learning_rates(schedule, steps_per_epoch, fn_args.model_run_dir)
-    fit(model, train, validation, training, steps_per_epoch,
-        checkpoint_dir(config["checkpoint_root"], fn_args, started_from.get("started_from", {}).get("champion_version")),
+    fit(model, train, validation, training, steps_per_epoch, checkpoint_dir(config["checkpoint_root"], fn_args, warm_version),
         fn_args.model_run_dir, global_batch=global_batch)
 
     def export_to(path: str) -> None:

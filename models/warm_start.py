@@ -87,3 +87,9 @@ def start_from_champion(model: keras.Model, config: ModelConfig, label_names: Se
     if reason is not None:
         return {"champion_version": None, "reason": reason}
     return {"champion_version": champion_version(champion_dir), "champion_dir": champion_dir}
+
+
+def warm_started(started_from: Optional[Dict[str, Any]]) -> bool:
+    """Whether start_from_champion (whose result this is, or None when no warm start was asked for)
+    loaded the champion's weights."""
+    return bool(started_from) and "reason" not in started_from

@@ -111,3 +111,11 @@ def test_weights_that_do_not_fit_leave_the_model_untouched(tmp_path):
     assert started["champion_version"] is None
     assert started["reason"].startswith("the champion's weights do not fit this network")
     assert _weights_equal(model.get_weights(), before)
+
+
+def test_the_progress_line_says_what_training_started_from():
+    from components.trainer import started_from_text
+    assert started_from_text({"champion_version": 7, "champion_dir": "/c"}) == "warm-started from the champion, version 7"
+    assert started_from_text({"champion_version": None, "champion_dir": "/c"}) == "warm-started from the champion"
+    assert started_from_text({"champion_version": None, "reason": "there is no champion yet"}) == (
+        "trained from scratch (--warm-start: there is no champion yet)")
