@@ -99,6 +99,15 @@ class _Scores:
                 "latency_ms_per_image": round(self.classifier.latency_ms(latency_images), 4)}
 
 
+def chosen_variants(names: Sequence[str]) -> Tuple[str, ...]:
+    """The variants to make, in lite.VARIANTS' order: all of them when none is named, and float32
+    always (the other files' sizes are given against it). Raises ValueError naming an unknown one."""
+    unknown = sorted(set(names) - set(lite.VARIANTS))
+    if unknown:
+        raise ValueError(f"unknown TFLite variant(s) {unknown}: choose from {list(lite.VARIANTS)}")
+    return tuple(v for v in lite.VARIANTS if not names or v in names or v == "float32")
+
+
 def _quantizations(variant: str) -> Tuple[str, ...]:
     """The weight quantizations a variant is tried with, in order: int8 per tensor (the smaller file),
     then per channel when that one may not be pushed."""
@@ -182,13 +191,15 @@ def LiteModels(model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifa
                examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
                lite_models: tfx.dsl.components.OutputArtifact[TFLiteModels],
                max_accuracy_drop: tfx.dsl.components.Parameter[float] = 0.01,
-               min_agreement: tfx.dsl.components.Parameter[float] = 0.0) -> None:
+               min_agreement: tfx.dsl.components.Parameter[float] = 0.0,
+               variants: tfx.dsl.components.Parameter[str] = "") -> None:
+    """variants: the comma-separated TFLite variants to make ("": all); float32 is always made."""
     quality = variants_with_quality(serving_model_path(model.uri), examples.uri, lite_models.uri, max_accuracy_drop,
-                                    min_agreement)
+                                    min_agreement, chosen_variants(variants.split(",") if variants else ()))
     write_labels(os.path.join(lite_models.uri, features.LABELS_FILENAME),
                  read_labels(os.path.join(examples.uri, features.LABELS_FILENAME)))
     with tf.io.gfile.GFile(os.path.join(lite_models.uri, QUALITY_FILENAME), "w") as f:
         json.dump(quality, f, indent=2)
-    variants, int8 = quality["variants"], quality["variants"]["int8"]
-    key_figure(f"{sum(v['push'] for v in variants.values())} of {len(variants)} variants may be pushed; int8 "
-               f"{int8['size_vs_float32']}x float32, agreement {int8['agreement']:.3f}")
+    variants, int8 = quality["variants"], quality["variants"].get("int8")
+    key_figure(f"{sum(v['push'] for v in variants.values())} of {len(variants)} variants may be pushed"
+               + (f"; int8 {int8['size_vs_float32']}x float32, agreement {int8['agreement']:.3f}" if int8 else ""))

@@ -88,6 +88,9 @@ def add_threshold_flags(parser: argparse.ArgumentParser) -> None:
                         help="accuracy every class needs (0: no per-class floor)")
     parser.add_argument("--max-tflite-accuracy-drop", type=float, default=configs.MAX_TFLITE_ACCURACY_DROP,
                         help="a TFLite variant this far below the SavedModel's eval accuracy is not pushed")
+    parser.add_argument("--tflite", nargs="+", metavar="VARIANT",
+                        help="the TFLite files to make: float32, dynamic_range, float16, int8 (default: all; "
+                             "float32 is always made, the others' sizes are given against it)")
     parser.add_argument("--min-tflite-agreement", type=float, default=configs.MIN_TFLITE_AGREEMENT,
                         help="nor one whose top-1 answers agree with the SavedModel's on a smaller share of eval images")
 
@@ -113,6 +116,11 @@ def with_preset(args: argparse.Namespace) -> argparse.Namespace:
     return argparse.Namespace(**values)
 
 
+def _tflite_variants(names) -> tuple:
+    from components.lite_models import chosen_variants  # raises ValueError for an unknown name
+    return chosen_variants(names or ())
+
+
 def pipeline_settings(args: argparse.Namespace) -> Dict[str, Any]:
     """create_pipeline's keyword arguments for the flags of add_pipeline_flags. Raises ValueError
     (one line) for a value the configs refuse."""
@@ -134,5 +142,5 @@ def pipeline_settings(args: argparse.Namespace) -> Dict[str, Any]:
         min_class_accuracy=args.min_class_accuracy, max_tflite_accuracy_drop=args.max_tflite_accuracy_drop,
         min_tflite_agreement=args.min_tflite_agreement,
         eval_percent=args.eval_percent, max_class_drift=args.max_class_drift, strict=args.strict,
-        warm_start=args.warm_start,
+        warm_start=args.warm_start, tflite_variants=_tflite_variants(args.tflite),
         **_given(max_image_pixels=args.max_image_pixels))

@@ -36,6 +36,7 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: Union[
                     max_class_drift: float = configs.MAX_CLASS_DRIFT,
                     strict: bool = False,
                     warm_start: bool = False,
+                    tflite_variants: Sequence[str] = (),
                     metadata_connection_config=None,
                     beam_pipeline_args: Sequence[str] = configs.BEAM_PIPELINE_ARGS,
                     enable_cache: bool = False,
@@ -85,7 +86,8 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: Union[
                        "model": model.options(),
                        "checkpoint_root": os.path.join(pipeline_root, "Trainer", "checkpoints")})
     lite_models = LiteModels(model=trainer.outputs["model"], examples=example_gen.outputs["examples"],
-                             max_accuracy_drop=max_tflite_accuracy_drop, min_agreement=min_tflite_agreement)
+                             max_accuracy_drop=max_tflite_accuracy_drop, min_agreement=min_tflite_agreement,
+                             variants=",".join(tflite_variants))
     evaluator = ChampionEvaluator(
         examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
         baseline_model=champion.outputs["champion"],

@@ -405,7 +405,7 @@ def test_missing_data_root_fails_fast_with_one_clear_message(tmp_path, capsys):
 def test_a_run_killed_in_the_trainer_resumes_when_rerun_and_serving_never_shows_a_partial_version(after_worse):
     """From the worse state every stage before the Trainer is reused, so the Trainer starts at once."""
     command = [sys.executable, "-m", "pipeline.local_runner", "--data-root", after_worse.data_root,
-               "--output-dir", after_worse.output_dir, "--epochs", "2"]  # killed after the first
+               "--output-dir", after_worse.output_dir, "--epochs", "2", "--tflite", "float32"]  # killed after the first
     serving_dir = after_worse.serving_dir
     versions_before = promotion.versions(serving_dir)
     partial, watching = [], threading.Event()

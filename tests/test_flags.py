@@ -54,3 +54,14 @@ def test_a_width_the_model_refuses_stops_the_run_before_anything_runs(tmp_path, 
     assert local_runner.main(["--output-dir", str(tmp_path), "--width", "20"]) == 2
     assert capsys.readouterr().err.strip() == "error: width must be in (0, 16], got 20.0"
     assert not (tmp_path / "metadata.sqlite").exists()
+
+
+def test_tflite_names_the_files_to_make_float32_always_among_them_and_an_unknown_one_stops_the_run(
+        tmp_path, capsys):
+    assert _settings()["tflite_variants"] == ("float32", "dynamic_range", "float16", "int8")
+    assert _settings("--tflite", "int8")["tflite_variants"] == ("float32", "int8")
+    assert _settings("--tflite", "float16", "float32")["tflite_variants"] == ("float32", "float16")
+    assert local_runner.main(["--output-dir", str(tmp_path), "--tflite", "int4"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: unknown TFLite variant(s) ['int4']: choose from "
+                                               "['float32', 'dynamic_range', 'float16', 'int8']")
+    assert not (tmp_path / "metadata.sqlite").exists()

@@ -256,7 +256,7 @@ def test_the_local_runners_model_training_and_data_choices_compile_into_the_step
                        "--learning-rate", "0.002", "--weight-decay", "0.0001", "--weight-decay-mode", "l2",
                        "--image-size", "32", "40", "--channels", "3", "--eval-percent", "25", "--strict",
                        "--max-accuracy-drop", "0.02", "--min-class-accuracy", "0.5", "--epochs", "7",
-                       "--warm-start")
+                       "--warm-start", "--tflite", "int8")
     trainer = json.loads(_constant(spec, "Trainer", "custom_config"))
     assert trainer["image"] == {"height": 32, "width": 40, "channels": 3}
     assert {k: trainer["model"][k] for k in ("architecture", "attention", "weight_decay", "weight_decay_mode")} == {
@@ -269,6 +269,7 @@ def test_the_local_runners_model_training_and_data_choices_compile_into_the_step
     assert _constant(spec, "DataGate", "strict") == 1
     assert spec["root"]["dag"]["tasks"]["Trainer"]["inputs"]["artifacts"]["base_model"]["taskOutputArtifact"] == {
         "producerTask": "ChampionModel", "outputArtifactKey": "champion"}  # --warm-start
+    assert _constant(spec, "LiteModels", "variants") == "float32,int8"
     assert (_constant(spec, "Pusher", "max_accuracy_drop"), _constant(spec, "Pusher", "min_class_accuracy")) == (0.02, 0.5)
 
 
