@@ -2,7 +2,7 @@
 images/s beside plain Keras `fit` of the same network for the same epochs.
 
     bin/in-env python bench/photos.py [--per-class 5000] [--epochs N] [--preset photos|none]
-                                      [--keras-epochs N] [--archive PATH]
+                                      [--keras-epochs N] [--archive PATH] [-- RUNNER FLAGS, e.g. --batch-size 64]
 
 Reads ../shared/datasets/cifar10-train.tar.gz (the 50,000 CIFAR-10 training photos as JPEG class
 folders); without it, says so and exits 0. Holds out a tenth of each class (a fixed shuffle: 45,000
@@ -56,7 +56,7 @@ def pipeline_flags(args) -> list:
     flags = ["--image-size", "32", "32", "--channels", "3", "--min-accuracy", "0"]
     if args.preset != "none":
         flags += ["--preset", args.preset]
-    return flags + (["--epochs", str(args.epochs)] if args.epochs else [])
+    return flags + (["--epochs", str(args.epochs)] if args.epochs else []) + list(args.flags)  # after --: any flag
 
 
 def run_pipeline(data_root: str, output_dir: str, flags: list) -> dict:
@@ -141,6 +141,8 @@ def main() -> int:
     parser.add_argument("--child-keras", nargs=3, metavar=("DATA", "EPOCHS", "WORK"), help=argparse.SUPPRESS)
     parser.add_argument("flags", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.keras_epochs is not None and args.keras_epochs < 2:
+        parser.error("--keras-epochs must be >= 2: images/s is taken from the epochs after the first")
     if args.child_keras:
         data_root, epochs, work = args.child_keras
         print(json.dumps(run_keras(data_root, args.flags, int(epochs), work)))
@@ -155,8 +157,12 @@ def main() -> int:
         summary = run_pipeline(data_root, os.path.join(work, "out"), flags)
         with open(os.path.join(summary["artifacts"]["model_run"], "throughput.json")) as f:
             epochs = args.keras_epochs or len(json.load(f))
-        out = subprocess.run([sys.executable, __file__, "--child-keras", data_root, str(epochs), work, "--", *flags],
-                             check=True, capture_output=True, text=True, cwd=REPO_ROOT).stdout
+        child = subprocess.run([sys.executable, __file__, "--child-keras", data_root, str(epochs), work, "--", *flags],
+                               capture_output=True, text=True, cwd=REPO_ROOT)
+        if child.returncode:
+            print(f"bench/photos.py: the Keras fit failed; the end of its stderr:\n{child.stderr[-3000:]}", file=sys.stderr)
+            return 1
+        out = child.stdout
         report(counts, flags, summary, json.loads(out.strip().splitlines()[-1]))
     return 0
 
