@@ -114,10 +114,14 @@ def _quantizations(variant: str) -> Tuple[str, ...]:
     return lite.WEIGHT_QUANTIZATIONS if variant == "int8" else ("per-channel",)
 
 
+def _candidate(saved_model, training_images: np.ndarray, variant: str, quantization: str) -> _Scores:
+    return _Scores(lite.convert(saved_model, variant, training_images, quantization))
+
+
 def _candidates(saved_model, training_images: np.ndarray, variants: Sequence[str]) -> Dict[Tuple[str, str], _Scores]:
     """The first file each variant is tried as (the fallbacks are converted when needed)."""
-    return {(variant, _quantizations(variant)[0]): _Scores(lite.convert(saved_model, variant, training_images,
-                                                                        _quantizations(variant)[0]))
+    return {(variant, _quantizations(variant)[0]): _candidate(saved_model, training_images, variant,
+                                                              _quantizations(variant)[0])
             for variant in variants}
 
 
@@ -160,7 +164,7 @@ def variants_with_quality(saved_model_dir: str, examples_uri: str, output_dir: s
         attempts = []
         for weight_quantization in _quantizations(variant):
             if (variant, weight_quantization) not in candidates:  # a fallback: converted, then one more pass
-                fallback = _Scores(lite.convert(saved_model, variant, training_images, weight_quantization))
+                fallback = _candidate(saved_model, training_images, variant, weight_quantization)
                 _stream_eval(saved_model, examples_uri, spec, {(variant, weight_quantization): fallback})
                 candidates[(variant, weight_quantization)] = fallback
             measured = candidates[(variant, weight_quantization)].measured(latency_images)

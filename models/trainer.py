@@ -317,15 +317,15 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         # base_model is the champion when the pipeline was made with --warm-start, and None otherwise
         started_from = (None if fn_args.base_model is None else
                         start_from_champion(model, model_config, label_names, fn_args.base_model))
-        warm_version = started_from["champion_version"] if warm_started(started_from) else None
-        if warm_started(started_from):
+        warm = warm_started(started_from)
+        if warm:
             training = dataclasses.replace(training, learning_rate=training.learning_rate * WARM_START_LEARNING_RATE)
         schedule = compile_model(model, model_config, training, steps_per_epoch, replicas)
     logging.info("%s: %d parameters; started from %s", model_config, model.count_params(), started_from or "scratch")
     write_facts(model, model_config, fn_args.model_run_dir, **({"started_from": started_from} if started_from else {}))
     write_learning_rates(schedule, steps_per_epoch, fn_args.model_run_dir)
-    fit(model, train, validation, training, steps_per_epoch, checkpoint_dir(config["checkpoint_root"], fn_args, warm_version),
-        fn_args.model_run_dir, global_batch=global_batch)
+    checkpoints = checkpoint_dir(config["checkpoint_root"], fn_args, started_from["champion_version"] if warm else None)
+    fit(model, train, validation, training, steps_per_epoch, checkpoints, fn_args.model_run_dir, global_batch=global_batch)
 
     def export_to(path: str) -> None:
         export.export_serving_model(model, tf_transform_output, label_names, spec, path)

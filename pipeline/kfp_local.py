@@ -216,10 +216,10 @@ class Run:
         os.makedirs(self.log_dir, exist_ok=True)
         self._started, self._say = time.time(), say
         tasks, read_back = self.spec["root"]["dag"]["tasks"], {}
-        pending, done, running, failures = task_order(self.spec), set(), {}, []
+        pending, done, running, failure = task_order(self.spec), set(), {}, ""
         while pending or running:
             for task_name in [name for name in pending if set(tasks[name].get("dependentTasks", [])) <= done]:
-                if failures or len(running) >= (parallel or os.cpu_count() or 1):
+                if failure or len(running) >= (parallel or os.cpu_count() or 1):
                     break
                 pending.remove(task_name)
                 started = self._start(task_name, read_back)
@@ -228,16 +228,14 @@ class Run:
                 else:
                     running[task_name] = started
             if not running:
-                if failures or not pending:
+                if failure or not pending:
                     break
                 continue  # a step just marked not triggered may have made others ready
             finished = self._wait_for_one(running)
-            failure = self._finish(finished, *running.pop(finished), read_back)
+            failure = self._finish(finished, *running.pop(finished), read_back) or failure
             done.add(finished)
-            if failure:
-                failures.append(failure)
-        if failures:
-            raise StepFailed(failures[0])
+        if failure:
+            raise StepFailed(failure)
         return self.record
 
     def _log(self, text: str) -> None:

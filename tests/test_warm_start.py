@@ -113,6 +113,13 @@ def test_weights_that_do_not_fit_leave_the_model_untouched(tmp_path):
     assert _weights_equal(model.get_weights(), before)
 
 
+def test_the_version_is_read_from_the_record_the_pusher_writes():
+    """models/ does not import components/: the record's file name is written twice, and pinned here."""
+    from components import promotion
+    from models import warm_start
+    assert warm_start.PROMOTION_RECORD == promotion.RECORD_FILENAME
+
+
 def test_the_progress_line_says_what_training_started_from():
     from components.trainer import started_from_text
     assert started_from_text({"champion_version": 7, "champion_dir": "/c"}) == "warm-started from the champion, version 7"
