@@ -43,21 +43,24 @@ def _status_mb(field: str) -> float:
 
 def measure_one(model: str, examples: str, output: str, variants) -> None:
     """In this process: LiteModels' measurement, then peak RSS (MB) and seconds as JSON, and how far
-    the resident set rose above where it stood while the eval split streamed past. The converters'
-    peak, reached before, is larger and varies by tens of MB from run to run, so the whole run's
-    peak hides what streaming holds; Linux resets the high-water mark on request (clear_refs 5)."""
+    the resident set rose, while the eval split streamed past, above where it stood once the first
+    batch had gone through. The converters' peak, reached before, varies by tens of MB from run to
+    run, and so does the first batch's (the SavedModel's first call and the interpreters' buffers):
+    either hides what streaming holds. Linux resets the high-water mark on request (clear_refs 5)."""
     from components import lite_models
-    stream_eval, streaming = lite_models._stream_eval, {}
+    split_batches, streaming = lite_models.split_batches, {}
 
-    def measured_stream_eval(*args, **kwargs):
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        before = _status_mb("VmRSS")
-        result = stream_eval(*args, **kwargs)
-        streaming["stream_growth_mb"] = round(_status_mb("VmHWM") - before, 1)
-        return result
+    def measured_split_batches(*args, **kwargs):
+        before = None
+        for index, batch in enumerate(split_batches(*args, **kwargs)):
+            if index == 1:  # the first batch has been scored by every model
+                with open("/proc/self/clear_refs", "w") as f:
+                    f.write("5")
+                before = _status_mb("VmRSS")
+            yield batch
+        streaming["stream_growth_mb"] = round(_status_mb("VmHWM") - before, 1) if before is not None else 0.0
 
-    lite_models._stream_eval = measured_stream_eval
+    lite_models.split_batches = measured_split_batches
     started = time.time()
     quality = lite_models.variants_with_quality(model, examples, output, max_accuracy_drop=0.01, min_agreement=0.98,
                                                 variants=variants or lite_models.lite.VARIANTS)
