@@ -3,13 +3,16 @@ split against the SavedModel: top-1 agreement, accuracy, file size, single-threa
 A variant whose accuracy is more than max_accuracy_drop below the SavedModel's, or whose answers agree
 with the SavedModel's on fewer than min_agreement of the images, is marked not to be pushed, with the
 reason: accuracy alone can hide a variant that is wrong on different images. int8 weights are
-quantized per tensor, or per channel when per tensor may not be pushed. Every candidate file is
+quantized per tensor, or per channel when per tensor may not be pushed; when the Trainer fine-tuned a
+quantization-aware copy (--quantization-aware), its int8 file is measured beside the post-training one,
+and the int8 file pushed is the one of them that may be pushed and agrees best with the SavedModel.
+Every candidate file is
 converted first, then the eval split streams past all of them once, a batch at a time, so memory
 does not grow with the split. Writes <variant>.tflite, labels.txt and quality.json.
 """
 import json
 import os
-from typing import Any, Dict, Iterator, Sequence, Tuple
+from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -17,7 +20,7 @@ from tfx import v1 as tfx
 
 from components.artifacts import TFLiteModels, serving_model_path
 from components.progress import key_figure
-from models import features, lite
+from models import export, features, lite
 from models.labels import read_labels, write_labels
 from models.preprocessing import ImageSpec, client_preprocessing, decode_images
 
@@ -108,21 +111,36 @@ def chosen_variants(names: Sequence[str]) -> Tuple[str, ...]:
     return tuple(v for v in lite.VARIANTS if not names or v in names or v == "float32")
 
 
-def _quantizations(variant: str) -> Tuple[str, ...]:
-    """The weight quantizations a variant is tried with, in order: int8 per tensor (the smaller file),
-    then per channel when that one may not be pushed."""
-    return lite.WEIGHT_QUANTIZATIONS if variant == "int8" else ("per-channel",)
+QUANTIZATION_AWARE = "quantization-aware"  # an int8 file converted from the Trainer's quantization-aware copy
 
 
-def _candidate(saved_model, training_images: np.ndarray, variant: str, quantization: str) -> _Scores:
-    return _Scores(lite.convert(saved_model, variant, training_images, quantization))
+def _first_tries(variant: str, quantization_aware: bool) -> Tuple[str, ...]:
+    """The quantizations a variant is measured with in the first pass: int8 per tensor (the smaller
+    file), and the quantization-aware copy's int8 file when there is one."""
+    if variant != "int8":
+        return ("per-channel",)
+    return ("per-tensor",) + ((QUANTIZATION_AWARE,) if quantization_aware else ())
 
 
-def _candidates(saved_model, training_images: np.ndarray, variants: Sequence[str]) -> Dict[Tuple[str, str], _Scores]:
-    """The first file each variant is tried as (the fallbacks are converted when needed)."""
-    return {(variant, _quantizations(variant)[0]): _candidate(saved_model, training_images, variant,
-                                                              _quantizations(variant)[0])
-            for variant in variants}
+def _candidate(sources: Dict[str, Any], training_images: np.ndarray, variant: str, quantization: str) -> _Scores:
+    """sources: the loaded SavedModel ("saved_model") and quantization-aware copy (QUANTIZATION_AWARE)."""
+    if quantization == QUANTIZATION_AWARE:
+        return _Scores(lite.convert(sources[QUANTIZATION_AWARE], variant, training_images, "per-channel"))
+    return _Scores(lite.convert(sources["saved_model"], variant, training_images, quantization))
+
+
+def _candidates(sources: Dict[str, Any], training_images: np.ndarray, variants: Sequence[str]
+                ) -> Dict[Tuple[str, str], _Scores]:
+    """The files of the first pass (the per-channel int8 fallback is converted when needed)."""
+    return {(variant, quantization): _candidate(sources, training_images, variant, quantization)
+            for variant in variants for quantization in _first_tries(variant, QUANTIZATION_AWARE in sources)}
+
+
+def _best(attempts: Sequence[Dict[str, Any]]) -> int:
+    """The index of the attempt to keep: of those that may be pushed (else of all), the one that
+    agrees best with the SavedModel, then the more accurate, then the smaller file."""
+    pool = [i for i, attempt in enumerate(attempts) if attempt["push"]] or range(len(attempts))
+    return max(pool, key=lambda i: (attempts[i]["agreement"], attempts[i]["accuracy"], -attempts[i]["size_bytes"]))
 
 
 def _stream_eval(saved_model, examples_uri: str, spec: ImageSpec, candidates: Dict[Tuple[str, str], _Scores]
@@ -144,44 +162,53 @@ def _stream_eval(saved_model, examples_uri: str, spec: ImageSpec, candidates: Di
     return correct / seen, seen, np.concatenate(latency_images)[:lite.LATENCY_IMAGES]
 
 
+def _measured(candidates: Dict[Tuple[str, str], _Scores], key: Tuple[str, str], latency_images: np.ndarray,
+              saved_model_accuracy: float, max_accuracy_drop: float, min_agreement: float) -> Dict[str, Any]:
+    measured = candidates[key].measured(latency_images)
+    return {**measured, **push_decision(measured["accuracy"], saved_model_accuracy, max_accuracy_drop,
+                                        measured["agreement"], min_agreement),
+            **({"weight_quantization": key[1]} if key[0] == "int8" else {})}
+
+
 def variants_with_quality(saved_model_dir: str, examples_uri: str, output_dir: str,
                           max_accuracy_drop: float, min_agreement: float = 0.0,
-                          variants: Sequence[str] = lite.VARIANTS) -> Dict[str, Any]:
+                          variants: Sequence[str] = lite.VARIANTS,
+                          quantization_aware_dir: Optional[str] = None) -> Dict[str, Any]:
     """Converts each of variants (float32 among them), measures it on the whole eval split against
-    the SavedModel, and writes <variant>.tflite into output_dir; returns the quality record."""
+    the SavedModel, and writes <variant>.tflite into output_dir; returns the quality record. With
+    quantization_aware_dir, the int8 file is also converted from that SavedModel and measured."""
     # Kubeflow's launcher creates only the parent of an output artifact's folder (LocalDagRunner makes it)
     tf.io.gfile.makedirs(output_dir)
     saved_model = lite.load(saved_model_dir)  # once: every variant is converted from it
+    sources = {"saved_model": saved_model,
+               **({QUANTIZATION_AWARE: lite.load(quantization_aware_dir)} if quantization_aware_dir else {})}
     spec = ImageSpec(*(int(d) for d in lite.image_shape(saved_model)))
     training_images, _ = sample_split(examples_uri, "train", spec, REPRESENTATIVE_IMAGES)
-    candidates = _candidates(saved_model, training_images, variants)
+    candidates = _candidates(sources, training_images, variants)
     saved_model_accuracy, eval_images, latency_images = _stream_eval(saved_model, examples_uri, spec, candidates)
     quality: Dict[str, Any] = {"eval_images": eval_images, "saved_model_accuracy": saved_model_accuracy,
                                "max_accuracy_drop": max_accuracy_drop, "min_agreement": min_agreement,
                                "client_preprocessing": client_preprocessing(spec), "variants": {}}
+    measure = lambda key: _measured(candidates, key, latency_images, saved_model_accuracy, max_accuracy_drop,
+                                    min_agreement)
     for variant in variants:
-        # int8: the smallest weight quantization whose quality may be pushed; the others are recorded
-        attempts = []
-        for weight_quantization in _quantizations(variant):
-            if (variant, weight_quantization) not in candidates:  # a fallback: converted, then one more pass
-                fallback = _candidate(saved_model, training_images, variant, weight_quantization)
-                _stream_eval(saved_model, examples_uri, spec, {(variant, weight_quantization): fallback})
-                candidates[(variant, weight_quantization)] = fallback
-            measured = candidates[(variant, weight_quantization)].measured(latency_images)
-            attempts.append({**measured, **push_decision(measured["accuracy"], saved_model_accuracy,
-                                                         max_accuracy_drop, measured["agreement"], min_agreement)})
-            if variant == "int8":
-                attempts[-1]["weight_quantization"] = weight_quantization
-            if attempts[-1]["push"]:
-                break
-        quality["variants"][variant] = {**attempts[-1], **({"earlier_attempts": attempts[:-1]} if len(attempts) > 1
-                                                           else {})}
-        chosen = candidates[(variant, attempts[-1].get("weight_quantization", "per-channel"))]
+        keys = [(variant, quantization) for quantization in _first_tries(variant, QUANTIZATION_AWARE in sources)]
+        attempts = [measure(key) for key in keys]
+        if variant == "int8" and not any(attempt["push"] for attempt in attempts):
+            # per channel: a larger file, converted and streamed past only when nothing else may be pushed
+            keys.append((variant, "per-channel"))
+            candidates[keys[-1]] = _candidate(sources, training_images, *keys[-1])
+            _stream_eval(saved_model, examples_uri, spec, {keys[-1]: candidates[keys[-1]]})
+            attempts.append(measure(keys[-1]))
+        chosen = _best(attempts)
+        others = attempts[:chosen] + attempts[chosen + 1:]
+        quality["variants"][variant] = {**attempts[chosen], **({"other_attempts": others} if others else {})}
         with tf.io.gfile.GFile(os.path.join(output_dir, f"{variant}.tflite"), "wb") as f:
-            f.write(chosen.model)
+            f.write(candidates[keys[chosen]].model)
     float32_size = quality["variants"]["float32"]["size_bytes"]
-    for measured in quality["variants"].values():
-        measured["size_vs_float32"] = round(measured["size_bytes"] / float32_size, 3)
+    for variant in quality["variants"].values():
+        for measured in [variant, *variant.get("other_attempts", ())]:
+            measured["size_vs_float32"] = round(measured["size_bytes"] / float32_size, 3)
     return quality
 
 
@@ -198,12 +225,15 @@ def LiteModels(model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifa
                min_agreement: tfx.dsl.components.Parameter[float] = 0.0,
                variants: tfx.dsl.components.Parameter[str] = "") -> None:
     """variants: the comma-separated TFLite variants to make ("": all); float32 is always made."""
+    quantization_aware = export.quantization_aware_dir(serving_model_path(model.uri))
     quality = variants_with_quality(serving_model_path(model.uri), examples.uri, lite_models.uri, max_accuracy_drop,
-                                    min_agreement, chosen_variants(variants.split(",") if variants else ()))
+                                    min_agreement, chosen_variants(variants.split(",") if variants else ()),
+                                    quantization_aware if tf.io.gfile.exists(quantization_aware) else None)
     write_labels(os.path.join(lite_models.uri, features.LABELS_FILENAME),
                  read_labels(os.path.join(examples.uri, features.LABELS_FILENAME)))
     with tf.io.gfile.GFile(os.path.join(lite_models.uri, QUALITY_FILENAME), "w") as f:
         json.dump(quality, f, indent=2)
     variants, int8 = quality["variants"], quality["variants"].get("int8")
     key_figure(f"{sum(v['push'] for v in variants.values())} of {len(variants)} variants may be pushed"
-               + (f"; int8 {int8['size_vs_float32']}x float32, agreement {int8['agreement']:.3f}" if int8 else ""))
+               + (f"; int8 ({int8['weight_quantization']}) {int8['size_vs_float32']}x float32, "
+                  f"agreement {int8['agreement']:.3f}" if int8 else ""))

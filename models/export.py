@@ -54,10 +54,7 @@ def serving_signatures(model: keras.Model, tf_transform_output: tft.TFTransformO
     def serve_image_bytes(image_bytes):
         return predict(raw_image_features(image_bytes, tf_transform_output))
 
-    @tf.function(input_signature=[tf.TensorSpec([None, *spec.shape], tf.float32, name="images")])
-    def serve_images(images):
-        return _predictions(model((images - mean) / std, training=False), model.label_names)
-
+    serve_images = _serve_images(model, mean, std, spec)
     feature_model = keras.Model(model.inputs, [model.get_layer(GRAD_CAM_LAYER).input, model.output])
 
     @tf.function(input_signature=[tf.TensorSpec([None, *spec.shape], tf.float32, name="images")])
@@ -77,6 +74,15 @@ def serving_signatures(model: keras.Model, tf_transform_output: tft.TFTransformO
     # function that reads them (tests/test_distribution.py exports one).
     return {"serving_default": serve_examples, "serve_image_bytes": serve_image_bytes,
             "serve_images": serve_images, "explain_images": explain_images}
+
+
+def _serve_images(model: keras.Model, mean: float, std: float, spec: ImageSpec
+                  ) -> tf.types.experimental.PolymorphicFunction:
+    """float images [N, H, W, C] in 0..255 -> the predictions (model.label_names must be set)."""
+    @tf.function(input_signature=[tf.TensorSpec([None, *spec.shape], tf.float32, name="images")])
+    def serve_images(images):
+        return _predictions(model((images - mean) / std, training=False), model.label_names)
+    return serve_images
 
 
 def normalization_constants(tf_transform_output: tft.TFTransformOutput, spec: ImageSpec) -> Tuple[float, float]:
@@ -102,3 +108,21 @@ def export_serving_model(model: keras.Model, tf_transform_output: tft.TFTransfor
     """Writes the SavedModel and labels.txt into export_dir (TFLite variants: models/lite.py)."""
     tf.saved_model.save(model, export_dir, signatures=serving_signatures(model, tf_transform_output, label_names, spec))
     write_labels(os.path.join(export_dir, features.LABELS_FILENAME), label_names)
+
+
+# Beside the Trainer's Format-Serving folder in its Model artifact: the quantization-aware copy, which
+# LiteModels converts to int8 (the Evaluator and the Pusher read Format-Serving alone).
+QUANTIZATION_AWARE_FOLDER = "Format-QuantizationAware"
+
+
+def quantization_aware_dir(serving_model_dir: str) -> str:
+    return os.path.join(os.path.dirname(serving_model_dir.rstrip("/")), QUANTIZATION_AWARE_FOLDER)
+
+
+def export_images_model(model: keras.Model, tf_transform_output: tft.TFTransformOutput,
+                        label_names: Sequence[str], spec: ImageSpec, export_dir: str) -> None:
+    """A SavedModel with the serve_images signature alone: all TFLite conversion reads. For the
+    quantization-aware copy, whose layers carry other names than Grad-CAM looks for."""
+    mean, std = normalization_constants(tf_transform_output, spec)
+    model.label_names = tf.Variable(list(label_names), trainable=False, name="label_names")
+    tf.saved_model.save(model, export_dir, signatures={"serve_images": _serve_images(model, mean, std, spec)})

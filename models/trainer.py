@@ -20,6 +20,7 @@ from models.distribution import save_on_chief, training_strategy
 from models.labels import read_labels
 from models.model import ModelConfig, build_classifier, write_facts
 from models.preprocessing import ImageSpec
+from models.quantization import QUANTIZATION_AWARE_LEARNING_RATE, quantization_aware_copy
 from models.warm_start import WARM_START_LEARNING_RATE, start_from_champion, warm_started
 
 
@@ -40,11 +41,12 @@ class TrainingConfig:
     flip: bool = False                # mirror flips: off, since a flip changes what digits and text mean
     crop_pad: int = 0                 # pad each side by this many pixels, then crop back at random (0: off)
     seed: int = 0                     # weights, shuffling and augmentation
+    quantization_aware_epochs: int = 0  # then fine-tunes a fake-quantized copy for the int8 TFLite file (0: off)
     profile: bool = False             # trace PROFILED_STEPS steps of the second epoch into the TensorBoard logs
 
     def __post_init__(self):
         for name, low in (("epochs", 1), ("batch_size", 1), ("restarts", 0), ("early_stopping_patience", 0),
-                          ("crop_pad", 0)):
+                          ("crop_pad", 0), ("quantization_aware_epochs", 0)):
             if getattr(self, name) < low:
                 raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)!r}")
         if self.learning_rate <= 0:
@@ -322,7 +324,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
             training = dataclasses.replace(training, learning_rate=training.learning_rate * WARM_START_LEARNING_RATE)
         schedule = compile_model(model, model_config, training, steps_per_epoch, replicas)
     logging.info("%s: %d parameters; started from %s", model_config, model.count_params(), started_from or "scratch")
-    write_facts(model, model_config, fn_args.model_run_dir, **({"started_from": started_from} if started_from else {}))
+    write_facts(model, model_config, fn_args.model_run_dir, **({"started_from": started_from} if started_from else {}),
+                **({"quantization_aware_epochs": training.quantization_aware_epochs}
+                   if training.quantization_aware_epochs else {}))
     write_learning_rates(schedule, steps_per_epoch, fn_args.model_run_dir)
     checkpoints = checkpoint_dir(config["checkpoint_root"], fn_args, started_from["champion_version"] if warm else None)
     fit(model, train, validation, training, steps_per_epoch, checkpoints, fn_args.model_run_dir, global_batch=global_batch)
@@ -331,3 +335,28 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         export.export_serving_model(model, tf_transform_output, label_names, spec, path)
         write_facts(model, model_config, path)  # what a later --warm-start checks the network against
     save_on_chief(export_to, fn_args.serving_model_dir)
+    if training.quantization_aware_epochs:
+        quantization_aware = fine_tune_quantization_aware(model, model_config, training, strategy, train, validation,
+                                                          steps_per_epoch, checkpoints, fn_args.model_run_dir)
+        save_on_chief(lambda path: export.export_images_model(quantization_aware, tf_transform_output, label_names,
+                                                              spec, path),
+                      export.quantization_aware_dir(fn_args.serving_model_dir))
+
+
+def fine_tune_quantization_aware(model: keras.Model, model_config: ModelConfig, training: TrainingConfig,
+                                 strategy: tf.distribute.Strategy, train: tf.data.Dataset,
+                                 validation: Optional[tf.data.Dataset], steps_per_epoch: int, checkpoints: str,
+                                 log_dir: str) -> keras.Model:
+    """The trained model's fake-quantized copy (models/quantization.py), fine-tuned for the configured
+    epochs on the same batches: one cosine decay from a tenth of the peak rate, no warm-up."""
+    fine_tuning = dataclasses.replace(
+        training, epochs=training.quantization_aware_epochs, warmup_epochs=0, restarts=0, early_stopping_patience=0,
+        learning_rate=training.learning_rate * QUANTIZATION_AWARE_LEARNING_RATE, profile=False)
+    replicas = strategy.num_replicas_in_sync
+    with strategy.scope():
+        quantization_aware = quantization_aware_copy(model)
+        compile_model(quantization_aware, model_config, fine_tuning, steps_per_epoch, replicas)
+    logging.info("Quantization-aware fine-tuning: %d epoch(s)", fine_tuning.epochs)
+    fit(quantization_aware, train, validation, fine_tuning, steps_per_epoch,
+        os.path.join(checkpoints, "quantization-aware"), os.path.join(log_dir, "quantization_aware"))
+    return quantization_aware

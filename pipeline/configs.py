@@ -18,6 +18,9 @@ MAX_CLASS_DRIFT = 0.05       # largest change of a class's share of the images s
 CLASS_BALANCE_BASELINE = "class_balance_baseline.json"  # under the pipeline root: the last accepted counts
 STATS_BATCH_SIZE = 64        # small: image bytes make large TFDV batches expensive
 
+# Epochs of quantization-aware fine-tuning when --quantization-aware is given without a number.
+QUANTIZATION_AWARE_EPOCHS = 2
+
 # --preset NAME: values for flags the user leaves unset (flag dest -> value). bench/RESULTS.md
 # has what they were measured to give. Why each one, for photos:
 # - width 1.5: photos need more filters; this network runs far from the CPU's peak, so the extra

@@ -53,6 +53,11 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warm-start", action="store_true",
                         help="start from the champion's weights when it has the same network and classes "
                              "(otherwise from scratch, saying why); fewer epochs then reach its accuracy")
+    parser.add_argument("--quantization-aware", type=at_least(1), nargs="?", const=configs.QUANTIZATION_AWARE_EPOCHS,
+                        metavar="EPOCHS",
+                        help="then fine-tune a fake-quantized copy for EPOCHS (default "
+                             f"{configs.QUANTIZATION_AWARE_EPOCHS}) and measure its int8 TFLite file beside the "
+                             "post-training one; the one that may be pushed and agrees best is kept")
     parser.add_argument("--profile", action="store_true", default=None,
                         help="trace 10 training steps of the second epoch into the Trainer's TensorBoard logs")
 
@@ -116,9 +121,12 @@ def with_preset(args: argparse.Namespace) -> argparse.Namespace:
     return argparse.Namespace(**values)
 
 
-def _tflite_variants(names) -> tuple:
+def _tflite_variants(names, quantization_aware) -> tuple:
     from components.lite_models import chosen_variants  # raises ValueError for an unknown name
-    return chosen_variants(names or ())
+    variants = chosen_variants(names or ())
+    if quantization_aware and "int8" not in variants:
+        raise ValueError("--quantization-aware fine-tunes for the int8 TFLite file: add int8 to --tflite")
+    return variants
 
 
 def pipeline_settings(args: argparse.Namespace) -> Dict[str, Any]:
@@ -134,7 +142,7 @@ def pipeline_settings(args: argparse.Namespace) -> Dict[str, Any]:
         training=TrainingConfig(**_given(epochs=args.epochs, batch_size=args.batch_size,
                                          learning_rate=args.learning_rate, restarts=args.restarts,
                                          augment=args.shift_rotate, flip=args.flip, crop_pad=args.crop_pad,
-                                         profile=args.profile)),
+                                         profile=args.profile, quantization_aware_epochs=args.quantization_aware)),
         model=ModelConfig(**_given(architecture=args.architecture, attention=args.attention, width=args.width,
                                    depth=args.depth, weight_decay=args.weight_decay,
                                    weight_decay_mode=args.weight_decay_mode)),
@@ -142,5 +150,5 @@ def pipeline_settings(args: argparse.Namespace) -> Dict[str, Any]:
         min_class_accuracy=args.min_class_accuracy, max_tflite_accuracy_drop=args.max_tflite_accuracy_drop,
         min_tflite_agreement=args.min_tflite_agreement,
         eval_percent=args.eval_percent, max_class_drift=args.max_class_drift, strict=args.strict,
-        warm_start=args.warm_start, tflite_variants=_tflite_variants(args.tflite),
+        warm_start=args.warm_start, tflite_variants=_tflite_variants(args.tflite, args.quantization_aware),
         **_given(max_image_pixels=args.max_image_pixels))

@@ -521,9 +521,14 @@ def tflite_section(page: Page, summary: Dict[str, Any]) -> None:
     if not quality:
         page.add("tflite", "TFLite", "<p>No TFLite variants were made.</p>")
         return
-    rows = [[name, m["size_bytes"], m["size_vs_float32"], m["accuracy"], m["agreement"], m["latency_ms_per_image"],
-             m.get("weight_quantization", ""), "yes" if m["push"] else f"no: {m.get('reason', '')}"]
-            for name, m in quality["variants"].items()]
+    def row(name: str, m: Dict[str, Any], pushed: str) -> list:
+        return [name, m["size_bytes"], m["size_vs_float32"], m["accuracy"], m["agreement"], m["latency_ms_per_image"],
+                m.get("weight_quantization", ""), pushed]
+    rows = []
+    for name, m in quality["variants"].items():
+        rows.append(row(name, m, "yes" if m["push"] else f"no: {m.get('reason', '')}"))
+        # the int8 files measured and not kept: another weight quantization, or the quantization-aware copy's
+        rows += [row(f"{name} (not kept)", other, "no: the file above was kept") for other in m.get("other_attempts", ())]
     page.add("tflite", "TFLite", f"<p>On {quality['eval_images']} eval images; SavedModel accuracy "
                                  f"{quality['saved_model_accuracy']:.4f}.</p>" + table(
         ["variant", "bytes", "× float32", "accuracy", "agreement with SavedModel", "ms/image (1 thread)",

@@ -21,6 +21,7 @@ from models.preprocessing import ImageSpec
 
 SPEC = ImageSpec(height=12, width=10, channels=3)
 LABELS = ["cat", "dog"]
+CONFIG = ModelConfig(input_shape=SPEC.shape, num_classes=2, stage_filters=(8, 8), stage_strides=(1, 2))
 
 
 def _png(pixels: np.ndarray) -> bytes:
@@ -48,8 +49,7 @@ def exported(tmp_path_factory):
         _ = transform_fn | tft_beam.WriteTransformFn(str(tmp / "transform"))
     metadata_io.write_metadata(metadata, str(tmp / "transform" / tft.TFTransformOutput.RAW_METADATA_DIR))
     keras.utils.set_random_seed(0)
-    model = build_classifier(ModelConfig(input_shape=SPEC.shape, num_classes=2, stage_filters=(8, 8),
-                                         stage_strides=(1, 2)))
+    model = build_classifier(CONFIG)
     export.export_serving_model(model, tft.TFTransformOutput(str(tmp / "transform")), LABELS, SPEC,
                                 str(tmp / "model"))
     return str(tmp / "model"), pixels

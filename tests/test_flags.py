@@ -65,3 +65,13 @@ def test_tflite_names_the_files_to_make_float32_always_among_them_and_an_unknown
     assert capsys.readouterr().err.strip() == ("error: unknown TFLite variant(s) ['int4']: choose from "
                                                "['float32', 'dynamic_range', 'float16', 'int8']")
     assert not (tmp_path / "metadata.sqlite").exists()
+
+
+def test_quantization_aware_takes_its_epochs_or_the_default_and_needs_the_int8_file(tmp_path, capsys):
+    assert _settings()["training"].quantization_aware_epochs == 0
+    assert _settings("--quantization-aware")["training"].quantization_aware_epochs == configs.QUANTIZATION_AWARE_EPOCHS
+    assert _settings("--quantization-aware", "3", "--epochs", "5")["training"].quantization_aware_epochs == 3
+    assert local_runner.main(["--output-dir", str(tmp_path), "--quantization-aware", "--tflite", "float16"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: --quantization-aware fine-tunes for the int8 TFLite file: add int8 to --tflite")
+    assert not (tmp_path / "metadata.sqlite").exists()

@@ -12,7 +12,7 @@ from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx.utils import import_utils
 
-from pipeline import kfp_local, kubeflow_runner
+from pipeline import configs, kfp_local, kubeflow_runner
 from tests.fake_kfp import API, FakeKfp
 
 STEPS = {"ImageFolderExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator", "DataGate", "Transform",
@@ -256,12 +256,13 @@ def test_the_local_runners_model_training_and_data_choices_compile_into_the_step
                        "--learning-rate", "0.002", "--weight-decay", "0.0001", "--weight-decay-mode", "l2",
                        "--image-size", "32", "40", "--channels", "3", "--eval-percent", "25", "--strict",
                        "--max-accuracy-drop", "0.02", "--min-class-accuracy", "0.5", "--epochs", "7",
-                       "--warm-start", "--tflite", "int8")
+                       "--warm-start", "--tflite", "int8", "--quantization-aware")
     trainer = json.loads(_constant(spec, "Trainer", "custom_config"))
     assert trainer["image"] == {"height": 32, "width": 40, "channels": 3}
     assert {k: trainer["model"][k] for k in ("architecture", "attention", "weight_decay", "weight_decay_mode")} == {
         "architecture": "classic", "attention": "cbam", "weight_decay": 0.0001, "weight_decay_mode": "l2"}
     assert (trainer["training"]["batch_size"], trainer["training"]["learning_rate"]) == (64, 0.002)
+    assert trainer["training"]["quantization_aware_epochs"] == configs.QUANTIZATION_AWARE_EPOCHS
     assert (trainer["model"]["width"], trainer["training"]["flip"], trainer["training"]["crop_pad"]) == (2.0, True, 4)
     assert spec["root"]["inputDefinitions"]["parameters"]["epochs"]["defaultValue"] == 7
     splits = json.loads(_constant(spec, "ImageFolderExampleGen", "output_config"))["split_config"]["splits"]

@@ -80,7 +80,10 @@ SUMMARY = {
                     "latency_ms_per_image": 0.2, "push": True},
         "int8": {"size_bytes": 320, "size_vs_float32": 0.32, "accuracy": 0.3, "agreement": 0.8,
                  "latency_ms_per_image": 0.3, "push": False, "reason": "accuracy 0.3000 is 0.2000 below",
-                 "weight_quantization": "per-channel"}}},
+                 "weight_quantization": "per-channel",
+                 "other_attempts": [{"size_bytes": 330, "size_vs_float32": 0.33, "accuracy": 0.25, "agreement": 0.75,
+                                     "latency_ms_per_image": 0.3, "push": False, "reason": "accuracy 0.2500",
+                                     "weight_quantization": "quantization-aware"}]}}},
     "stage_seconds": {"ImageFolderExampleGen": 2.5, "Trainer": 40.0, "Evaluator": 9.0},
     "cached_stages": ["ImageFolderExampleGen"],
     "wall_seconds": 60.0, "artifacts": {},
@@ -102,8 +105,10 @@ def test_the_report_has_every_section_the_evaluators_counts_and_escapes_file_nam
     assert thresholds["accuracy ≥ min_accuracy"] == pytest.approx([0.9, 0.5, -0.4])
     assert thresholds["drop below the champion ≤ max_accuracy_drop"] == pytest.approx([0.01, 0.3, -0.29])
     assert thresholds["every class ≥ min_class_accuracy"] == pytest.approx([0.5, 0.0, -0.5])
-    assert [row[0] for row in table_rows(page, "tflite")] == ["float32", "int8"]
+    assert [row[0] for row in table_rows(page, "tflite")] == ["float32", "int8", "int8 (not kept)"]
     assert table_rows(page, "tflite")[1][-1].startswith("no: accuracy 0.3000")
+    assert table_rows(page, "tflite")[2][1:3] + table_rows(page, "tflite")[2][-2:] == [
+        "330", "0.3300", "quantization-aware", "no: the file above was kept"]  # the other int8 file, measured
     assert [(row[0], row[2]) for row in table_rows(page, "timings")] == [
         ("ImageFolderExampleGen", "cached: an earlier run's outputs reused"), ("Trainer", ""), ("Evaluator", ""),
         ("whole run", "")]

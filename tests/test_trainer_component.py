@@ -15,3 +15,13 @@ def test_training_speed_is_the_median_epoch_after_the_first():
     epochs = [{"images_per_s": 100.0}, {"images_per_s": 500.0}, {"images_per_s": 520.0}, {"images_per_s": 480.0}]
     assert steady_images_per_s(epochs) == 500.0
     assert steady_images_per_s(epochs[:1]) == 100.0
+
+
+def test_the_progress_line_names_the_quantization_aware_fine_tuning(tmp_path):
+    import json
+    from components.trainer import training_figure
+    with open(tmp_path / "model.json", "w") as f:
+        json.dump({"parameters": 71794, "config": {}, "quantization_aware_epochs": 2}, f)
+    with open(tmp_path / "throughput.json", "w") as f:  # the float training's epochs only
+        json.dump([{"images_per_s": 100.0}, {"images_per_s": 900.0}], f)
+    assert training_figure(str(tmp_path)) == "71,794 parameters, 2 epochs, 900 images/s, then 2 quantization-aware epochs"

@@ -1,0 +1,37 @@
+"""The quantization-aware copy of every network the model library builds: the float weights carried
+over, fake quantization wherever an int8 TFLite model rounds, the squeeze-excite and CBAM gates included."""
+import numpy as np
+import pytest
+import tf_keras as keras
+
+from models.model import ModelConfig, build_classifier
+from models.quantization import quantization_aware_copy
+
+
+def _short(name: str) -> str:
+    """"block0_dw/depthwise_kernel:0" -> "depthwise_kernel": the wrapper lists its layer's weights its own way."""
+    return name.split("/")[-1].split(":")[0]
+
+
+# gates: Multiply and ChannelPool layers, which the default 8-bit scheme has no rule for (2 blocks)
+@pytest.mark.parametrize("options, gates", [({}, 2), ({"attention": "cbam"}, 6), ({"attention": "none"}, 0),
+                                            ({"architecture": "classic"}, 0)])
+def test_the_copy_starts_from_the_trained_weights_and_quantizes_every_layer(options, gates):
+    keras.utils.set_random_seed(0)
+    model = build_classifier(ModelConfig(input_shape=(16, 16, 3), num_classes=3, stem_filters=8, stage_filters=(8, 16),
+                                         stage_strides=(1, 2), **options))
+    for weight in model.weights:  # not the initial values, which a fresh build would give too
+        weight.assign(weight + np.random.default_rng(1).normal(0, 0.1, weight.shape).astype(np.float32))
+    copy = quantization_aware_copy(model)
+    for layer in model.layers[1:]:
+        wrapper = copy.get_layer(f"quant_{layer.name}")  # every layer wrapped: none left in float
+        copied = {_short(weight.name): weight.numpy() for weight in wrapper.weights
+                  if weight.name.startswith(f"{layer.name}/")}  # not the wrapper's own ranges and step
+        for weight in layer.weights:
+            np.testing.assert_array_equal(copied[_short(weight.name)], weight.numpy(), err_msg=weight.name)
+    quantized_gates = [layer for layer in copy.layers if layer.name.endswith(("_scale", "_spatial_pool"))]
+    assert len(quantized_gates) == gates
+    for gate in quantized_gates:  # output ranges tracked: the int8 file rounds there too
+        assert any("output_max" in weight.name for weight in gate.weights), gate.name
+    images = np.random.default_rng(2).normal(0, 1, (4, 16, 16, 3)).astype(np.float32)
+    assert copy(images, training=False).shape == model(images, training=False).shape
