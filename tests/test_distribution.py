@@ -25,13 +25,24 @@ _TWO_LOGICAL_CPUS = textwrap.dedent("""
     history = model.fit(images, np.arange(16) % 3, batch_size=8, epochs=2, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
     print("mirrored ok")
+    # --quantization-aware: the fake-quantized copy is made, compiled and fine-tuned under the same strategy
+    import tempfile
+    from models.trainer import TrainingConfig, fine_tune_quantization_aware
+    batches = tf.data.Dataset.from_tensor_slices((images, np.arange(16) % 3)).batch(8).repeat()
+    scratch = tempfile.mkdtemp()
+    copy = fine_tune_quantization_aware(model, ModelConfig(input_shape=(16, 16, 1), num_classes=3),
+                                        TrainingConfig(quantization_aware_epochs=1, batch_size=4), strategy, batches,
+                                        None, 2, scratch + "/checkpoints", scratch + "/logs")
+    assert any(layer.name.startswith("quant_") for layer in copy.layers)
+    assert np.all(np.isfinite(copy.predict(images, verbose=0)))
+    print("quantization-aware mirrored ok")
 """)
 
 
 def test_two_logical_cpus_train_under_mirrored_strategy():
     result = subprocess.run([sys.executable, "-c", _TWO_LOGICAL_CPUS], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "mirrored ok" in result.stdout
+    assert "mirrored ok" in result.stdout and "quantization-aware mirrored ok" in result.stdout
 
 
 def test_single_cpu_uses_the_default_strategy():
