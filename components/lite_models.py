@@ -6,9 +6,8 @@ reason: accuracy alone can hide a variant that is wrong on different images. int
 quantized per tensor, or per channel when per tensor may not be pushed; when the Trainer fine-tuned a
 quantization-aware copy (--quantization-aware), its int8 file is measured beside the post-training one,
 and the int8 file pushed is the one of them that may be pushed and agrees best with the SavedModel.
-Every candidate file is
-converted first, then the eval split streams past all of them once, a batch at a time, so memory
-does not grow with the split. Writes <variant>.tflite, labels.txt and quality.json.
+Every candidate file is converted first, then the eval split streams past all of them once, a batch
+at a time, so memory does not grow with the split. Writes <variant>.tflite, labels.txt and quality.json.
 """
 import json
 import os

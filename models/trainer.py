@@ -20,7 +20,6 @@ from models.distribution import save_on_chief, training_strategy
 from models.labels import read_labels
 from models.model import ModelConfig, build_classifier, write_facts
 from models.preprocessing import ImageSpec
-from models.quantization import QUANTIZATION_AWARE_LEARNING_RATE, quantization_aware_copy
 from models.warm_start import WARM_START_LEARNING_RATE, start_from_champion, warm_started
 
 
@@ -348,7 +347,9 @@ def fine_tune_quantization_aware(model: keras.Model, model_config: ModelConfig, 
                                  validation: Optional[tf.data.Dataset], steps_per_epoch: int, checkpoints: str,
                                  log_dir: str) -> keras.Model:
     """The trained model's fake-quantized copy (models/quantization.py), fine-tuned for the configured
-    epochs on the same batches: one cosine decay from a tenth of the peak rate, no warm-up."""
+    epochs on the same batches: one cosine decay from QUANTIZATION_AWARE_LEARNING_RATE x the peak, no warm-up."""
+    # here, not at the top: tensorflow-model-optimization takes a second to import, and only this flag needs it
+    from models.quantization import QUANTIZATION_AWARE_LEARNING_RATE, quantization_aware_copy
     fine_tuning = dataclasses.replace(
         training, epochs=training.quantization_aware_epochs, warmup_epochs=0, restarts=0, early_stopping_patience=0,
         learning_rate=training.learning_rate * QUANTIZATION_AWARE_LEARNING_RATE, profile=False)
