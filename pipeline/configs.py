@@ -29,9 +29,12 @@ QUANTIZATION_AWARE_EPOCHS = 2
 # - crop_pad 4: CIFAR's usual augmentation, every image shifted up to 4 pixels; it replaces
 #   shift-rotate, whose edge smearing and rotation add little to photos;
 # - restarts 0: one cosine decay over the whole budget; with 15 epochs, restarts throw the rate back
-#   up while a photo model is still far from converged.
+#   up while a photo model is still far from converged;
+# - epochs 25 at batch 64: on the full CIFAR-10 training split, 15 epochs at batch 32 reached 0.818
+#   held out and 25 at 64 reached 0.838, the larger batch running faster on both CPU kinds.
 PRESETS = {
-    "photos": {"width": 1.5, "flip": True, "crop_pad": 4, "shift_rotate": False, "restarts": 0},
+    "photos": {"width": 1.5, "flip": True, "crop_pad": 4, "shift_rotate": False, "restarts": 0, "epochs": 25,
+               "batch_size": 64},
 }
 
 # An explicit runner: Beam's default (Prism) downloads a binary, which a closed network cannot.
