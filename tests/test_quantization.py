@@ -35,3 +35,13 @@ def test_the_copy_starts_from_the_trained_weights_and_quantizes_every_layer(opti
         assert any("output_max" in weight.name for weight in gate.weights), gate.name
     images = np.random.default_rng(2).normal(0, 1, (4, 16, 16, 3)).astype(np.float32)
     assert copy(images, training=False).shape == model(images, training=False).shape
+
+
+def test_a_model_with_serving_attached_is_copied_without_it():
+    """Export attaches the Transform layer to the trained model before the copy is made (once refused by
+    tfmot as "a keras Model inside another")."""
+    model = build_classifier(ModelConfig(input_shape=(16, 16, 1), num_classes=2, stem_filters=8, stage_filters=(8,),
+                                         stage_strides=(1,)))
+    model.tft_layer = keras.Sequential([keras.layers.Dense(1)], name="transform")
+    copy = quantization_aware_copy(model)
+    assert [layer.name for layer in copy.layers if "transform" in layer.name] == []
