@@ -58,7 +58,9 @@ def measure_one(model: str, examples: str, output: str, variants) -> None:
                     f.write("5")
                 before = _status_mb("VmRSS")
             yield batch
-        streaming["stream_growth_mb"] = round(_status_mb("VmHWM") - before, 1) if before is not None else 0.0
+        if before is None:  # a split of one batch has nothing to measure after its first: say so, not 0 MB
+            raise ValueError("the eval split is one batch: the rise after the first batch cannot be measured")
+        streaming["stream_growth_mb"] = round(_status_mb("VmHWM") - before, 1)
 
     lite_models.split_batches = measured_split_batches
     started = time.time()
