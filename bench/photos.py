@@ -31,9 +31,9 @@ sys.path[:0] = [REPO_ROOT, BENCH_DIR]
 HELD_OUT = 0.1
 
 
-def split_folder(archive: str, root: str, per_class: int, seed: int = 0) -> dict:
+def split_folder(archive: str, root: str, per_class: int, seed: int = 0, held_out: float = HELD_OUT) -> dict:
     """<root>/train/<class>/ and <root>/test/<class>/ from the archive's train/<class>/ folders: per_class
-    photos of each class, a fixed tenth of them held out. Returns {split: images}."""
+    photos of each class, a fixed share of them (a tenth by default) held out. Returns {split: images}."""
     unpacked = os.path.join(root, "unpacked")
     with tarfile.open(archive) as tar:
         tar.extractall(unpacked, filter="data")
@@ -42,7 +42,7 @@ def split_folder(archive: str, root: str, per_class: int, seed: int = 0) -> dict
         files = sorted(os.listdir(class_dir))
         random.Random(seed).shuffle(files)
         files = files[:per_class]
-        held = max(1, round(len(files) * HELD_OUT))
+        held = max(1, round(len(files) * held_out))
         for split, chosen in (("test", files[:held]), ("train", files[held:])):
             target = os.path.join(root, "photos", split, os.path.basename(class_dir))
             os.makedirs(target, exist_ok=True)

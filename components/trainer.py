@@ -36,7 +36,8 @@ def _read_json(path: str):
 
 def training_figure(model_run_dir: str) -> str:
     """'155,782 parameters, 15 epochs, 900 images/s' from what run_fn wrote ('' when it wrote nothing), and
-    with --warm-start what training started from, with --quantization-aware its fine-tuning epochs."""
+    with --warm-start what training started from, with --backbone its weights and fine-tuning epochs, with
+    --quantization-aware its fine-tuning epochs."""
     from models.model import read_facts
     from models.trainer import THROUGHPUT_FILENAME
     model, epochs = read_facts(model_run_dir), _read_json(os.path.join(model_run_dir, THROUGHPUT_FILENAME))
@@ -45,6 +46,10 @@ def training_figure(model_run_dir: str) -> str:
         parts.append(f"{len(epochs)} epoch{'' if len(epochs) == 1 else 's'}, {steady_images_per_s(epochs):.0f} images/s")
     if model and "started_from" in model:
         parts.append(started_from_text(model["started_from"]))
+    if model and "backbone_weights" in model:
+        count = model["fine_tune_epochs"]
+        parts.append(f"{model['config']['backbone']} backbone with {model['backbone_weights']} weights, then {count} "
+                     f"fine-tuning epoch{'' if count == 1 else 's'}")
     if model and model.get("quantization_aware_epochs"):
         count = model["quantization_aware_epochs"]
         parts.append(f"then {count} quantization-aware epoch{'' if count == 1 else 's'}")

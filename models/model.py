@@ -13,6 +13,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import tensorflow as tf
 import tf_keras as keras
 
+from models import backbone as applications
+
 ARCHITECTURES = ("residual", "classic")
 ATTENTIONS = ("se", "cbam", "none")
 WEIGHT_DECAY_MODES = ("decoupled", "l2")
@@ -23,6 +25,7 @@ class ModelConfig:
     """Hyperparameters of the network, validated up front."""
     input_shape: Tuple[int, int, int] = (28, 28, 1)
     num_classes: int = 10
+    backbone: str = "none"                # a Keras application instead of the blocks below (models/backbone.py)
     architecture: str = "residual"        # residual: depthwise-separable blocks; classic: Conv-BN-ReLU-Pool
     attention: str = "se"                 # residual blocks only: squeeze-excite, CBAM or none
     attention_ratio: float = 0.25         # channel reduction of the attention MLP
@@ -49,6 +52,8 @@ class ModelConfig:
             raise ValueError(f"num_classes must be >= 2, got {self.num_classes!r}")
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
+        if self.backbone not in applications.BACKBONES:
+            raise ValueError(f"backbone must be one of {applications.BACKBONES}, got {self.backbone!r}")
         if self.attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
         if not 0 < self.attention_ratio <= 1:
@@ -195,10 +200,14 @@ def backbone(inputs, config: ModelConfig):
     return x
 
 
-def build_classifier(config: ModelConfig) -> keras.Model:
-    """Normalized image [H, W, C] -> class logits [num_classes]."""
+def build_classifier(config: ModelConfig, normalization: Tuple[float, float] = (0.0, 1.0)) -> keras.Model:
+    """Normalized image [H, W, C] -> class logits [num_classes]. normalization: the Transform graph's
+    pixel (mean, std), which a Keras application backbone undoes (the custom CNN ignores it)."""
     inputs = keras.Input(shape=config.input_shape, name="image")
-    x = backbone(inputs, config)
+    if config.backbone != "none":
+        x = applications.backbone_features(inputs, config.backbone, normalization)
+    else:
+        x = backbone(inputs, config)
     x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
     x = keras.layers.Dropout(config.dropout, name="head_dropout")(x)
     logits = keras.layers.Dense(config.num_classes, kernel_regularizer=config.kernel_regularizer,
@@ -207,7 +216,9 @@ def build_classifier(config: ModelConfig) -> keras.Model:
 
 
 def expected_parameter_count(config: ModelConfig) -> int:
-    """Parameter count computed by hand from the architecture (pinned by a test)."""
+    """Parameter count computed by hand from the architecture (pinned by a test); the custom CNN's only."""
+    if config.backbone != "none":
+        raise ValueError("the parameter count of a Keras application is not computed by hand")
     batchnorm = 4  # gamma, beta, moving mean, moving variance per channel
     channels, stem = config.input_shape[-1], config.scaled(config.stem_filters)
     total = 9 * channels * stem + batchnorm * stem

@@ -15,6 +15,7 @@ from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 from tensorflow_metadata.proto.v0 import schema_pb2
 
+from models import backbone as applications
 from models import export, features, sources
 from models.distribution import save_on_chief, training_strategy
 from models.labels import read_labels
@@ -41,11 +42,13 @@ class TrainingConfig:
     crop_pad: int = 0                 # pad each side by this many pixels, then crop back at random (0: off)
     seed: int = 0                     # weights, shuffling and augmentation
     quantization_aware_epochs: int = 0  # then fine-tunes a fake-quantized copy for the int8 TFLite file (0: off)
+    backbone_weights: str = "none"    # with a Keras application backbone: none (random), imagenet or a file's path
+    fine_tune_epochs: int = 5         # with a backbone: phase 2, its top layers unfrozen (0: the frozen phase alone)
     profile: bool = False             # trace PROFILED_STEPS steps of the second epoch into the TensorBoard logs
 
     def __post_init__(self):
         for name, low in (("epochs", 1), ("batch_size", 1), ("restarts", 0), ("early_stopping_patience", 0),
-                          ("crop_pad", 0), ("quantization_aware_epochs", 0)):
+                          ("crop_pad", 0), ("quantization_aware_epochs", 0), ("fine_tune_epochs", 0)):
             if getattr(self, name) < low:
                 raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)!r}")
         if self.learning_rate <= 0:
@@ -54,6 +57,8 @@ class TrainingConfig:
             raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs!r}")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        if not self.backbone_weights:
+            raise ValueError("backbone_weights must be none, imagenet or a path, got an empty string")
         if not 0 <= self.validation_percent <= 50:
             raise ValueError(f"validation_percent must be from 0 to 50, got {self.validation_percent!r}")
 
@@ -312,9 +317,12 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                  replicas, global_batch, steps_per_epoch)
     train, validation = make_datasets(fn_args.train_files, fn_args.data_accessor, fn_args.schema_file,
                                       tf_transform_output, spec, counts, global_batch, training)
+    model_config = ModelConfig(**config["model"], input_shape=spec.shape, num_classes=len(label_names))
+    # a backbone undoes the Transform graph's normalization; probed outside the scope, which would own its variables
+    normalization = ((0.0, 1.0) if model_config.backbone == "none" else
+                     export.normalization_constants(tf_transform_output, spec))
     with strategy.scope():
-        model_config = ModelConfig(**config["model"], input_shape=spec.shape, num_classes=len(label_names))
-        model = build_classifier(model_config)
+        model = build_network(model_config, training, normalization)
         # base_model is the champion when the pipeline was made with --warm-start, and None otherwise
         started_from = (None if fn_args.base_model is None else
                         start_from_champion(model, model_config, label_names, fn_args.base_model))
@@ -323,12 +331,13 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
             training = dataclasses.replace(training, learning_rate=training.learning_rate * WARM_START_LEARNING_RATE)
         schedule = compile_model(model, model_config, training, steps_per_epoch, replicas)
     logging.info("%s: %d parameters; started from %s", model_config, model.count_params(), started_from or "scratch")
-    write_facts(model, model_config, fn_args.model_run_dir, **({"started_from": started_from} if started_from else {}),
-                **({"quantization_aware_epochs": training.quantization_aware_epochs}
-                   if training.quantization_aware_epochs else {}))
+    write_facts(model, model_config, fn_args.model_run_dir, **run_facts(model_config, training, started_from))
     write_learning_rates(schedule, steps_per_epoch, fn_args.model_run_dir)
     checkpoints = checkpoint_dir(config["checkpoint_root"], fn_args, started_from["champion_version"] if warm else None)
     fit(model, train, validation, training, steps_per_epoch, checkpoints, fn_args.model_run_dir, global_batch=global_batch)
+    if model_config.backbone != "none" and training.fine_tune_epochs:
+        fine_tune_backbone(model, model_config, training, strategy, train, validation, steps_per_epoch, checkpoints,
+                           fn_args.model_run_dir)
 
     def export_to(path: str) -> None:
         export.export_serving_model(model, tf_transform_output, label_names, spec, path)
@@ -342,6 +351,48 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                       export.quantization_aware_dir(fn_args.serving_model_dir))
 
 
+def build_network(model_config: ModelConfig, training: TrainingConfig,
+                  normalization: Tuple[float, float]) -> keras.Model:
+    """The classifier; with a Keras application backbone, its starting weights loaded and the
+    backbone frozen for the first phase."""
+    model = build_classifier(model_config, normalization)
+    if model_config.backbone != "none":
+        applications.load_weights(model, model_config.backbone, training.backbone_weights)
+        applications.freeze(model)
+    return model
+
+
+def run_facts(model_config: ModelConfig, training: TrainingConfig, started_from: Optional[Dict[str, Any]]
+              ) -> Dict[str, Any]:
+    """What model.json records of this run beside the network: for the Trainer's progress line and the report."""
+    facts: Dict[str, Any] = {"started_from": started_from} if started_from else {}
+    if training.quantization_aware_epochs:
+        facts["quantization_aware_epochs"] = training.quantization_aware_epochs
+    if model_config.backbone != "none":
+        facts.update(backbone_weights=training.backbone_weights, fine_tune_epochs=training.fine_tune_epochs)
+    return facts
+
+
+def fine_tune_backbone(model: keras.Model, model_config: ModelConfig, training: TrainingConfig,
+                       strategy: tf.distribute.Strategy, train: tf.data.Dataset, validation: Optional[tf.data.Dataset],
+                       steps_per_epoch: int, checkpoints: str, log_dir: str) -> None:
+    """Phase 2 of transfer learning: the backbone's top layers unfrozen, trained with the head for the
+    configured epochs, one cosine decay from FINE_TUNE_LEARNING_RATE x the peak."""
+    fine_tuning = _fine_tuning(training, training.fine_tune_epochs, applications.FINE_TUNE_LEARNING_RATE)
+    with strategy.scope():
+        unfrozen = applications.unfreeze_top(model)
+        compile_model(model, model_config, fine_tuning, steps_per_epoch, strategy.num_replicas_in_sync)
+    logging.info("Fine-tuning the backbone's top %d layers with weights: %d epoch(s)", unfrozen, fine_tuning.epochs)
+    fit(model, train, validation, fine_tuning, steps_per_epoch, os.path.join(checkpoints, "fine-tune"),
+        os.path.join(log_dir, "fine_tune"))
+
+
+def _fine_tuning(training: TrainingConfig, epochs: int, learning_rate_factor: float) -> TrainingConfig:
+    """The settings of a fine-tuning phase after the main training: no warm-up, no restarts."""
+    return dataclasses.replace(training, epochs=epochs, warmup_epochs=0, restarts=0, profile=False,
+                               learning_rate=training.learning_rate * learning_rate_factor)
+
+
 def fine_tune_quantization_aware(model: keras.Model, model_config: ModelConfig, training: TrainingConfig,
                                  strategy: tf.distribute.Strategy, train: tf.data.Dataset,
                                  validation: Optional[tf.data.Dataset], steps_per_epoch: int, checkpoints: str,
@@ -350,9 +401,8 @@ def fine_tune_quantization_aware(model: keras.Model, model_config: ModelConfig, 
     epochs on the same batches: one cosine decay from QUANTIZATION_AWARE_LEARNING_RATE x the peak, no warm-up."""
     # here, not at the top: tensorflow-model-optimization takes a second to import, and only this flag needs it
     from models.quantization import QUANTIZATION_AWARE_LEARNING_RATE, quantization_aware_copy
-    fine_tuning = dataclasses.replace(
-        training, epochs=training.quantization_aware_epochs, warmup_epochs=0, restarts=0, early_stopping_patience=0,
-        learning_rate=training.learning_rate * QUANTIZATION_AWARE_LEARNING_RATE, profile=False)
+    fine_tuning = dataclasses.replace(_fine_tuning(training, training.quantization_aware_epochs,
+                                                   QUANTIZATION_AWARE_LEARNING_RATE), early_stopping_patience=0)
     replicas = strategy.num_replicas_in_sync
     with strategy.scope():
         quantization_aware = quantization_aware_copy(model)

@@ -4,6 +4,7 @@ and run-local): one definition each, and the settings of create_pipeline built f
 A flag left unset keeps the default of the config it feeds (ImageSpec, TrainingConfig, ModelConfig),
 so there is one source for every default."""
 import argparse
+import os
 from typing import Any, Dict
 
 from pipeline import configs
@@ -70,6 +71,15 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=positive,
                         help="multiplies the filters of every layer (default 1; the run prints the parameter count)")
     parser.add_argument("--depth", type=at_least(1), help="blocks per stage (default 1)")
+    parser.add_argument("--backbone", choices=("mobilenet_v2", "efficientnet_b0", "none"),
+                        help="a Keras application instead of the custom CNN, trained in two phases: frozen, then "
+                             "its top layers fine-tuned (default none; images of at least 32x32)")
+    parser.add_argument("--backbone-weights", metavar="PATH|imagenet|none",
+                        help="the backbone's starting weights: a weights file without the top (README: Transfer "
+                             "learning), imagenet (downloaded by Keras) or none (random; the default)")
+    parser.add_argument("--fine-tune-epochs", type=at_least(0),
+                        help="with --backbone: epochs of the second phase, top layers unfrozen at a tenth of the "
+                             "peak rate (default: TrainingConfig.fine_tune_epochs, 5)")
     parser.add_argument("--weight-decay", type=float, help="default 0 (off)")
     parser.add_argument("--weight-decay-mode", choices=("decoupled", "l2"), help="AdamW (default) or L2 in the loss")
 
@@ -129,6 +139,27 @@ def _tflite_variants(names, quantization_aware) -> tuple:
     return variants
 
 
+def _check_backbone(args: argparse.Namespace, image_spec) -> None:
+    from models.backbone import check_input
+    backbone = args.backbone or "none"
+    check_input(backbone, image_spec.shape)
+    if backbone == "none" and (args.backbone_weights not in (None, "none") or args.fine_tune_epochs is not None):
+        raise ValueError("--backbone-weights and --fine-tune-epochs need --backbone mobilenet_v2 or efficientnet_b0")
+    if backbone != "none" and args.quantization_aware:
+        raise ValueError("--quantization-aware works on the custom CNN only: tensorflow-model-optimization cannot "
+                         "quantize a Keras application nested in the model")
+    weights = args.backbone_weights
+    if weights not in (None, "none", "imagenet") and "://" not in weights and not os.path.isfile(weights):
+        raise ValueError(f"--backbone-weights {weights}: no such file (README: Transfer learning)")
+
+
+def _absolute(weights):
+    """A local weights file's absolute path: the Trainer runs in another working directory."""
+    if weights in (None, "none", "imagenet") or "://" in weights:
+        return weights
+    return os.path.abspath(weights)
+
+
 def pipeline_settings(args: argparse.Namespace) -> Dict[str, Any]:
     """create_pipeline's keyword arguments for the flags of add_pipeline_flags. Raises ValueError
     (one line) for a value the configs refuse."""
@@ -137,13 +168,17 @@ def pipeline_settings(args: argparse.Namespace) -> Dict[str, Any]:
     from models.trainer import TrainingConfig
     args = with_preset(args)
     height, width = args.image_size or (None, None)
+    image_spec = ImageSpec(**_given(height=height, width=width, channels=args.channels))
+    _check_backbone(args, image_spec)
     return dict(
-        image_spec=ImageSpec(**_given(height=height, width=width, channels=args.channels)),
+        image_spec=image_spec,
         training=TrainingConfig(**_given(epochs=args.epochs, batch_size=args.batch_size,
                                          learning_rate=args.learning_rate, restarts=args.restarts,
                                          augment=args.shift_rotate, flip=args.flip, crop_pad=args.crop_pad,
-                                         profile=args.profile, quantization_aware_epochs=args.quantization_aware)),
-        model=ModelConfig(**_given(architecture=args.architecture, attention=args.attention, width=args.width,
+                                         profile=args.profile, quantization_aware_epochs=args.quantization_aware,
+                                         backbone_weights=_absolute(args.backbone_weights),
+                                         fine_tune_epochs=args.fine_tune_epochs)),
+        model=ModelConfig(**_given(backbone=args.backbone, architecture=args.architecture, attention=args.attention, width=args.width,
                                    depth=args.depth, weight_decay=args.weight_decay,
                                    weight_decay_mode=args.weight_decay_mode)),
         min_accuracy=args.min_accuracy, max_accuracy_drop=args.max_accuracy_drop,

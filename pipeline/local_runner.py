@@ -145,6 +145,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _run(args)
 
 
+def download_imagenet_weights(settings) -> None:
+    """--backbone-weights imagenet: fetched now (Keras keeps it in ~/.keras/models for the Trainer), so
+    that without a network the run stops before its first stage, with the download command."""
+    if settings["training"].backbone_weights == "imagenet":
+        from models.backbone import imagenet_application
+        imagenet_application(settings["model"].backbone, settings["image_spec"].shape)
+
+
 def _run(args: argparse.Namespace) -> int:
     from tfx import v1 as tfx
     from components import caching
@@ -158,12 +166,14 @@ def _run(args: argparse.Namespace) -> int:
             added, _ = schema.accept_classes(args.schema, args.data_root)
             print(f"schema: created {args.schema} with this folder's classes {added}; later runs with it stop "
                   f"if the class set changes", flush=True)
+        settings = flags.pipeline_settings(args)
+        download_imagenet_weights(settings)
         image_cnn_pipeline = pipeline.create_pipeline(
             pipeline_name=configs.PIPELINE_NAME,
             pipeline_root=os.path.join(args.output_dir, "pipeline"),
             data_root=args.data_root, schema_file=args.schema,
             serving_dir=serving_dir_of(args.output_dir),
-            **flags.pipeline_settings(args),
+            **settings,
             beam_pipeline_args=beam_pipeline_args(), enable_cache=not args.no_cache,
             metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path))
     except ValueError as error:

@@ -274,8 +274,11 @@ def training_section(page: Page, summary: Dict[str, Any]) -> None:
     model = read_facts(model_run)
     if model:
         config = model["config"]
-        facts.append(f"{config['architecture']} network, width {config['width']:g}, depth {config['depth']}: "
-                     f"{model['parameters']:,} parameters")
+        network = (f"{config['architecture']} network, width {config['width']:g}, depth {config['depth']}"
+                   if config.get("backbone", "none") == "none" else
+                   f"{config['backbone']} backbone with {model['backbone_weights']} weights, then "
+                   f"{model['fine_tune_epochs']} fine-tuning epochs")
+        facts.append(f"{network}: {model['parameters']:,} parameters")
         if "started_from" in model:
             from components.trainer import started_from_text
             facts.append(started_from_text(model["started_from"]))

@@ -77,3 +77,23 @@ def test_quantization_aware_takes_its_epochs_or_the_default_and_needs_the_int8_f
     assert capsys.readouterr().err.strip() == (
         "error: --quantization-aware fine-tunes for the int8 TFLite file: add int8 to --tflite")
     assert not (tmp_path / "metadata.sqlite").exists()
+
+
+def test_backbone_flags_reach_the_configs_and_what_cannot_work_stops_the_run_naming_it(tmp_path, capsys):
+    weights = tmp_path / "weights.h5"
+    weights.write_bytes(b"")
+    settings = _settings("--backbone", "mobilenet_v2", "--image-size", "96", "96", "--backbone-weights", str(weights),
+                         "--fine-tune-epochs", "2")
+    assert settings["model"].backbone == "mobilenet_v2"
+    assert (settings["training"].backbone_weights, settings["training"].fine_tune_epochs) == (str(weights), 2)
+    assert _settings()["model"].backbone == "none"
+    for flags, message in [
+            (["--backbone", "mobilenet_v2"], "--backbone mobilenet_v2 needs images of at least 32x32, got 28x28"),
+            (["--backbone-weights", str(weights)], "--backbone-weights and --fine-tune-epochs need --backbone"),
+            (["--backbone", "efficientnet_b0", "--image-size", "32", "32", "--backbone-weights", "missing.h5"],
+             "--backbone-weights missing.h5: no such file"),
+            (["--backbone", "efficientnet_b0", "--image-size", "32", "32", "--quantization-aware", "--tflite", "int8"],
+             "--quantization-aware works on the custom CNN only")]:
+        assert local_runner.main(["--output-dir", str(tmp_path), *flags]) == 2
+        assert capsys.readouterr().err.strip().startswith(f"error: {message}")
+    assert not (tmp_path / "metadata.sqlite").exists()

@@ -274,6 +274,14 @@ def test_the_local_runners_model_training_and_data_choices_compile_into_the_step
     assert (_constant(spec, "Pusher", "max_accuracy_drop"), _constant(spec, "Pusher", "min_class_accuracy")) == (0.02, 0.5)
 
 
+def test_a_backbone_and_its_weights_compile_into_the_trainer(tmp_path):
+    (spec,) = _compile(tmp_path, "p.json", "--backbone", "efficientnet_b0", "--backbone-weights", "gs://bucket/b0.h5",
+                       "--fine-tune-epochs", "3", "--image-size", "96", "96", "--channels", "3")
+    trainer = json.loads(_constant(spec, "Trainer", "custom_config"))
+    assert trainer["model"]["backbone"] == "efficientnet_b0"
+    assert (trainer["training"]["backbone_weights"], trainer["training"]["fine_tune_epochs"]) == ("gs://bucket/b0.h5", 3)
+
+
 @pytest.mark.parametrize("flags", [["--epochs", "0"], ["--batch-size", "0"]])
 def test_a_value_the_trainer_cannot_use_is_refused_at_compile_time(tmp_path, capsys, flags):
     """--epochs 0 used to compile silently into 15 epochs."""
