@@ -48,7 +48,8 @@ def image_folder(tmp_path):
 
 class GoldenSession:
     """The golden run (tests/golden.py), made once per session: its workspace (snapshot "golden"),
-    the run, and the odd-file zoo's expected outcomes."""
+    the run, and the odd-file zoo's expected outcomes. Every test that uses it is in tests/test_e2e.py,
+    which pytest.ini's --dist loadfile keeps on one worker: another file using it would make it again."""
 
     def __init__(self, base: str):
         from tests.golden import Workspace, make_golden_data
@@ -61,4 +62,5 @@ class GoldenSession:
 @pytest.fixture(scope="session")
 def golden_session(tmp_path_factory):
     return GoldenSession(str(tmp_path_factory.mktemp("golden")))
+
 
