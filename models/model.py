@@ -110,11 +110,17 @@ class ModelConfig:
         return None
 
 
+def batchnorm(x, *, bn_momentum: float, name: str, folded: bool = False):
+    """BatchNormalization, or nothing when it is folded into the convolution before it, which then has
+    a bias (models/quantization.py fine-tunes such a copy, as TFLite folds before it rounds)."""
+    return x if folded else keras.layers.BatchNormalization(momentum=bn_momentum, name=name)(x)
+
+
 def conv_bn_relu(x, filters: int, *, kernel_size: int = 3, strides: int = 1, bn_momentum: float, name: str,
-                 kernel_regularizer=None):
-    x = keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="same", use_bias=False,
+                 kernel_regularizer=None, folded: bool = False):
+    x = keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="same", use_bias=folded,
                             kernel_regularizer=kernel_regularizer, name=f"{name}_conv")(x)
-    x = keras.layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn")(x)
+    x = batchnorm(x, bn_momentum=bn_momentum, name=f"{name}_bn", folded=folded)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 
@@ -154,60 +160,64 @@ def cbam(x, ratio: float, *, name: str, spatial_kernel: int = 7):
 
 def depthwise_separable_block(x, filters: int, stride: int, *, attention: str = "se",
                               attention_ratio: float = 0.25, dilation: int = 1, bn_momentum: float, name: str,
-                              kernel_regularizer=None):
+                              kernel_regularizer=None, folded: bool = False):
     """Depthwise 3x3 (dilated) -> BN -> ReLU -> pointwise 1x1 -> BN [-> SE | CBAM] + shortcut -> ReLU."""
     shortcut = x
-    x = keras.layers.DepthwiseConv2D(3, strides=stride, dilation_rate=dilation, padding="same", use_bias=False,
+    x = keras.layers.DepthwiseConv2D(3, strides=stride, dilation_rate=dilation, padding="same", use_bias=folded,
                                      depthwise_regularizer=kernel_regularizer, name=f"{name}_dw")(x)
-    x = keras.layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_dw_bn")(x)
+    x = batchnorm(x, bn_momentum=bn_momentum, name=f"{name}_dw_bn", folded=folded)
     x = keras.layers.ReLU(name=f"{name}_dw_relu")(x)
-    x = keras.layers.Conv2D(filters, 1, use_bias=False, kernel_regularizer=kernel_regularizer, name=f"{name}_pw")(x)
-    x = keras.layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_pw_bn")(x)
+    x = keras.layers.Conv2D(filters, 1, use_bias=folded, kernel_regularizer=kernel_regularizer, name=f"{name}_pw")(x)
+    x = batchnorm(x, bn_momentum=bn_momentum, name=f"{name}_pw_bn", folded=folded)
     if attention == "se":
         x = squeeze_excite(x, attention_ratio, name=f"{name}_se")
     elif attention == "cbam":
         x = cbam(x, attention_ratio, name=f"{name}_cbam")
     if stride != 1 or shortcut.shape[-1] != filters:
-        shortcut = keras.layers.Conv2D(filters, 1, strides=stride, use_bias=False,
+        shortcut = keras.layers.Conv2D(filters, 1, strides=stride, use_bias=folded,
                                        kernel_regularizer=kernel_regularizer, name=f"{name}_proj")(shortcut)
-        shortcut = keras.layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_proj_bn")(shortcut)
+        shortcut = batchnorm(shortcut, bn_momentum=bn_momentum, name=f"{name}_proj_bn", folded=folded)
     x = keras.layers.Add(name=f"{name}_add")([x, shortcut])
     return keras.layers.ReLU(name=f"{name}_out")(x)
 
 
 def classic_block(x, filters: int, stride: int, *, dropout: float, bn_momentum: float, name: str,
-                  kernel_regularizer=None):
+                  kernel_regularizer=None, folded: bool = False):
     """Conv 3x3 -> BN -> ReLU [-> MaxPool 2x2 when the stride is 2] -> Dropout."""
-    x = conv_bn_relu(x, filters, bn_momentum=bn_momentum, kernel_regularizer=kernel_regularizer, name=name)
+    x = conv_bn_relu(x, filters, bn_momentum=bn_momentum, kernel_regularizer=kernel_regularizer, name=name,
+                     folded=folded)
     if stride == 2:
         x = keras.layers.MaxPooling2D(2, padding="same", name=f"{name}_pool")(x)
     return keras.layers.Dropout(dropout, name=f"{name}_dropout")(x) if dropout else x
 
 
-def backbone(inputs, config: ModelConfig):
+def backbone(inputs, config: ModelConfig, folded: bool = False):
     regularizer = config.kernel_regularizer
     x = conv_bn_relu(inputs, config.scaled(config.stem_filters), bn_momentum=config.bn_momentum, name="stem",
-                     kernel_regularizer=regularizer)
+                     kernel_regularizer=regularizer, folded=folded)
     for name, filters, stride, dilation in config.blocks():
         if config.architecture == "classic":
             x = classic_block(x, filters, stride, dropout=config.block_dropout, bn_momentum=config.bn_momentum,
-                              name=name, kernel_regularizer=regularizer)
+                              name=name, kernel_regularizer=regularizer, folded=folded)
         else:
             x = depthwise_separable_block(x, filters, stride, attention=config.attention,
                                           attention_ratio=config.attention_ratio, dilation=dilation,
                                           bn_momentum=config.bn_momentum, name=name,
-                                          kernel_regularizer=regularizer)
+                                          kernel_regularizer=regularizer, folded=folded)
     return x
 
 
-def build_classifier(config: ModelConfig, normalization: Tuple[float, float] = (0.0, 1.0)) -> keras.Model:
+def build_classifier(config: ModelConfig, normalization: Tuple[float, float] = (0.0, 1.0),
+                     folded_batchnorm: bool = False) -> keras.Model:
     """Normalized image [H, W, C] -> class logits [num_classes]. normalization: the Transform graph's
-    pixel (mean, std), which a Keras application backbone undoes (the custom CNN ignores it)."""
+    pixel (mean, std), which a Keras application backbone undoes (the custom CNN ignores it).
+    folded_batchnorm: the custom CNN without BatchNormalization layers, its convolutions with biases
+    instead (models/quantization.py folds a trained model's statistics into them)."""
     inputs = keras.Input(shape=config.input_shape, name="image")
     if config.backbone != "none":
         x = applications.backbone_features(inputs, config.backbone, normalization)
     else:
-        x = backbone(inputs, config)
+        x = backbone(inputs, config, folded_batchnorm)
     x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
     x = keras.layers.Dropout(config.dropout, name="head_dropout")(x)
     logits = keras.layers.Dense(config.num_classes, kernel_regularizer=config.kernel_regularizer,

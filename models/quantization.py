@@ -5,11 +5,16 @@ where int8 rounding costs least, instead of meeting the rounding only after trai
 
 The default scheme has no rule for Keras' Multiply (squeeze-excite and CBAM gates) nor for CBAM's
 ChannelPool; both are given one here: their output quantized as every other activation is.
+
+The copy is made from the network with its BatchNormalization folded into the convolutions before
+them (kernels scaled, biases added), because that is what the TFLite converter rounds: the default
+scheme would otherwise fake-quantize the kernels before the folding, which the int8 file never does.
 """
+import numpy as np
 import tf_keras as keras
 import tensorflow_model_optimization as tfmot
 
-from models.model import ChannelPool
+from models.model import ChannelPool, ModelConfig, build_classifier
 
 quantize = tfmot.quantization.keras
 
@@ -51,12 +56,44 @@ def _annotate(layer: keras.layers.Layer) -> keras.layers.Layer:
     return layer
 
 
-def quantization_aware_copy(model: keras.Model) -> keras.Model:
-    """A copy of model, its weights included, with fake quantization wherever an int8 TFLite model
-    rounds; train it like the original (build and compile it in the same strategy scope)."""
-    # the network's graph alone: an exported model also tracks the Transform layer serving attached to
-    # it, which tfmot would take for a model nested inside and refuse
-    network = keras.Model(model.inputs, model.outputs, name=model.name)
+def _batchnorm_of(conv_name: str) -> str:
+    """The BatchNormalization after a convolution, by models/model.py's names: stem_conv -> stem_bn,
+    block0_dw -> block0_dw_bn, block0_pw -> block0_pw_bn, block0_proj -> block0_proj_bn."""
+    return conv_name[:-len("_conv")] + "_bn" if conv_name.endswith("_conv") else conv_name + "_bn"
+
+
+def _folded_weights(conv: keras.layers.Layer, batchnorm: keras.layers.Layer):
+    """[kernel, bias] of conv followed by batchnorm in inference, as one convolution."""
+    (kernel,) = conv.get_weights()
+    gamma, beta, mean, variance = batchnorm.get_weights()
+    scale = gamma / np.sqrt(variance + batchnorm.epsilon)
+    if isinstance(conv, keras.layers.DepthwiseConv2D):  # [h, w, channels, 1]: one output per channel
+        kernel = kernel * scale.reshape(1, 1, -1, 1)
+    else:                                              # [h, w, in, out]
+        kernel = kernel * scale
+    return [kernel, beta - mean * scale]
+
+
+def folded_copy(model: keras.Model, config: ModelConfig) -> keras.Model:
+    """The network of model (built from config) without BatchNormalization: every convolution followed
+    by one takes its inference-time scale and shift; every other layer its weights as they are."""
+    folded = build_classifier(config, folded_batchnorm=True)
+    for layer in folded.layers:
+        source = model.get_layer(layer.name)
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)) and layer.use_bias and not source.use_bias:
+            layer.set_weights(_folded_weights(source, model.get_layer(_batchnorm_of(layer.name))))
+        else:
+            layer.set_weights(source.get_weights())
+    return folded
+
+
+def quantization_aware_copy(model: keras.Model, config: ModelConfig) -> keras.Model:
+    """A copy of model (its network built from config), BatchNormalization folded in, with fake
+    quantization wherever an int8 TFLite model rounds; train it like the original (build and compile
+    it in the same strategy scope)."""
+    # (the network's graph alone: an exported model also tracks the Transform layer serving attached
+    # to it, which tfmot would take for a model nested inside and refuse)
+    network = folded_copy(model, config)
     with quantize.quantize_scope({"OutputQuantizeConfig": OutputQuantizeConfig, "ChannelPool": ChannelPool}):
         annotated = keras.models.clone_model(network, clone_function=_annotate)
         return quantize.quantize_apply(quantize.quantize_annotate_model(annotated))

@@ -405,7 +405,7 @@ def fine_tune_quantization_aware(model: keras.Model, model_config: ModelConfig, 
                                                    QUANTIZATION_AWARE_LEARNING_RATE), early_stopping_patience=0)
     replicas = strategy.num_replicas_in_sync
     with strategy.scope():
-        quantization_aware = quantization_aware_copy(model)
+        quantization_aware = quantization_aware_copy(model, model_config)
         compile_model(quantization_aware, model_config, fine_tuning, steps_per_epoch, replicas)
     logging.info("Quantization-aware fine-tuning: %d epoch(s)", fine_tuning.epochs)
     fit(quantization_aware, train, validation, fine_tuning, steps_per_epoch,

@@ -1,11 +1,12 @@
-"""The quantization-aware copy of every network the model library builds: the float weights carried
-over, fake quantization wherever an int8 TFLite model rounds, the squeeze-excite and CBAM gates included."""
+"""The quantization-aware copy of every network the model library builds: BatchNormalization folded into
+the convolutions as the TFLite converter folds it, the trained weights carried over, fake quantization
+wherever an int8 TFLite model rounds, the squeeze-excite and CBAM gates included."""
 import numpy as np
 import pytest
 import tf_keras as keras
 
 from models.model import ModelConfig, build_classifier
-from models.quantization import quantization_aware_copy
+from models.quantization import folded_copy, quantization_aware_copy
 
 
 def _short(name: str) -> str:
@@ -13,17 +14,44 @@ def _short(name: str) -> str:
     return name.split("/")[-1].split(":")[0]
 
 
-# gates: Multiply and ChannelPool layers, which the default 8-bit scheme has no rule for (2 blocks)
-@pytest.mark.parametrize("options, gates", [({}, 2), ({"attention": "cbam"}, 6), ({"attention": "none"}, 0),
-                                            ({"architecture": "classic"}, 0)])
-def test_the_copy_starts_from_the_trained_weights_and_quantizes_every_layer(options, gates):
+def _trained(config: ModelConfig) -> keras.Model:
+    """A network whose weights, BatchNormalization statistics included, are not the initial values
+    (which would fold to nothing: scale 1, shift 0)."""
     keras.utils.set_random_seed(0)
-    model = build_classifier(ModelConfig(input_shape=(16, 16, 3), num_classes=3, stem_filters=8, stage_filters=(8, 16),
-                                         stage_strides=(1, 2), **options))
-    for weight in model.weights:  # not the initial values, which a fresh build would give too
-        weight.assign(weight + np.random.default_rng(1).normal(0, 0.1, weight.shape).astype(np.float32))
-    copy = quantization_aware_copy(model)
-    for layer in model.layers[1:]:
+    model = build_classifier(config)
+    rng = np.random.default_rng(1)
+    for weight in model.weights:
+        change = rng.normal(0, 0.1, weight.shape).astype(np.float32)
+        weight.assign(weight + (np.abs(change) if "moving_variance" in weight.name else change))
+    return model
+
+
+OPTIONS = [({}, 2), ({"attention": "cbam"}, 6), ({"attention": "none"}, 0), ({"architecture": "classic"}, 0)]
+
+
+def _config(options) -> ModelConfig:
+    return ModelConfig(input_shape=(16, 16, 3), num_classes=3, stem_filters=8, stage_filters=(8, 16),
+                       stage_strides=(1, 2), **options)
+
+
+@pytest.mark.parametrize("options", [options for options, _ in OPTIONS])
+def test_the_folded_network_computes_what_the_trained_one_does_in_inference(options):
+    config = _config(options)
+    model = _trained(config)
+    folded = folded_copy(model, config)
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers)
+    images = np.random.default_rng(2).normal(0, 1, (4, 16, 16, 3)).astype(np.float32)
+    np.testing.assert_allclose(folded(images, training=False), model(images, training=False), rtol=1e-4, atol=1e-4)
+
+
+# gates: Multiply and ChannelPool layers, which the default 8-bit scheme has no rule for (2 blocks)
+@pytest.mark.parametrize("options, gates", OPTIONS)
+def test_the_copy_starts_from_the_folded_weights_and_quantizes_every_layer(options, gates):
+    config = _config(options)
+    model = _trained(config)
+    folded = folded_copy(model, config)
+    copy = quantization_aware_copy(model, config)
+    for layer in folded.layers[1:]:
         wrapper = copy.get_layer(f"quant_{layer.name}")  # every layer wrapped: none left in float
         copied = {_short(weight.name): weight.numpy() for weight in wrapper.weights
                   if weight.name.startswith(f"{layer.name}/")}  # not the wrapper's own ranges and step
@@ -40,8 +68,8 @@ def test_the_copy_starts_from_the_trained_weights_and_quantizes_every_layer(opti
 def test_a_model_with_serving_attached_is_copied_without_it():
     """Export attaches the Transform layer to the trained model before the copy is made (once refused by
     tfmot as "a keras Model inside another")."""
-    model = build_classifier(ModelConfig(input_shape=(16, 16, 1), num_classes=2, stem_filters=8, stage_filters=(8,),
-                                         stage_strides=(1,)))
+    config = ModelConfig(input_shape=(16, 16, 1), num_classes=2, stem_filters=8, stage_filters=(8,), stage_strides=(1,))
+    model = build_classifier(config)
     model.tft_layer = keras.Sequential([keras.layers.Dense(1)], name="transform")
-    copy = quantization_aware_copy(model)
+    copy = quantization_aware_copy(model, config)
     assert [layer.name for layer in copy.layers if "transform" in layer.name] == []
