@@ -19,6 +19,7 @@ import tf_keras as keras
 
 BACKBONES = ("none", "mobilenet_v2", "efficientnet_b0")
 LAYER_NAME = "backbone"
+INPUT_LAYER_NAME = "backbone_input"
 MIN_SIZE = 32                     # what both applications accept
 FINE_TUNE_LEARNING_RATE = 0.1     # x the peak, for phase 2
 UNFROZEN_FRACTION = 0.3           # of the backbone's layers, the top ones, trained in phase 2
@@ -58,9 +59,10 @@ def backbone_features(images, backbone: str, normalization: Tuple[float, float])
     x = keras.layers.Rescaling(std, offset=mean, name="pixels")(images)
     if images.shape[-1] == 1:
         x = keras.layers.Concatenate(name="grey_to_rgb")([x, x, x])
-    if backbone == "mobilenet_v2":  # keras.applications.mobilenet_v2.preprocess_input: to -1..1
-        x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="mobilenet_v2_preprocess")(x)
-    # (EfficientNet's own first layers rescale and normalize 0..255 pixels.)
+    # the application's preprocessing: mobilenet_v2.preprocess_input scales to -1..1; EfficientNet's own
+    # first layers rescale and normalize 0..255 pixels. Named, so calibrate_batchnorm can feed the backbone.
+    scale, offset = (1 / 127.5, -1.0) if backbone == "mobilenet_v2" else (1.0, 0.0)
+    x = keras.layers.Rescaling(scale, offset=offset, name=INPUT_LAYER_NAME)(x)
     application = _application(backbone, tuple(images.shape[1:]))
     base = keras.Model(application.inputs, application.outputs, name=LAYER_NAME)
     return base(x, training=False)  # BatchNormalization in inference mode, in both phases
@@ -86,6 +88,24 @@ def unfreeze_top(model: keras.Model, fraction: float = UNFROZEN_FRACTION) -> int
         layer.trainable = index >= first and not isinstance(layer, keras.layers.BatchNormalization)
         unfrozen += bool(layer.trainable and layer.weights)
     return unfrozen
+
+
+def calibrate_batchnorm(model: keras.Model, images) -> None:
+    """Random weights: every BatchNormalization's statistics set from these (normalized) images, in one
+    pass in training mode. BatchNormalization stays in inference mode in both phases, and with the
+    initial statistics (mean 0, variance 1) a random backbone's features saturate or vanish: the head
+    then learns nothing (measured: chance accuracy, bench/RESULTS.md "Transfer learning")."""
+    base = get_backbone(model)
+    backbone_inputs = keras.Model(model.inputs, model.get_layer(INPUT_LAYER_NAME).output)(images, training=False)
+    layers = [layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in layers]
+    try:
+        for layer in layers:
+            layer.momentum = 0.0  # the moving statistics become this pass's batch statistics
+        base(backbone_inputs, training=True)
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
 
 
 def load_weights(model: keras.Model, backbone: str, weights: str) -> None:

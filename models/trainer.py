@@ -322,7 +322,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     normalization = ((0.0, 1.0) if model_config.backbone == "none" else
                      export.normalization_constants(tf_transform_output, spec))
     with strategy.scope():
-        model = build_network(model_config, training, normalization)
+        model = build_network(model_config, training, normalization, train)
         # base_model is the champion when the pipeline was made with --warm-start, and None otherwise
         started_from = (None if fn_args.base_model is None else
                         start_from_champion(model, model_config, label_names, fn_args.base_model))
@@ -351,13 +351,19 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                       export.quantization_aware_dir(fn_args.serving_model_dir))
 
 
-def build_network(model_config: ModelConfig, training: TrainingConfig,
-                  normalization: Tuple[float, float]) -> keras.Model:
-    """The classifier; with a Keras application backbone, its starting weights loaded and the
-    backbone frozen for the first phase."""
+CALIBRATION_BATCHES = 4  # of training images, for a random backbone's BatchNormalization statistics
+
+
+def build_network(model_config: ModelConfig, training: TrainingConfig, normalization: Tuple[float, float],
+                  train: tf.data.Dataset) -> keras.Model:
+    """The classifier; with a Keras application backbone, its starting weights loaded (random ones
+    with BatchNormalization statistics from the training batches) and the backbone frozen for the
+    first phase."""
     model = build_classifier(model_config, normalization)
     if model_config.backbone != "none":
         applications.load_weights(model, model_config.backbone, training.backbone_weights)
+        if training.backbone_weights == "none":
+            applications.calibrate_batchnorm(model, tf.concat([x for x, _ in train.take(CALIBRATION_BATCHES)], 0))
         applications.freeze(model)
     return model
 

@@ -46,7 +46,8 @@ def weights_file(tmp_path_factory):
 def test_the_weights_file_is_loaded_frozen_then_changed_only_in_the_unfrozen_layers(weights_file, tmp_path):
     path, saved = weights_file
     keras.utils.set_random_seed(2)
-    model = trainer.build_network(CONFIG, dataclasses.replace(TRAINING, backbone_weights=path), NORMALIZATION)
+    model = trainer.build_network(CONFIG, dataclasses.replace(TRAINING, backbone_weights=path), NORMALIZATION,
+                                  _batches())
     loaded = applications.get_backbone(model).get_weights()
     assert len(loaded) == len(saved) and all(np.array_equal(a, b) for a, b in zip(loaded, saved))
 
@@ -77,10 +78,24 @@ def test_the_model_undoes_the_normalization_and_applies_the_applications_preproc
     model = build_classifier(CONFIG, NORMALIZATION)
     pixels = np.arange(0, 256, 0.25, dtype="float32")[:32 * 32].reshape(1, 32, 32, 1)
     normalized = (pixels - NORMALIZATION[0]) / NORMALIZATION[1]
-    inside = keras.Model(model.inputs, model.get_layer("mobilenet_v2_preprocess").output)(normalized).numpy()
+    inside = keras.Model(model.inputs, model.get_layer(applications.INPUT_LAYER_NAME).output)(normalized).numpy()
     assert inside.shape == (1, 32, 32, 3)  # grey repeated to RGB
     expected = keras.applications.mobilenet_v2.preprocess_input(np.repeat(pixels, 3, axis=-1))
     np.testing.assert_allclose(inside, expected, atol=1e-5)
+
+
+def test_random_weights_take_their_batchnorm_statistics_from_the_training_images():
+    """Without it a frozen random backbone passes saturated features and the head learns nothing."""
+    keras.utils.set_random_seed(3)
+    model = trainer.build_network(CONFIG, TRAINING, NORMALIZATION, _batches())
+    base = applications.get_backbone(model)
+    first = next(layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization))
+    images = np.concatenate([x for x, _ in _batches().take(trainer.CALIBRATION_BATCHES)])
+    pixels = keras.Model(model.inputs, model.get_layer(applications.INPUT_LAYER_NAME).output)(images)
+    into_first = keras.Model(base.inputs, base.get_layer(first.name).input)(pixels).numpy()
+    np.testing.assert_allclose(first.moving_mean.numpy(), into_first.mean(axis=(0, 1, 2)), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(first.moving_variance.numpy(), into_first.var(axis=(0, 1, 2)), rtol=1e-2, atol=1e-4)
+    assert not base.trainable and first.momentum == 0.999  # frozen after, its own momentum back
 
 
 def test_a_weights_file_of_another_network_is_refused_naming_it(tmp_path):
