@@ -80,7 +80,8 @@ def folded_copy(model: keras.Model, config: ModelConfig) -> keras.Model:
     folded = build_classifier(config, folded_batchnorm=True)
     for layer in folded.layers:
         source = model.get_layer(layer.name)
-        if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)) and layer.use_bias and not source.use_bias:
+        convolution = isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))
+        if convolution and layer.use_bias and not source.use_bias:
             layer.set_weights(_folded_weights(source, model.get_layer(_batchnorm_of(layer.name))))
         else:
             layer.set_weights(source.get_weights())
