@@ -41,14 +41,15 @@ def _status_mb(field: str) -> float:
         return int(re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.M).group(1)) / 1024
 
 
-def measure_one(model: str, examples: str, output: str, variants) -> None:
+def measure_one(model: str, examples: str, output: str, variants, keep_batches: bool = False) -> None:
     """In this process: LiteModels' measurement, then peak RSS (MB) and seconds as JSON, and how far
     the resident set rose, while the eval split streamed past, above where it stood once the first
     batch had gone through. The converters' peak, reached before, varies by tens of MB from run to
     run, and so does the first batch's (the SavedModel's first call and the interpreters' buffers):
-    either hides what streaming holds. Linux resets the high-water mark on request (clear_refs 5)."""
+    either hides what streaming holds. Linux resets the high-water mark on request (clear_refs 5).
+    keep_batches holds every batch, as a leak would."""
     from components import lite_models
-    split_batches, streaming = lite_models.split_batches, {}
+    split_batches, streaming, kept = lite_models.split_batches, {}, []
 
     def measured_split_batches(*args, **kwargs):
         before = None
@@ -57,6 +58,8 @@ def measure_one(model: str, examples: str, output: str, variants) -> None:
                 with open("/proc/self/clear_refs", "w") as f:
                     f.write("5")
                 before = _status_mb("VmRSS")
+            if keep_batches:
+                kept.append(batch)
             yield batch
         if before is None:  # a split of one batch has nothing to measure after its first: say so, not 0 MB
             raise ValueError("the eval split is one batch: the rise after the first batch cannot be measured")
@@ -79,10 +82,12 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", metavar="VARIANT",
                         help="measure only these TFLite variants (default: all); the streaming pass is the same "
                              "code for any, and each costs a conversion and a pass of its own")
+    parser.add_argument("--keep-batches", action="store_true",
+                        help="hold every streamed batch, as a leak would: shows what the figures are with one")
     parser.add_argument("--measure-one", nargs=3, metavar=("MODEL", "EXAMPLES", "OUTPUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure_one:
-        measure_one(*args.measure_one, args.variants)
+        measure_one(*args.measure_one, args.variants, args.keep_batches)
         return
     with open(os.path.join(args.output_dir, "last_run.json")) as f:
         run = json.load(f)
@@ -93,7 +98,8 @@ def main() -> None:
             make_examples(run["artifacts"]["examples"], examples, size)
             output = subprocess.run([sys.executable, __file__, "--measure-one", run["trained_model"], examples,
                                      os.path.join(scratch, f"lite-{size}"),
-                                     *(["--variants", *args.variants] if args.variants else [])],
+                                     *(["--variants", *args.variants] if args.variants else []),
+                                     *(["--keep-batches"] if args.keep_batches else [])],
                                     capture_output=True, text=True,
                                     check=True, cwd=REPO_ROOT).stdout.strip().splitlines()[-1]
             results[size] = json.loads(output)
