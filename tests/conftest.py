@@ -1,5 +1,7 @@
 """Synthetic image folders for tests: the network is closed, so tests make their own data."""
+import fcntl
 import os
+import pickle
 import sys
 from typing import Dict, Sequence
 
@@ -47,20 +49,41 @@ def image_folder(tmp_path):
 
 
 class GoldenSession:
-    """The golden run (tests/golden.py), made once per session: its workspace (snapshot "golden"),
-    the run, and the odd-file zoo's expected outcomes. Every test that uses it is in tests/test_e2e.py,
-    which pytest.ini's --dist loadfile keeps on one worker: another file using it would make it again."""
+    """The golden run (tests/golden.py), made once per session and shared by pytest's workers: its
+    workspace (snapshot "golden"), the run, and the odd-file zoo's expected outcomes. Only
+    tests/test_e2e.py runs the pipeline or restores snapshots in the workspace (pytest.ini's
+    --dist loadfile keeps that file on one worker); tests in other files only read the snapshot,
+    which is never written once made (GoldenSession.frozen)."""
 
     def __init__(self, base: str):
         from tests.golden import Workspace, make_golden_data
         self.workspace = Workspace(base)
+        made = os.path.join(base, "session.pickle")
+        if os.path.exists(made):  # made by another worker
+            with open(made, "rb") as f:
+                self.zoo, self.run = pickle.load(f)
+            return
         self.zoo = make_golden_data(self.workspace.data_root)
         self.run = self.workspace.run()
         self.workspace.snapshot("golden")
+        with open(made, "wb") as f:
+            pickle.dump((self.zoo, self.run), f)
+
+    def frozen(self, path: str) -> str:
+        """A path of the golden run (under its data or output folder) in the snapshot instead."""
+        return self.workspace.in_snapshot("golden", path)
 
 
 @pytest.fixture(scope="session")
 def golden_session(tmp_path_factory):
-    return GoldenSession(str(tmp_path_factory.mktemp("golden")))
+    """Under pytest-xdist, in the folder the workers share, made by the first to ask while the other
+    waits on the lock: the golden run is the suite's most expensive fixture."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return GoldenSession(str(tmp_path_factory.mktemp("golden")))
+    base = tmp_path_factory.getbasetemp().parent / "golden"
+    base.mkdir(exist_ok=True)
+    with open(f"{base}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return GoldenSession(str(base))
 
 

@@ -89,6 +89,13 @@ class Workspace:
         for folder in (self.data_root, self.output_dir):
             self._copy(folder, f"{folder}.{name}")
 
+    def in_snapshot(self, name: str, path: str) -> str:
+        """path, under the data or output folder, in snapshot name instead."""
+        for folder in (self.data_root, self.output_dir):
+            if os.path.commonpath([folder, path]) == folder:
+                return os.path.join(f"{folder}.{name}", os.path.relpath(path, folder))
+        raise ValueError(f"{path} is not under {self.data_root} or {self.output_dir}")
+
     def restore(self, name: str) -> "Workspace":
         for folder in (self.data_root, self.output_dir):
             self._copy(f"{folder}.{name}", folder)

@@ -1,6 +1,5 @@
 """The Trainer in two worker processes joined by TF_CONFIG on loopback, on the golden run's examples:
-the worker script and what it is given. The test is in tests/test_e2e.py, beside every other test on
-the golden run, so that the golden run is made once (pytest.ini: --dist loadfile)."""
+the worker script and what it is given (the test is in tests/test_golden_artifacts.py)."""
 import os
 import socket
 import textwrap
@@ -52,14 +51,22 @@ TRAINER_WORKER = textwrap.dedent("""
 """)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(count: int) -> list:
+    """count distinct free loopback ports: the sockets stay open until all are bound, or the kernel
+    may hand the same port out twice."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
-def golden_trainer_inputs(output_dir: str):
-    """The golden run's Trainer execution in ML Metadata: its input artifacts and its parameters."""
+def golden_trainer_inputs(output_dir: str, locate=lambda uri: uri):
+    """The golden run's Trainer execution in ML Metadata: its input artifacts (their URIs passed
+    through locate) and its parameters."""
     from ml_metadata import metadata_store
     from ml_metadata.proto import metadata_store_pb2
     store = metadata_store.MetadataStore(metadata_store_pb2.ConnectionConfig(
@@ -73,7 +80,7 @@ def golden_trainer_inputs(output_dir: str):
     for event in events:
         found = artifacts[event.artifact_id]
         split_names = found.properties["split_names"].string_value if "split_names" in found.properties else None
-        inputs[event.path.steps[0].key] = [found.uri, split_names] if split_names else found.uri
+        inputs[event.path.steps[0].key] = [locate(found.uri), split_names] if split_names else locate(found.uri)
     exec_properties = {name: getattr(value, value.WhichOneof("value"))
                        for name, value in execution.custom_properties.items() if not name.startswith("__")}
     return inputs, exec_properties
