@@ -17,14 +17,13 @@ pytestmark = pytest.mark.e2e
 
 # LiteModels streams the eval split: the memory it takes while doing so must not grow with the split.
 # Holding these digits whole as float32 adds at least 3.1 MB per 1,000 images (1,000 x 28 x 28 x 4
-# bytes); keeping every batch on purpose (bench --keep-batches) adds 4.75 MB. The whole process's peak
-# cannot show that: the converters' part of it varies by more than that between runs of the same
-# code, and so does the first streamed batch's. So the bench measures the rise of the resident set
-# during the streaming pass after its first batch. That rise moves in steps of the allocator's: as
-# shipped, one CI run saw it jump once by 26 MB. A 21,000-image split (20,000 more than the small one)
-# puts such a step at 1.3 MB per 1,000 images, under the 2 MB bound, and a split held whole at 3.1 or
-# more, over it; bench/RESULTS.md has the figures. One variant is measured: every variant is scored in
-# the same streaming pass, and the other four would add conversions and time, not memory.
+# bytes). The whole process's peak cannot show that (the converters' part of it varies by more from
+# run to run), so the bench measures the rise of the resident set while the split streams past, after
+# its first batch. That rise moves in the allocator's steps, so the large split is 20,000 images more
+# than the small one: one step then stays under the bound per 1,000 images, and a split held whole
+# goes over it (bench/RESULTS.md, "LiteModels' memory", measured as shipped and with --keep-batches).
+# One variant is measured: every variant is scored in the same streaming pass, and the other four
+# would add conversions and time, not memory.
 SIZES = (1000, 21000)
 MAX_GROWTH_MB_PER_1000 = 2.0
 
