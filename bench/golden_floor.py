@@ -3,8 +3,8 @@
     bin/in-env python bench/golden_floor.py [--repeats 3]
 
 Runs the golden run (the embedded digits plus the odd-file zoo, default settings) --repeats times,
-each from nothing, then once per broken recipe, and prints the eval accuracy and wall time of each,
-with the CPU model. The floor must sit below every intact run and above every broken one.
+each from nothing, then once per broken recipe, and prints the eval accuracy, the int8 TFLite file's
+agreement with the SavedModel and wall time of each, with the CPU model. The floor must sit below every intact run and above every broken one.
 """
 import argparse
 import json
@@ -38,7 +38,9 @@ def one_run(flags) -> dict:
                        stderr=subprocess.DEVNULL)
         with open(os.path.join(output_dir, "last_run.json")) as f:
             summary = json.load(f)
+        int8 = ((summary.get("tflite") or {}).get("variants") or {}).get("int8") or {}
         return {"accuracy": (summary.get("evaluation") or {}).get("accuracy"), "status": summary["status"],
+                "int8_agreement": int8.get("agreement"), "int8_weights": int8.get("weight_quantization"),
                 "wall_s": round(time.time() - started), "trainer_s": summary["stage_seconds"].get("Trainer")}
 
 
@@ -52,6 +54,7 @@ def main() -> int:
         result = one_run(flags)
         side = "above" if (result["accuracy"] or 0) >= ACCURACY_FLOOR else "below"
         print(f"{name:26s} accuracy {result['accuracy']}  ({side} the floor)  status {result['status']}  "
+              f"int8 agreement {result['int8_agreement']} ({result['int8_weights']})  "
               f"wall {result['wall_s']} s, Trainer {result['trainer_s']} s", flush=True)
     return 0
 

@@ -23,7 +23,7 @@ from models.preprocessing import ImageSpec
 from models.model import ModelConfig, expected_parameter_count
 from models.trainer import LEARNING_RATE_FILENAME
 from models.warm_start import WARM_START_LEARNING_RATE
-from pipeline import local_runner, promote, report, schema, score
+from pipeline import configs, local_runner, promote, report, schema, score
 from tests.browser import open_page
 from tests.conftest import make_class_folder, write_image
 from tests.golden import ACCURACY_FLOOR, ALWAYS_RUN, STAGES, WORSE, ZOO_CLASSES
@@ -172,7 +172,9 @@ def test_the_golden_tflite_files_agree_with_the_saved_model_and_shrink_as_promis
     quality = summary["tflite"]["variants"]
     assert set(quality) == {"float32", "dynamic_range", "float16", "int8"}
     assert all(measured["push"] for measured in quality.values()), quality
-    assert quality["float32"]["agreement"] == 1.0 and quality["int8"]["agreement"] >= 0.99
+    # int8: the agreement the pipeline promises. Intact golden runs gave 0.988 to 0.998 (bench/golden_floor.py,
+    # bench/RESULTS.md): a bound of 0.99, tighter than the promise, failed one of them by chance.
+    assert quality["float32"]["agreement"] == 1.0 and quality["int8"]["agreement"] >= configs.MIN_TFLITE_AGREEMENT
     assert quality["int8"]["weight_quantization"] in ("per-tensor", "per-channel")
     sizes = {name: measured["size_bytes"] for name, measured in quality.items()}
     assert sizes["int8"] < sizes["float16"] < sizes["float32"] and sizes["dynamic_range"] < sizes["float32"]
