@@ -48,6 +48,21 @@ def image_folder(tmp_path):
     return root
 
 
+# pytest-xdist hands whole files to the workers in collection order (pytest.ini: --dist loadfile
+# --no-loadscope-reorder), so the longest file, the golden run and its scenarios, starts at once on one
+# worker and the container run (its image build) on the other; the files that read the golden run come
+# last, so they do not hold a worker waiting for it to be made.
+FIRST_FILES = ("test_e2e.py", "test_kubeflow_containers.py")
+LAST_FILES = ("test_golden_artifacts.py",)
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.path.name
+        return (FIRST_FILES.index(name) if name in FIRST_FILES else len(FIRST_FILES) + (name in LAST_FILES))
+    items.sort(key=rank)  # stable: within a rank, the collection order
+
+
 class GoldenSession:
     """The golden run (tests/golden.py), made once per session and shared by pytest's workers: its
     workspace (snapshot "golden"), the run, and the odd-file zoo's expected outcomes. Only
