@@ -2,17 +2,98 @@
 snapshot, never written once made, so they need not be in tests/test_e2e.py beside the scenarios,
 and run on the other pytest worker while those do (conftest.golden_session shares the run)."""
 import collections
+import html
 import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from pipeline import local_runner
+from components import promotion
+from models import preprocessing
+from models.model import ModelConfig, expected_parameter_count
+from models.preprocessing import ImageSpec
+from pipeline import configs, local_runner, report, score
 from tests import two_workers
+from tests.browser import open_page
+from tests.test_report import SECTION_IDS, embedded_images, table_rows
+
+DIGITS = [str(d) for d in range(10)]
 
 pytestmark = pytest.mark.e2e
+
+
+def test_the_golden_report_shows_every_section_names_every_bad_file_and_renders(golden_session, tmp_path):
+    summary = golden_session.run.summary
+    report_dir = golden_session.frozen(report.run_dir_of(golden_session.workspace.output_dir,
+                                                         local_runner.run_filename(summary["run_id"])))
+    with open(os.path.join(report_dir, report.REPORT_FILENAME)) as f:
+        page = f.read()
+    assert all(f'<section id="{section}">' in page for section in SECTION_IDS)
+    assert [[int(v) for v in row[1:]] for row in table_rows(page, "confusion-counts")] == \
+        summary["evaluation"]["confusion_matrix"]
+    images = embedded_images(page)
+    assert {"thumbnails.png", "training_curves.png", "learning_rate.png", "confusion_matrix.png",
+            "grad_cam_correct.png"} <= set(images)
+    assert sorted(images) == sorted(f for f in os.listdir(report_dir) if f.endswith(".png"))
+    assert f"residual network, width 1, depth 1: {expected_parameter_count(ModelConfig()):,} parameters" in page
+    bad = [e["file"] for outcome in ("rejected", "ignored") for e in summary[f"{outcome}_files"]]
+    assert bad and all(html.escape(path) in page for path in bad)
+    seen = open_page(os.path.join(report_dir, report.REPORT_FILENAME), str(tmp_path / "report.png"))
+    assert seen == {"images": len(images), "broken": [], "sections": list(SECTION_IDS)}
+    assert os.path.getsize(tmp_path / "report.png") > 50_000  # a screenshot of a rendered page, not a blank one
+
+
+def test_the_golden_champion_is_published_and_serves_the_test_digits_as_the_evaluator_scored_them(
+        golden_session, capsys):
+    summary = golden_session.run.summary
+    serving_dir = golden_session.frozen(golden_session.workspace.serving_dir)
+    version_dir = golden_session.frozen(summary["pushed_paths"]["saved_model"])
+    assert os.path.dirname(version_dir) == serving_dir and promotion.champion_dir(serving_dir) == version_dir
+    promoted, = promotion.promotion_log(serving_dir)
+    assert (promoted["action"], promoted["run_id"]) == ("blessed", summary["run_id"])
+    assert promoted["metrics"]["accuracy"] == summary["evaluation"]["accuracy"]
+    assert promoted["thresholds"] == {"min_accuracy": 0.9, "max_accuracy_drop": 0.01, "min_class_accuracy": 0.0}
+    assert promoted["data_fingerprint"] == summary["data_fingerprint"]
+    assert promotion.record(serving_dir, promoted["version"]) == promoted
+    with open(os.path.join(version_dir, "labels.txt")) as f:
+        assert f.read().split() == DIGITS
+
+    # python -m pipeline.score, the README's client: every test file from its raw bytes
+    data_root = golden_session.frozen(golden_session.workspace.data_root)
+    assert score.main(["--model", version_dir, "--data-root", data_root, "--split", "test"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["images"] == 500
+    assert scores["saved_model_accuracy"] == pytest.approx(summary["evaluation"]["accuracy"], abs=1e-6)
+    assert scores["tflite"]["float32"]["agreement"] == 1.0
+
+    import tensorflow as tf
+    test_dir = os.path.join(data_root, "test")
+    paths = [os.path.join(test_dir, d, sorted(os.listdir(os.path.join(test_dir, d)))[0]) for d in ("1", "4", "7")]
+    pixels = np.stack([tf.io.decode_png(open(p, "rb").read(), channels=1).numpy() for p in paths]).astype(np.float32)
+    heatmaps = tf.saved_model.load(version_dir).signatures["explain_images"](images=tf.constant(pixels))["heatmap"].numpy()
+    assert heatmaps.shape == (3, 28, 28) and not any(np.allclose(heatmaps[0], h) for h in heatmaps[1:])
+
+
+def test_the_golden_tflite_files_agree_with_the_saved_model_and_shrink_as_promised(golden_session):
+    summary = golden_session.run.summary
+    quality = summary["tflite"]["variants"]
+    assert set(quality) == {"float32", "dynamic_range", "float16", "int8"}
+    assert all(measured["push"] for measured in quality.values()), quality
+    # int8: the agreement the pipeline promises. Intact golden runs gave 0.988 to 0.998 (bench/golden_floor.py,
+    # bench/RESULTS.md): a bound of 0.99, tighter than the promise, failed one of them by chance.
+    assert quality["float32"]["agreement"] == 1.0 and quality["int8"]["agreement"] >= configs.MIN_TFLITE_AGREEMENT
+    assert quality["int8"]["weight_quantization"] in ("per-tensor", "per-channel")
+    sizes = {name: measured["size_bytes"] for name, measured in quality.items()}
+    assert sizes["int8"] < sizes["float16"] < sizes["float32"] and sizes["dynamic_range"] < sizes["float32"]
+    version_dir = golden_session.frozen(summary["pushed_paths"]["saved_model"])
+    with open(os.path.join(version_dir, "tflite", "quality.json")) as f:
+        assert json.load(f)["client_preprocessing"] == preprocessing.client_preprocessing(ImageSpec())
+    assert sorted(os.listdir(os.path.join(version_dir, "tflite"))) == sorted(
+        ["labels.txt", "quality.json"] + [f"{name}.tflite" for name in quality])
+    assert promotion.promotion_log(golden_session.frozen(golden_session.workspace.serving_dir))[0]["tflite"] == quality
 
 
 # LiteModels streams the eval split: the memory it takes while doing so must not grow with the split.
