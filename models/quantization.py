@@ -9,8 +9,13 @@ ChannelPool; both are given one here: their output quantized as every other acti
 The copy is made from the network with its BatchNormalization folded into the convolutions before
 them (kernels scaled, biases added), because that is what the TFLite converter rounds: the default
 scheme would otherwise fake-quantize the kernels before the folding, which the int8 file never does.
+
+The copy is fine-tuned to answer as the float model does (Distilling), not to fit the labels: the int8
+file is judged by how often it agrees with the float model, and trained on the labels the copy became
+a slightly different model, which cost agreement that rounding alone did not (bench/RESULTS.md).
 """
 import numpy as np
+import tensorflow as tf
 import tf_keras as keras
 import tensorflow_model_optimization as tfmot
 
@@ -98,3 +103,40 @@ def quantization_aware_copy(model: keras.Model, config: ModelConfig) -> keras.Mo
     with quantize.quantize_scope({"OutputQuantizeConfig": OutputQuantizeConfig, "ChannelPool": ChannelPool}):
         annotated = keras.models.clone_model(network, clone_function=_annotate)
         return quantize.quantize_apply(quantize.quantize_annotate_model(annotated))
+
+
+class Distilling(keras.Model):
+    """Trains student on the teacher's answers: cross-entropy against the teacher's softmax on the same
+    (augmented) batch; the teacher is not trained. Reports accuracy on the labels and agreement (the
+    share of images where the two pick the same class) in training and validation."""
+
+    def __init__(self, student: keras.Model, teacher: keras.Model, **kwargs):
+        super().__init__(**kwargs)
+        self.student, self.teacher = student, teacher
+        self.agreement = keras.metrics.Accuracy(name="agreement")
+
+    def call(self, images, training=False):
+        return self.student(images, training=training)
+
+    @property
+    def metrics(self):
+        return super().metrics + [self.agreement]
+
+    def _step(self, data, training: bool):
+        images, labels = data[0], data[1]
+        targets = tf.nn.softmax(self.teacher(images, training=False))
+        with tf.GradientTape() as tape:
+            logits = self.student(images, training=training)
+            loss = self.compiled_loss(targets, logits, regularization_losses=self.student.losses)
+        if training:
+            self.optimizer.minimize(loss, self.student.trainable_variables, tape=tape)
+        self.compiled_metrics.update_state(labels, logits)
+        self.agreement.update_state(tf.argmax(targets, -1), tf.argmax(logits, -1))
+        return {metric.name: metric.result() for metric in self.metrics}
+
+    def train_step(self, data):
+        return self._step(data, training=True)
+
+    def test_step(self, data):
+        return self._step(data, training=False)
+

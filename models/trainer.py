@@ -404,16 +404,20 @@ def fine_tune_quantization_aware(model: keras.Model, model_config: ModelConfig, 
                                  validation: Optional[tf.data.Dataset], steps_per_epoch: int, checkpoints: str,
                                  log_dir: str) -> keras.Model:
     """The trained model's fake-quantized copy (models/quantization.py), fine-tuned for the configured
-    epochs on the same batches: one cosine decay from QUANTIZATION_AWARE_LEARNING_RATE x the peak, no warm-up."""
+    epochs on the same batches to answer as the trained model does (Distilling): one cosine decay from
+    QUANTIZATION_AWARE_LEARNING_RATE x the peak, no warm-up."""
     # here, not at the top: tensorflow-model-optimization takes a second to import, and only this flag needs it
-    from models.quantization import QUANTIZATION_AWARE_LEARNING_RATE, quantization_aware_copy
+    from models.quantization import QUANTIZATION_AWARE_LEARNING_RATE, Distilling, quantization_aware_copy
     fine_tuning = dataclasses.replace(_fine_tuning(training, training.quantization_aware_epochs,
                                                    QUANTIZATION_AWARE_LEARNING_RATE), early_stopping_patience=0)
-    replicas = strategy.num_replicas_in_sync
     with strategy.scope():
         quantization_aware = quantization_aware_copy(model, model_config)
-        compile_model(quantization_aware, model_config, fine_tuning, steps_per_epoch, replicas)
-    logging.info("Quantization-aware fine-tuning: %d epoch(s)", fine_tuning.epochs)
-    fit(quantization_aware, train, validation, fine_tuning, steps_per_epoch,
+        distilling = Distilling(quantization_aware, model)
+        distilling.compile(optimizer=optimizer_for(model_config, schedule_for(fine_tuning, steps_per_epoch,
+                                                                              strategy.num_replicas_in_sync)),
+                           loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+                           metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    logging.info("Quantization-aware fine-tuning on the trained model's answers: %d epoch(s)", fine_tuning.epochs)
+    fit(distilling, train, validation, fine_tuning, steps_per_epoch,
         os.path.join(checkpoints, "quantization-aware"), os.path.join(log_dir, "quantization_aware"))
     return quantization_aware

@@ -73,3 +73,23 @@ def test_a_model_with_serving_attached_is_copied_without_it():
     model.tft_layer = keras.Sequential([keras.layers.Dense(1)], name="transform")
     copy = quantization_aware_copy(model, config)
     assert [layer.name for layer in copy.layers if "transform" in layer.name] == []
+
+
+def test_the_copy_is_fine_tuned_to_answer_as_the_trained_model_does_not_to_fit_the_labels(tmp_path):
+    """Labels that the trained model always contradicts, and a fine-tuning rate high enough to move the
+    copy far: a copy trained on the labels would come to contradict the model; trained on its answers,
+    it keeps agreeing with it."""
+    import tensorflow as tf
+    from models.trainer import TrainingConfig, fine_tune_quantization_aware
+    config = _config({})
+    model = _trained(config)
+    images = np.random.default_rng(3).normal(0, 1, (64, 16, 16, 3)).astype(np.float32)
+    answers = np.argmax(model(images, training=False), -1)
+    contradicting = (answers + 1) % config.num_classes
+    batches = tf.data.Dataset.from_tensor_slices((images, contradicting)).batch(16).repeat()
+    training = TrainingConfig(quantization_aware_epochs=6, batch_size=16, learning_rate=5.0)  # 0.05 for the copy
+    copy = fine_tune_quantization_aware(model, config, training, tf.distribute.get_strategy(), batches, None, 4,
+                                        str(tmp_path / "checkpoints"), str(tmp_path / "logs"))
+    predicted = np.argmax(copy(images, training=False), -1)
+    assert np.mean(predicted == answers) >= 0.9, np.mean(predicted == answers)
+    assert np.mean(predicted == contradicting) <= 0.1
