@@ -139,4 +139,3 @@ class Distilling(keras.Model):
 
     def test_step(self, data):
         return self._step(data, training=False)
-
