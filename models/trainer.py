@@ -105,11 +105,12 @@ def schedule_for(training: TrainingConfig, steps_per_epoch: int, replicas: int) 
 
 
 def compile_model(model: keras.Model, model_config: ModelConfig, training: TrainingConfig,
-                  steps_per_epoch: int, replicas: int) -> WarmupCosineRestarts:
-    """Optimizer, schedule, loss and metric; returns the learning-rate schedule."""
+                  steps_per_epoch: int, replicas: int, loss=None) -> WarmupCosineRestarts:
+    """Optimizer, schedule, loss (by default, label-smoothed cross-entropy on the labels) and metric;
+    returns the learning-rate schedule."""
     schedule = schedule_for(training, steps_per_epoch, replicas)
     model.compile(optimizer=optimizer_for(model_config, schedule),
-                  loss=smoothed_sparse_crossentropy(model_config.num_classes, training.label_smoothing),
+                  loss=loss or smoothed_sparse_crossentropy(model_config.num_classes, training.label_smoothing),
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
     return schedule
 
@@ -413,10 +414,8 @@ def fine_tune_quantization_aware(model: keras.Model, model_config: ModelConfig, 
     with strategy.scope():
         quantization_aware = quantization_aware_copy(model, model_config)
         distilling = Distilling(quantization_aware, model)
-        distilling.compile(optimizer=optimizer_for(model_config, schedule_for(fine_tuning, steps_per_epoch,
-                                                                              strategy.num_replicas_in_sync)),
-                           loss=keras.losses.CategoricalCrossentropy(from_logits=True),
-                           metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+        compile_model(distilling, model_config, fine_tuning, steps_per_epoch, strategy.num_replicas_in_sync,
+                      loss=keras.losses.CategoricalCrossentropy(from_logits=True))  # against the model's softmax
     logging.info("Quantization-aware fine-tuning on the trained model's answers: %d epoch(s)", fine_tuning.epochs)
     fit(distilling, train, validation, fine_tuning, steps_per_epoch,
         os.path.join(checkpoints, "quantization-aware"), os.path.join(log_dir, "quantization_aware"))

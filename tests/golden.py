@@ -20,6 +20,7 @@ from tests.odd_files import add_odd_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGITS = os.path.join(REPO, "data", "mnist-sample")
+DIGIT_CLASSES = [str(d) for d in range(10)]  # its class folders, in the order the pipeline numbers them
 
 # The eval accuracy the golden run must reach. Chosen from bench/golden_floor.py (figures in
 # bench/RESULTS.md, "The golden run's accuracy floor"): below every intact run by a margin wider than

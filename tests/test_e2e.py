@@ -23,13 +23,12 @@ from models.trainer import LEARNING_RATE_FILENAME
 from models.warm_start import WARM_START_LEARNING_RATE
 from pipeline import local_runner, promote, report, schema
 from tests.conftest import make_class_folder, write_image
-from tests.golden import ACCURACY_FLOOR, ALWAYS_RUN, STAGES, WORSE
+from tests.golden import ACCURACY_FLOOR, ALWAYS_RUN, DIGIT_CLASSES, STAGES, WORSE
 from tests.odd_files import INGESTED
 from tests.test_report import table_rows
 
 pytestmark = pytest.mark.e2e
 
-DIGITS = [str(d) for d in range(10)]
 REUSABLE = STAGES - ALWAYS_RUN - {"Evaluator", "Pusher"}  # the Evaluator's champion input is new every run
 
 
@@ -73,7 +72,7 @@ def test_the_golden_run_clears_the_accuracy_floor_and_accounts_for_every_file(go
         f"eval accuracy {evaluation['accuracy']:.4f} on the digits is below the floor {ACCURACY_FLOOR}: "
         f"the training recipe is broken (tests/golden.py says how the floor was chosen)")
     assert summary["status"] == "pushed" and summary["blessed"]
-    assert summary["classes"] == DIGITS
+    assert summary["classes"] == DIGIT_CLASSES
     zoo_ingested = sum(outcome == INGESTED for outcome, _ in golden.zoo.values())
     assert summary["examples_per_split"] == {"train": 2000 + zoo_ingested, "eval": 500}
     listed = {e["file"]: outcome for outcome in ("rejected", "ignored") for e in summary[f"{outcome}_files"]}
@@ -85,7 +84,7 @@ def test_the_golden_run_clears_the_accuracy_floor_and_accounts_for_every_file(go
     assert summary["split_leaks"] == 0
     assert summary["class_balance"]["drift"] is None  # first run: no baseline
 
-    assert set(evaluation["per_class"]) == set(DIGITS)
+    assert set(evaluation["per_class"]) == set(DIGIT_CLASSES)
     matrix = np.array(evaluation["confusion_matrix"])
     assert matrix.shape == (10, 10) and matrix.sum(axis=1).tolist() == [50] * 10
     assert evaluation["accuracy"] == pytest.approx(np.trace(matrix) / matrix.sum(), abs=1e-6)
@@ -154,7 +153,7 @@ def test_a_worse_model_is_not_blessed_against_both_bars_and_serving_is_left_byte
     failures = evaluation["validation_failures"]
     assert any(failure.endswith(f"needs >= 0.9999: short by {0.9999 - evaluation['accuracy']:.4f}")
                for failure in failures)  # TFMA lists the failures in no fixed order
-    below = [d for d in DIGITS if evaluation["per_class"][d]["accuracy"] < 0.99]
+    below = [d for d in DIGIT_CLASSES if evaluation["per_class"][d]["accuracy"] < 0.99]
     assert below and all(any(f"class {d!r} sparse_categorical_accuracy" in f for f in failures) for d in below)
     assert any("below the champion's (allowed drop 0.0100)" in failure for failure in failures)
     assert len(failures) == 2 + len(below)
@@ -270,10 +269,10 @@ def test_a_new_class_stops_before_transform_and_once_accepted_is_judged_on_the_a
     accepted = after_worse.run(*WORSE)
     assert accepted.code == 0, accepted.summary["error"]
     evaluation = accepted.summary["evaluation"]
-    assert accepted.summary["classes"] == DIGITS + ["amber"]  # appended: every digit keeps its id
+    assert accepted.summary["classes"] == DIGIT_CLASSES + ["amber"]  # appended: every digit keeps its id
     assert evaluation["champion_accuracy"] is None
-    assert evaluation["champion_skipped"].startswith(f"not compared with the champion, whose classes {DIGITS} "
-                                                     f"differ from this run's {DIGITS + ['amber']}")
+    assert evaluation["champion_skipped"].startswith(f"not compared with the champion, whose classes {DIGIT_CLASSES} "
+                                                     f"differ from this run's {DIGIT_CLASSES + ['amber']}")
     assert evaluation["champion_skipped"] in accepted.out
     assert not any("champion" in failure for failure in evaluation["validation_failures"])
 
@@ -285,14 +284,14 @@ def test_a_removed_class_is_retired_keeping_every_id_and_the_champion_is_compare
     schema_file = os.path.join(after_worse.output_dir, "schema.pbtxt")
     assert schema.main(["--schema", schema_file, "--data-root", after_worse.data_root]) == 0
     assert schema.retired_classes(schema.load(schema_file)) == ["9"]
-    assert schema.class_names(schema.load(schema_file)) == DIGITS
+    assert schema.class_names(schema.load(schema_file)) == DIGIT_CLASSES
 
     run = after_worse.run(*WORSE)
     assert run.code == 0, run.summary["error"]
     evaluation = run.summary["evaluation"]
     assert "champion_skipped" not in evaluation
     with open(os.path.join(run.summary["trained_model"], "labels.txt")) as f:
-        assert f.read().split() == DIGITS  # the same ids as the champion's
+        assert f.read().split() == DIGIT_CLASSES  # the same ids as the champion's
     # The champion, unchanged, scored on the eval digits 0-8: exactly its golden confusion counts without row 9.
     golden_matrix = np.array(golden_session.run.summary["evaluation"]["confusion_matrix"])
     assert evaluation["champion_accuracy"] == pytest.approx(np.trace(golden_matrix[:9, :9]) / golden_matrix[:9].sum(),

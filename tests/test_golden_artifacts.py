@@ -18,9 +18,8 @@ from models.preprocessing import ImageSpec
 from pipeline import configs, local_runner, report, score
 from tests import two_workers
 from tests.browser import open_page
+from tests.golden import DIGIT_CLASSES
 from tests.test_report import SECTION_IDS, embedded_images, table_rows
-
-DIGITS = [str(d) for d in range(10)]
 
 pytestmark = pytest.mark.e2e
 
@@ -59,7 +58,7 @@ def test_the_golden_champion_is_published_and_serves_the_test_digits_as_the_eval
     assert promoted["data_fingerprint"] == summary["data_fingerprint"]
     assert promotion.record(serving_dir, promoted["version"]) == promoted
     with open(os.path.join(version_dir, "labels.txt")) as f:
-        assert f.read().split() == DIGITS
+        assert f.read().split() == DIGIT_CLASSES
 
     # python -m pipeline.score, the README's client: every test file from its raw bytes
     data_root = golden_session.frozen(golden_session.workspace.data_root)
