@@ -2,10 +2,12 @@
 split against the SavedModel: top-1 agreement, accuracy, file size, single-thread latency per image.
 A variant whose accuracy is more than max_accuracy_drop below the SavedModel's, or whose answers agree
 with the SavedModel's on fewer than min_agreement of the images, is marked not to be pushed, with the
-reason: accuracy alone can hide a variant that is wrong on different images. int8 weights are
-quantized per tensor, or per channel when per tensor may not be pushed; when the Trainer fine-tuned a
-quantization-aware copy (--quantization-aware), its int8 file is measured beside the post-training one,
-and the int8 file pushed is the one of them that may be pushed and agrees best with the SavedModel.
+reason: accuracy alone can hide a variant that is wrong on different images. So is a file that
+TensorFlow Lite's interpreter cannot run (XNNPACK, its default delegate, refuses some int8 scales), and
+the other variants go on. int8 weights are quantized per tensor, or per channel when per tensor may
+not be pushed; when the Trainer fine-tuned a quantization-aware copy (--quantization-aware), its int8
+file is measured beside the post-training one, and the int8 file pushed is the one of them that may be
+pushed and agrees best with the SavedModel.
 Every candidate file is converted first, then the eval split streams past all of them once, a batch
 at a time, so memory does not grow with the split. Writes <variant>.tflite, labels.txt and quality.json.
 """
@@ -83,22 +85,38 @@ def push_decision(accuracy: float, saved_model_accuracy: float, max_accuracy_dro
 
 class _Scores:
     """One TFLite model's top-1 hits against the labels and against the SavedModel, counted batch by
-    batch as the eval split streams past."""
+    batch as the eval split streams past; or why TensorFlow Lite's interpreter cannot run it."""
 
     def __init__(self, model: bytes):
-        self.model, self.classifier = model, lite.LiteClassifier(model)
-        self.seen = self.correct = self.agreeing = 0
+        self.model, self.seen, self.correct, self.agreeing = model, 0, 0, 0
+        self.error: Optional[str] = None
+        self.classifier = self._running(lambda: lite.LiteClassifier(model))
+
+    def _running(self, call):
+        """call's result, or None with the interpreter's error kept (RuntimeError: e.g. XNNPACK, the
+        default delegate, refuses an int8 scale it cannot represent, which clients would meet too)."""
+        try:
+            return call()
+        except RuntimeError as error:
+            self.error = f"TensorFlow Lite's interpreter cannot run it: {str(error).strip().rstrip('.')}"
+            return None
 
     def add(self, images: np.ndarray, labels: np.ndarray, reference: np.ndarray) -> None:
-        predicted = self.classifier.top1(images)
+        predicted = None if self.error else self._running(lambda: self.classifier.top1(images))
+        if predicted is None:
+            return
         self.seen += len(labels)
         self.correct += int(np.sum(predicted == labels))
         self.agreeing += int(np.sum(predicted == reference))
 
     def measured(self, latency_images: np.ndarray) -> Dict[str, Any]:
+        latency = None if self.error else self._running(lambda: self.classifier.latency_ms(latency_images))
+        if self.error:
+            return {"size_bytes": len(self.model), "accuracy": None, "agreement": None,
+                    "latency_ms_per_image": None, "runs": False, "reason": self.error}
         return {"size_bytes": len(self.model), "accuracy": self.correct / self.seen,
                 "agreement": self.agreeing / self.seen,
-                "latency_ms_per_image": round(self.classifier.latency_ms(latency_images), 4)}
+                "latency_ms_per_image": round(latency, 4)}
 
 
 def chosen_variants(names: Sequence[str]) -> Tuple[str, ...]:
@@ -139,7 +157,8 @@ def _best(attempts: Sequence[Dict[str, Any]]) -> int:
     """The index of the attempt to keep: of those that may be pushed (else of all), the one that
     agrees best with the SavedModel, then the more accurate, then the smaller file."""
     pool = [i for i, attempt in enumerate(attempts) if attempt["push"]] or range(len(attempts))
-    return max(pool, key=lambda i: (attempts[i]["agreement"], attempts[i]["accuracy"], -attempts[i]["size_bytes"]))
+    return max(pool, key=lambda i: (attempts[i].get("runs", True), attempts[i]["agreement"] or 0.0,
+                                    attempts[i]["accuracy"] or 0.0, -attempts[i]["size_bytes"]))
 
 
 def _stream_eval(saved_model, examples_uri: str, spec: ImageSpec, candidates: Dict[Tuple[str, str], _Scores]
@@ -164,9 +183,10 @@ def _stream_eval(saved_model, examples_uri: str, spec: ImageSpec, candidates: Di
 def _measured(candidates: Dict[Tuple[str, str], _Scores], key: Tuple[str, str], latency_images: np.ndarray,
               saved_model_accuracy: float, max_accuracy_drop: float, min_agreement: float) -> Dict[str, Any]:
     measured = candidates[key].measured(latency_images)
-    return {**measured, **push_decision(measured["accuracy"], saved_model_accuracy, max_accuracy_drop,
-                                        measured["agreement"], min_agreement),
-            **({"weight_quantization": key[1]} if key[0] == "int8" else {})}
+    decision = ({"push": False} if measured.get("runs") is False else
+                push_decision(measured["accuracy"], saved_model_accuracy, max_accuracy_drop, measured["agreement"],
+                              min_agreement))
+    return {**measured, **decision, **({"weight_quantization": key[1]} if key[0] == "int8" else {})}
 
 
 def variants_with_quality(saved_model_dir: str, examples_uri: str, output_dir: str,
@@ -233,6 +253,9 @@ def LiteModels(model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifa
     with tf.io.gfile.GFile(os.path.join(lite_models.uri, QUALITY_FILENAME), "w") as f:
         json.dump(quality, f, indent=2)
     variants, int8 = quality["variants"], quality["variants"].get("int8")
+    unrunnable = [name for name, v in variants.items() if v.get("runs") is False]
     key_figure(f"{sum(v['push'] for v in variants.values())} of {len(variants)} variants may be pushed"
                + (f"; int8 ({int8['weight_quantization']}) {int8['size_vs_float32']}x float32, "
-                  f"agreement {int8['agreement']:.3f}" if int8 else ""))
+                  f"agreement {int8['agreement']:.3f}" if int8 and int8.get("runs", True) else "")
+               + (f"; {', '.join(unrunnable)} cannot run in TensorFlow Lite's interpreter (see quality.json)"
+                  if unrunnable else ""))

@@ -531,7 +531,8 @@ def tflite_section(page: Page, summary: Dict[str, Any]) -> None:
     for name, m in quality["variants"].items():
         rows.append(row(name, m, "yes" if m["push"] else f"no: {m.get('reason', '')}"))
         # the int8 files measured and not kept: another weight quantization, or the quantization-aware copy's
-        rows += [row(f"{name} (not kept)", other, "no: the file above was kept") for other in m.get("other_attempts", ())]
+        rows += [row(f"{name} (not kept)", other, f"no: {other['reason']}" if other.get("runs") is False
+                     else "no: the file above was kept") for other in m.get("other_attempts", ())]
     page.add("tflite", "TFLite", f"<p>On {quality['eval_images']} eval images; SavedModel accuracy "
                                  f"{quality['saved_model_accuracy']:.4f}.</p>" + table(
         ["variant", "bytes", "× float32", "accuracy", "agreement with SavedModel", "ms/image (1 thread)",

@@ -165,6 +165,40 @@ def test_int8_falls_back_to_per_channel_weights_only_when_per_tensor_may_not_be_
 
 
 @pytest.fixture(scope="module")
+def dead_units(exported, tmp_path_factory):  # noqa: F811
+    """The exported model again, its squeeze-excite units dead (a bias no input overcomes, as a too-high
+    learning rate leaves them): their int8 range is empty, and XNNPACK refuses the scale it gets."""
+    export_dir, _ = exported
+    keras.utils.set_random_seed(0)
+    model = build_classifier(CONFIG)
+    for layer in model.layers:
+        if layer.name.endswith("_se_reduce"):
+            kernel, bias = layer.get_weights()
+            layer.set_weights([kernel, np.full_like(bias, -100.0)])
+    transform = tft.TFTransformOutput(os.path.join(os.path.dirname(export_dir), "transform"))
+    path = str(tmp_path_factory.mktemp("dead") / "model")
+    export.export_serving_model(model, transform, LABELS, SPEC, path)
+    return path
+
+
+def test_a_file_the_interpreter_cannot_run_is_not_pushed_says_why_and_the_others_go_on(
+        exported, dead_units, tmp_path):  # noqa: F811
+    _, pixels = exported
+    _write_examples(str(tmp_path / "examples"), pixels)
+    quality = variants_with_quality(dead_units, str(tmp_path / "examples"), str(tmp_path), 1.0, 0.0)
+    int8 = quality["variants"]["int8"]
+    for attempt in (int8, *int8["other_attempts"]):  # per tensor, then per channel: neither runs
+        assert attempt["push"] is False and attempt["runs"] is False and attempt["agreement"] is None
+        assert attempt["reason"].startswith("TensorFlow Lite's interpreter cannot run it: ")
+        assert "XNNPACK" in attempt["reason"]
+    assert {a["weight_quantization"] for a in (int8, *int8["other_attempts"])} == {"per-tensor", "per-channel"}
+    for name in ("float32", "dynamic_range", "float16"):  # the float files of the same model run and are pushed
+        measured = quality["variants"][name]
+        assert measured["push"] is True and "runs" not in measured and 0 <= measured["agreement"] <= 1
+    assert os.path.exists(tmp_path / "int8.tflite")  # kept for a look, not pushed
+
+
+@pytest.fixture(scope="module")
 def quantization_aware(exported, tmp_path_factory):  # noqa: F811
     """The exported model's quantization-aware copy, fine-tuned one epoch and exported as the Trainer does."""
     export_dir, pixels = exported
