@@ -26,9 +26,6 @@ from models.labels import read_labels, write_labels
 from models.preprocessing import ImageSpec, client_preprocessing, decode_images
 
 QUALITY_FILENAME = "quality.json"
-# Training images that calibrate the int8 variant, drawn uniformly from the whole split: ExampleGen
-# writes class by class, so the first 200 are one or two classes (int8 agreement 0.988 vs 1.000).
-REPRESENTATIVE_IMAGES = 1000
 
 
 def split_records(examples_uri: str, split: str) -> tf.data.TFRecordDataset:
@@ -202,7 +199,9 @@ def variants_with_quality(saved_model_dir: str, examples_uri: str, output_dir: s
     sources = {"saved_model": saved_model,
                **({QUANTIZATION_AWARE: lite.load(quantization_aware_dir)} if quantization_aware_dir else {})}
     spec = ImageSpec(*(int(d) for d in lite.image_shape(saved_model)))
-    training_images, _ = sample_split(examples_uri, "train", spec, REPRESENTATIVE_IMAGES)
+    # drawn uniformly from the whole split: ExampleGen writes class by class, so the first 200 are one or
+    # two classes (int8 agreement 0.988 vs 1.000)
+    training_images, _ = sample_split(examples_uri, "train", spec, lite.CALIBRATION_IMAGES)
     candidates = _candidates(sources, training_images, variants)
     saved_model_accuracy, eval_images, latency_images = _stream_eval(saved_model, examples_uri, spec, candidates)
     quality: Dict[str, Any] = {"eval_images": eval_images, "saved_model_accuracy": saved_model_accuracy,

@@ -20,6 +20,7 @@ VARIANTS = ("float32", "dynamic_range", "float16", "int8")
 # carries a float32 scale and an int64 zero point: on the default network (depthwise 3x3 kernels, 9
 # weights a channel) that is 36 KB of a 130 KB file; per tensor, 95 KB.
 WEIGHT_QUANTIZATIONS = ("per-tensor", "per-channel")
+CALIBRATION_IMAGES = 1000  # training images the int8 activation ranges are calibrated on
 LATENCY_IMAGES = 200  # single-image invocations timed per variant (after a warm-up)
 
 

@@ -10,10 +10,18 @@ The copy is made from the network with its BatchNormalization folded into the co
 them (kernels scaled, biases added), because that is what the TFLite converter rounds: the default
 scheme would otherwise fake-quantize the kernels before the folding, which the int8 file never does.
 
+Before the fine-tuning, the copy's activation ranges are calibrated on training images, as the
+converter calibrates post-training int8 (calibrate_ranges): the default scheme starts every range at
+[-6, 6] and moves it a thousandth of the way to each batch's range per step, so a fine-tuning of a
+few hundred steps left nearly every range near [-6, 6], and the int8 file rounded to those.
+
 The copy is fine-tuned to answer as the float model does (Distilling), not to fit the labels: the int8
 file is judged by how often it agrees with the float model, and trained on the labels the copy became
 a slightly different model, which cost agreement that rounding alone did not (bench/RESULTS.md).
 """
+import dataclasses
+from typing import Iterable, List, Tuple
+
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
@@ -99,10 +107,56 @@ def quantization_aware_copy(model: keras.Model, config: ModelConfig) -> keras.Mo
     it in the same strategy scope)."""
     # (the network's graph alone: an exported model also tracks the Transform layer serving attached
     # to it, which tfmot would take for a model nested inside and refuse)
-    network = folded_copy(model, config)
+    # no dropout: the copy learns to answer as the model does; dropped features are noise to that
+    network = folded_copy(model, dataclasses.replace(config, dropout=0.0, block_dropout=0.0))
     with quantize.quantize_scope({"OutputQuantizeConfig": OutputQuantizeConfig, "ChannelPool": ChannelPool}):
         annotated = keras.models.clone_model(network, clone_function=_annotate)
         return quantize.quantize_apply(quantize.quantize_annotate_model(annotated))
+
+
+# tensorflow-model-optimization's MovingAverageQuantizer: each training step moves an activation range
+# (variables <layer>/{output,post_activation,pre_activation}_{min,max}) to decay x itself + (1 - decay) x
+# the batch's range. Not public: tests/test_quantization.py pins both, and fails if either changes.
+MOVING_AVERAGE_DECAY = 0.999
+_MOVING_AVERAGE_RANGES = ("/output", "/post_activation", "/pre_activation")
+CALIBRATION_PASSES = 3  # a range depends on the ranges before it, which each pass makes right first
+
+
+def moving_average_ranges(copy: keras.Model) -> List[Tuple[tf.Variable, tf.Variable]]:
+    """(min, max) variables of every activation range of a quantization-aware copy that a moving
+    average tracks (not the weights' ranges, which are their last values, nor the input's, all values)."""
+    variables = {v.name.split(":")[0]: v for v in copy.non_trainable_variables}
+    ranges = [(variables[name], variables[name[:-len("_min")] + "_max"]) for name in variables
+              if name.endswith("_min") and name[:-len("_min")].endswith(_MOVING_AVERAGE_RANGES)]
+    if not ranges:
+        raise RuntimeError(f"tensorflow-model-optimization {tfmot.__version__} names no activation range "
+                           f"variables *{{{','.join(_MOVING_AVERAGE_RANGES)}}}_min: the quantization-aware "
+                           "copy's ranges cannot be calibrated")
+    return ranges
+
+
+def _batch_range(variable: tf.Variable, before: np.ndarray) -> np.ndarray:
+    """The batch's own range, from the moving average one training step made of it."""
+    return (variable.numpy() - MOVING_AVERAGE_DECAY * before) / (1 - MOVING_AVERAGE_DECAY)
+
+
+def calibrate_ranges(copy: keras.Model, images: Iterable, passes: int = CALIBRATION_PASSES) -> None:
+    """Sets every moving-average activation range of copy to the smallest and largest values that
+    activation takes on images (batches), as the converter calibrates post-training int8."""
+    ranges = moving_average_ranges(copy)
+    for _ in range(passes):
+        lows, highs = [np.inf] * len(ranges), [-np.inf] * len(ranges)
+        for batch in images:
+            before = [(low.numpy(), high.numpy()) for low, high in ranges]
+            copy(batch, training=True)  # training: the step that updates the ranges
+            for i, ((low, high), (low_before, high_before)) in enumerate(zip(ranges, before)):
+                lows[i] = np.minimum(lows[i], _batch_range(low, low_before))
+                highs[i] = np.maximum(highs[i], _batch_range(high, high_before))
+                low.assign(low_before)
+                high.assign(high_before)
+        for (low, high), low_value, high_value in zip(ranges, lows, highs):
+            low.assign(np.minimum(low_value, 0.0).astype(np.float32))  # as the batch ranges: 0 always inside
+            high.assign(np.maximum(high_value, 0.0).astype(np.float32))
 
 
 class Distilling(keras.Model):

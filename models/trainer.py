@@ -16,7 +16,7 @@ from tfx_bsl.public import tfxio
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from models import backbone as applications
-from models import export, features, sources
+from models import export, features, lite, sources
 from models.distribution import save_on_chief, training_strategy
 from models.labels import read_labels
 from models.model import ModelConfig, build_classifier, write_facts
@@ -406,13 +406,17 @@ def fine_tune_quantization_aware(model: keras.Model, model_config: ModelConfig, 
                                  log_dir: str) -> keras.Model:
     """The trained model's fake-quantized copy (models/quantization.py), fine-tuned for the configured
     epochs on the same batches to answer as the trained model does (Distilling): one cosine decay from
-    QUANTIZATION_AWARE_LEARNING_RATE x the peak, no warm-up."""
+    QUANTIZATION_AWARE_LEARNING_RATE x the peak, no warm-up; its activation ranges calibrated first on
+    as many training images as post-training int8 is calibrated on."""
     # here, not at the top: tensorflow-model-optimization takes a second to import, and only this flag needs it
-    from models.quantization import QUANTIZATION_AWARE_LEARNING_RATE, Distilling, quantization_aware_copy
+    from models.quantization import (QUANTIZATION_AWARE_LEARNING_RATE, Distilling, calibrate_ranges,
+                                     quantization_aware_copy)
     fine_tuning = dataclasses.replace(_fine_tuning(training, training.quantization_aware_epochs,
                                                    QUANTIZATION_AWARE_LEARNING_RATE), early_stopping_patience=0)
     with strategy.scope():
         quantization_aware = quantization_aware_copy(model, model_config)
+        calibrate_ranges(quantization_aware, train.map(lambda images, labels: images).unbatch()
+                         .take(lite.CALIBRATION_IMAGES).batch(250))
         distilling = Distilling(quantization_aware, model)
         compile_model(distilling, model_config, fine_tuning, steps_per_epoch, strategy.num_replicas_in_sync,
                       loss=keras.losses.CategoricalCrossentropy(from_logits=True))  # against the model's softmax

@@ -30,6 +30,11 @@ _TWO_LOGICAL_CPUS = textwrap.dedent("""
                                         TrainingConfig(quantization_aware_epochs=1, batch_size=4), strategy, batches,
                                         None, 2, scratch + "/checkpoints", scratch + "/logs")
     assert any(layer.name.startswith("quant_") for layer in copy.layers)
+    from models.quantization import moving_average_ranges
+    for _, high in moving_average_ranges(copy):  # calibrated, not 2 steps from [-6, 6]; alike on both replicas
+        replicas = [float(value.numpy()) for value in strategy.experimental_local_results(high)]
+        assert len(replicas) == 2 and replicas[0] == replicas[1], (high.name, replicas)
+    assert max(abs(float(high.numpy()) - 6.0) for _, high in moving_average_ranges(copy)) > 0.5
     assert np.all(np.isfinite(copy.predict(images, verbose=0)))
     print("quantization-aware mirrored ok")
 """)
