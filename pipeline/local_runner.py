@@ -162,12 +162,12 @@ def _run(args: argparse.Namespace) -> int:
     metadata_path = os.path.join(args.output_dir, "metadata.sqlite")
     try:  # validate flags, layout and schema before anything runs
         folder_layout.discover(args.data_root)
+        settings = flags.pipeline_settings(args)  # first: a refused flag leaves no schema behind
+        download_imagenet_weights(settings)
         if not os.path.exists(args.schema):
             added, _ = schema.accept_classes(args.schema, args.data_root)
             print(f"schema: created {args.schema} with this folder's classes {added}; later runs with it stop "
                   f"if the class set changes", flush=True)
-        settings = flags.pipeline_settings(args)
-        download_imagenet_weights(settings)
         image_cnn_pipeline = pipeline.create_pipeline(
             pipeline_name=configs.PIPELINE_NAME,
             pipeline_root=os.path.join(args.output_dir, "pipeline"),

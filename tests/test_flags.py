@@ -58,6 +58,17 @@ def test_a_width_the_model_refuses_stops_the_run_before_anything_runs(tmp_path, 
     assert not (tmp_path / "metadata.sqlite").exists()
 
 
+def test_a_refused_flag_leaves_no_schema_behind_in_the_users_output(tmp_path, capsys):
+    from PIL import Image
+    for name in ("cat", "dog"):  # the user's own folder: its schema would be created from its classes
+        (tmp_path / "photos" / name).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / "photos" / name / "a.png")
+    out = tmp_path / "out"
+    assert local_runner.main(["--data-root", str(tmp_path / "photos"), "--output-dir", str(out), "--width", "20"]) == 2
+    assert capsys.readouterr().err.strip() == "error: width must be in (0, 16], got 20.0"
+    assert not (out / "schema.pbtxt").exists()
+
+
 def test_tflite_names_the_files_to_make_float32_always_among_them_and_an_unknown_one_stops_the_run(
         tmp_path, capsys):
     assert _settings()["tflite_variants"] == ("float32", "dynamic_range", "float16", "int8")
