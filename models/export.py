@@ -6,6 +6,8 @@ Signatures of the SavedModel (TF-Serving style), all with the same outputs:
   serve_images(images: float32 [N, H, W, C], pixel values 0..255) -> ...
   explain_images(images: as serve_images)                        -> ..., heatmap [N, H, W]: Grad-CAM in 0..1
 The TFLite variants (models/lite.py) take the same float images; normalization is inside every entry point.
+With test_time_flip, every entry point answers with the mean of the probabilities for each image and
+its left-right mirror (a model trained on mirror images; twice the inference arithmetic).
 """
 import os
 from typing import Dict, Sequence, Tuple
@@ -35,8 +37,20 @@ def _predictions(logits: tf.Tensor, label_names: tf.Tensor) -> Dict[str, tf.Tens
             "class_name": tf.gather(label_names, class_id)}
 
 
+def answer(model: keras.Model, normalized: tf.Tensor, test_time_flip: bool, logits: tf.Tensor = None) -> tf.Tensor:
+    """The logits serving answers with for normalized images [N, H, W, C] (logits: the model's, when
+    already computed). With test_time_flip, the log of the mean probabilities for each image and its
+    mirror, so that their softmax is that mean."""
+    logits = model(normalized, training=False) if logits is None else logits
+    if not test_time_flip:
+        return logits
+    mirrored = model(tf.reverse(normalized, axis=[2]), training=False)
+    return tf.math.log((tf.nn.softmax(logits) + tf.nn.softmax(mirrored)) / 2)
+
+
 def serving_signatures(model: keras.Model, tf_transform_output: tft.TFTransformOutput, label_names: Sequence[str],
-                       spec: ImageSpec) -> Dict[str, tf.types.experimental.PolymorphicFunction]:
+                       spec: ImageSpec, test_time_flip: bool = False
+                       ) -> Dict[str, tf.types.experimental.PolymorphicFunction]:
     mean, std = normalization_constants(tf_transform_output, spec)
     model.tft_layer = tf_transform_output.transform_features_layer()  # tracked, so it is saved
     model.label_names = tf.Variable(list(label_names), trainable=False, name="label_names")
@@ -44,7 +58,7 @@ def serving_signatures(model: keras.Model, tf_transform_output: tft.TFTransformO
 
     def predict(raw_features):
         transformed = model.tft_layer(raw_features)
-        return _predictions(model(transformed[features.IMAGE_XF_KEY], training=False), model.label_names)
+        return _predictions(answer(model, transformed[features.IMAGE_XF_KEY], test_time_flip), model.label_names)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve_examples(examples):
@@ -54,20 +68,22 @@ def serving_signatures(model: keras.Model, tf_transform_output: tft.TFTransformO
     def serve_image_bytes(image_bytes):
         return predict(raw_image_features(image_bytes, tf_transform_output))
 
-    serve_images = _serve_images(model, mean, std, spec)
+    serve_images = _serve_images(model, mean, std, spec, test_time_flip)
     feature_model = keras.Model(model.inputs, [model.get_layer(GRAD_CAM_LAYER).input, model.output])
 
     @tf.function(input_signature=[tf.TensorSpec([None, *spec.shape], tf.float32, name="images")])
     def explain_images(images):
         """serve_images' outputs and the Grad-CAM heatmap of the predicted class: the last block's
-        feature maps weighted by the mean gradient of the class logit, ReLU, scaled to 0..1."""
+        feature maps (of the image as given) weighted by the mean gradient of the class logit, ReLU,
+        scaled to 0..1."""
         with tf.GradientTape() as tape:
             feature_maps, logits = feature_model((images - mean) / std, training=False)
-            score = tf.gather(logits, tf.argmax(logits, axis=-1), batch_dims=1)
+            answered = answer(model, (images - mean) / std, test_time_flip, logits)
+            score = tf.gather(logits, tf.argmax(answered, axis=-1), batch_dims=1)
         weights = tf.reduce_mean(tape.gradient(score, feature_maps), axis=[1, 2], keepdims=True)
         cam = tf.nn.relu(tf.reduce_sum(tf.cast(weights * feature_maps, tf.float32), axis=-1, keepdims=True))
         cam /= tf.reduce_max(cam, axis=[1, 2, 3], keepdims=True) + 1e-8
-        return {**_predictions(logits, model.label_names), "heatmap": tf.image.resize(cam, spec.shape[:2])[..., 0]}
+        return {**_predictions(answered, model.label_names), "heatmap": tf.image.resize(cam, spec.shape[:2])[..., 0]}
 
     # The functions themselves, not their concrete functions: a model trained under
     # MultiWorkerMirroredStrategy has distributed variables, and TensorFlow cannot save a concrete
@@ -76,12 +92,12 @@ def serving_signatures(model: keras.Model, tf_transform_output: tft.TFTransformO
             "serve_images": serve_images, "explain_images": explain_images}
 
 
-def _serve_images(model: keras.Model, mean: float, std: float, spec: ImageSpec
+def _serve_images(model: keras.Model, mean: float, std: float, spec: ImageSpec, test_time_flip: bool = False
                   ) -> tf.types.experimental.PolymorphicFunction:
     """float images [N, H, W, C] in 0..255 -> the predictions (model.label_names must be set)."""
     @tf.function(input_signature=[tf.TensorSpec([None, *spec.shape], tf.float32, name="images")])
     def serve_images(images):
-        return _predictions(model((images - mean) / std, training=False), model.label_names)
+        return _predictions(answer(model, (images - mean) / std, test_time_flip), model.label_names)
     return serve_images
 
 
@@ -104,9 +120,11 @@ def normalization_constants(tf_transform_output: tft.TFTransformOutput, spec: Im
 
 
 def export_serving_model(model: keras.Model, tf_transform_output: tft.TFTransformOutput,
-                         label_names: Sequence[str], spec: ImageSpec, export_dir: str) -> None:
+                         label_names: Sequence[str], spec: ImageSpec, export_dir: str,
+                         test_time_flip: bool = False) -> None:
     """Writes the SavedModel and labels.txt into export_dir (TFLite variants: models/lite.py)."""
-    tf.saved_model.save(model, export_dir, signatures=serving_signatures(model, tf_transform_output, label_names, spec))
+    tf.saved_model.save(model, export_dir, signatures=serving_signatures(model, tf_transform_output, label_names, spec,
+                                                                         test_time_flip))
     write_labels(os.path.join(export_dir, features.LABELS_FILENAME), label_names)
 
 
@@ -120,9 +138,11 @@ def quantization_aware_dir(serving_model_dir: str) -> str:
 
 
 def export_images_model(model: keras.Model, tf_transform_output: tft.TFTransformOutput,
-                        label_names: Sequence[str], spec: ImageSpec, export_dir: str) -> None:
+                        label_names: Sequence[str], spec: ImageSpec, export_dir: str,
+                        test_time_flip: bool = False) -> None:
     """A SavedModel with the serve_images signature alone: all TFLite conversion reads. For the
     quantization-aware copy, whose layers carry other names than Grad-CAM looks for."""
     mean, std = normalization_constants(tf_transform_output, spec)
     model.label_names = tf.Variable(list(label_names), trainable=False, name="label_names")
-    tf.saved_model.save(model, export_dir, signatures={"serve_images": _serve_images(model, mean, std, spec)})
+    tf.saved_model.save(model, export_dir,
+                        signatures={"serve_images": _serve_images(model, mean, std, spec, test_time_flip)})

@@ -40,6 +40,7 @@ class TrainingConfig:
     augment: bool = True              # small shifts and rotations, training only
     flip: bool = False                # mirror flips: off, since a flip changes what digits and text mean
     crop_pad: int = 0                 # pad each side by this many pixels, then crop back at random (0: off)
+    test_time_flip: bool = False      # the exported model answers with the mean for the image and its mirror
     seed: int = 0                     # weights, shuffling and augmentation
     quantization_aware_epochs: int = 0  # then fine-tunes a fake-quantized copy for the int8 TFLite file (0: off)
     backbone_weights: str = "none"    # with a Keras application backbone: none (random), imagenet or a file's path
@@ -57,6 +58,8 @@ class TrainingConfig:
             raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs!r}")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        if self.test_time_flip and not self.flip:
+            raise ValueError("test_time_flip needs flip: a model not trained on mirror images has not learnt them")
         if not self.backbone_weights:
             raise ValueError("backbone_weights must be none, imagenet or a path, got an empty string")
         if not 0 <= self.validation_percent <= 50:
@@ -341,14 +344,15 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                            fn_args.model_run_dir)
 
     def export_to(path: str) -> None:
-        export.export_serving_model(model, tf_transform_output, label_names, spec, path)
-        write_facts(model, model_config, path)  # what a later --warm-start checks the network against
+        export.export_serving_model(model, tf_transform_output, label_names, spec, path, training.test_time_flip)
+        # what a later --warm-start checks the network against, and whether it answers for mirrors too
+        write_facts(model, model_config, path, **({"test_time_flip": True} if training.test_time_flip else {}))
     save_on_chief(export_to, fn_args.serving_model_dir)
     if training.quantization_aware_epochs:
         quantization_aware = fine_tune_quantization_aware(model, model_config, training, strategy, train, validation,
                                                           steps_per_epoch, checkpoints, fn_args.model_run_dir)
         save_on_chief(lambda path: export.export_images_model(quantization_aware, tf_transform_output, label_names,
-                                                              spec, path),
+                                                              spec, path, training.test_time_flip),
                       export.quantization_aware_dir(fn_args.serving_model_dir))
 
 
@@ -375,6 +379,8 @@ def run_facts(model_config: ModelConfig, training: TrainingConfig, started_from:
     facts: Dict[str, Any] = {"started_from": started_from} if started_from else {}
     if training.quantization_aware_epochs:
         facts["quantization_aware_epochs"] = training.quantization_aware_epochs
+    if training.test_time_flip:
+        facts["test_time_flip"] = True
     if model_config.backbone != "none":
         facts.update(backbone_weights=training.backbone_weights, fine_tune_epochs=training.fine_tune_epochs)
     return facts

@@ -49,6 +49,9 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
                         help="augment with small shifts and rotations (default: on)")
     parser.add_argument("--flip", action=argparse.BooleanOptionalAction,
                         help="augment with left-right mirror images (default: off: a flip changes digits and text)")
+    parser.add_argument("--test-time-flip", action=argparse.BooleanOptionalAction,
+                        help="serve the mean of the answers for each image and its mirror (needs --flip; twice "
+                             "the inference time; default: off)")
     parser.add_argument("--crop-pad", type=at_least(0), metavar="PIXELS",
                         help="augment by shifting each image up to this many pixels, zero-filled (default 0: off)")
     parser.add_argument("--warm-start", action="store_true",
@@ -128,6 +131,8 @@ def with_preset(args: argparse.Namespace) -> argparse.Namespace:
     for name, value in configs.PRESETS.get(args.preset, {}).items():
         if values[name] is None:
             values[name] = value
+    if args.test_time_flip is None and not values["flip"]:  # a preset's answers for mirrors yield to --no-flip
+        values["test_time_flip"] = None
     return argparse.Namespace(**values)
 
 
@@ -175,6 +180,7 @@ def pipeline_settings(args: argparse.Namespace) -> Dict[str, Any]:
         training=TrainingConfig(**_given(epochs=args.epochs, batch_size=args.batch_size,
                                          learning_rate=args.learning_rate, restarts=args.restarts,
                                          augment=args.shift_rotate, flip=args.flip, crop_pad=args.crop_pad,
+                                         test_time_flip=args.test_time_flip,
                                          profile=args.profile, quantization_aware_epochs=args.quantization_aware,
                                          backbone_weights=_absolute(args.backbone_weights),
                                          fine_tune_epochs=args.fine_tune_epochs)),

@@ -113,3 +113,29 @@ def test_explain_images_gives_serve_images_outputs_and_a_heatmap_per_image(expor
     assert heatmap.min() >= 0 and heatmap.max() <= 1 + 1e-6
     assert heatmap.reshape(len(pixels), -1).max(axis=1).min() > 0.5  # each scaled to its own peak
     assert not np.allclose(heatmap[0], heatmap[1])  # each image its own map
+
+
+def test_with_test_time_flip_every_entry_point_answers_the_mean_for_the_image_and_its_mirror(exported, tmp_path):
+    from models import lite
+    export_dir, pixels = exported
+    keras.utils.set_random_seed(0)
+    model = build_classifier(CONFIG)  # the exported network again: the same seed
+    transform = tft.TFTransformOutput(os.path.join(os.path.dirname(export_dir), "transform"))
+    export.export_serving_model(model, transform, LABELS, SPEC, str(tmp_path / "flip"), test_time_flip=True)
+    plain = tf.saved_model.load(export_dir).signatures["serve_images"]
+    expected = (plain(images=tf.constant(pixels, tf.float32))["probabilities"].numpy()
+                + plain(images=tf.constant(pixels[:, :, ::-1], tf.float32))["probabilities"].numpy()) / 2
+    signatures = tf.saved_model.load(str(tmp_path / "flip")).signatures
+    pngs = [_png(p) for p in pixels]
+    outputs = {
+        "serving_default": signatures["serving_default"](examples=tf.constant([_example(p) for p in pngs])),
+        "serve_image_bytes": signatures["serve_image_bytes"](image_bytes=tf.constant(pngs)),
+        "serve_images": signatures["serve_images"](images=tf.constant(pixels, tf.float32)),
+        "explain_images": signatures["explain_images"](images=tf.constant(pixels, tf.float32)),
+        "TFLite float32": {"probabilities": lite.LiteClassifier(lite.convert(str(tmp_path / "flip"), "float32"))(
+            pixels.astype(np.float32))},
+    }
+    assert not np.allclose(expected, plain(images=tf.constant(pixels, tf.float32))["probabilities"].numpy(), atol=1e-4)
+    for name, output in outputs.items():
+        np.testing.assert_allclose(np.asarray(output["probabilities"]), expected, atol=1e-5, err_msg=name)
+    assert outputs["serve_images"]["class_id"].numpy().tolist() == expected.argmax(axis=1).tolist()

@@ -13,10 +13,11 @@ def test_the_photos_preset_sets_the_network_augmentation_and_schedule_it_documen
     model, training = settings["model"], settings["training"]
     assert (model.width, model.depth) == (1.5, 1)
     assert (training.flip, training.crop_pad, training.augment, training.restarts) == (True, 4, False, 0)
+    assert training.test_time_flip is True
     assert settings["image_spec"].shape == (32, 32, 3)
     assert (training.epochs, training.batch_size) == (25, 64)
-    assert set(configs.PRESETS["photos"]) == {"width", "flip", "crop_pad", "shift_rotate", "restarts", "epochs",
-                                              "batch_size"}
+    assert set(configs.PRESETS["photos"]) == {"width", "flip", "test_time_flip", "crop_pad", "shift_rotate",
+                                              "restarts", "epochs", "batch_size"}
 
 
 @pytest.mark.parametrize("order", ["preset first", "preset last"])
@@ -27,6 +28,15 @@ def test_a_flag_the_user_gives_wins_over_the_preset_wherever_it_stands(order):
     assert (settings["model"].width, settings["training"].flip) == (2.0, False)
     assert (settings["training"].crop_pad, settings["training"].restarts) == (0, 1)
     assert settings["training"].augment is False  # not given: still the preset's
+    assert settings["training"].test_time_flip is False  # the preset's, but for the mirrors --no-flip refused
+
+
+def test_test_time_flip_needs_the_model_trained_on_mirror_images(tmp_path, capsys):
+    assert _settings("--flip", "--test-time-flip")["training"].test_time_flip is True
+    assert _settings("--preset", "photos", "--no-test-time-flip")["training"].test_time_flip is False
+    assert local_runner.main(["--output-dir", str(tmp_path), "--test-time-flip"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: test_time_flip needs flip: a model not trained on mirror images has not learnt them")
 
 
 def test_without_a_preset_every_new_flag_keeps_the_configs_default():
