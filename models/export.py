@@ -31,21 +31,21 @@ def raw_image_features(image_bytes: tf.Tensor, tf_transform_output: tft.TFTransf
     return {features.IMAGE_KEY: tf.reshape(image_bytes, [-1] + list(image_spec.shape))}
 
 
-def _predictions(logits: tf.Tensor, label_names: tf.Tensor) -> Dict[str, tf.Tensor]:
-    class_id = tf.argmax(logits, axis=-1)
-    return {"probabilities": tf.nn.softmax(logits), "class_id": class_id,
-            "class_name": tf.gather(label_names, class_id)}
+def _predictions(probabilities: tf.Tensor, label_names: tf.Tensor) -> Dict[str, tf.Tensor]:
+    class_id = tf.argmax(probabilities, axis=-1)
+    return {"probabilities": probabilities, "class_id": class_id, "class_name": tf.gather(label_names, class_id)}
 
 
 def answer(model: keras.Model, normalized: tf.Tensor, test_time_flip: bool, logits: tf.Tensor = None) -> tf.Tensor:
-    """The logits serving answers with for normalized images [N, H, W, C] (logits: the model's, when
-    already computed). With test_time_flip, the log of the mean probabilities for each image and its
-    mirror, so that their softmax is that mean."""
+    """The probabilities serving answers with for normalized images [N, H, W, C] (logits: the model's,
+    when already computed). With test_time_flip, the mean of those for each image and its mirror: not
+    turned back into logits, whose log of probabilities near 0 made the int8 converter abort a photo
+    run ("scale out of expressed type range")."""
     logits = model(normalized, training=False) if logits is None else logits
+    probabilities = tf.nn.softmax(logits)
     if not test_time_flip:
-        return logits
-    mirrored = model(tf.reverse(normalized, axis=[2]), training=False)
-    return tf.math.log((tf.nn.softmax(logits) + tf.nn.softmax(mirrored)) / 2)
+        return probabilities
+    return (probabilities + tf.nn.softmax(model(tf.reverse(normalized, axis=[2]), training=False))) / 2
 
 
 def serving_signatures(model: keras.Model, tf_transform_output: tft.TFTransformOutput, label_names: Sequence[str],

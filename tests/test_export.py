@@ -139,3 +139,6 @@ def test_with_test_time_flip_every_entry_point_answers_the_mean_for_the_image_an
     for name, output in outputs.items():
         np.testing.assert_allclose(np.asarray(output["probabilities"]), expected, atol=1e-5, err_msg=name)
     assert outputs["serve_images"]["class_id"].numpy().tolist() == expected.argmax(axis=1).tolist()
+    # and in int8
+    int8 = lite.convert(str(tmp_path / "flip"), "int8", representative_images=pixels.astype(np.float32))
+    np.testing.assert_allclose(lite.LiteClassifier(int8)(pixels.astype(np.float32)), expected, atol=0.05)
