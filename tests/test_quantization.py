@@ -114,7 +114,8 @@ def test_the_copys_activation_ranges_are_calibrated_to_what_the_images_give():
     batches = [rng.normal(0, 3, (16, 16, 16, 3)).astype(np.float32) for _ in range(3)]
     calibrate_ranges(copy, batches)
     folded = folded_copy(model, config)
-    for layer, variable in (("stem_relu", "quant_stem_relu/output"), ("head_logits", "quant_head_logits/post_activation")):
+    for layer, variable in (("stem_relu", "quant_stem_relu/output"),
+                            ("head_logits", "quant_head_logits/post_activation")):
         outputs = keras.Model(folded.input, folded.get_layer(layer).output).predict(np.concatenate(batches), verbose=0)
         low, high = (float(v.numpy()) for v in ranges[variable])
         # the copy's activations differ from the float ones by the rounding before them
