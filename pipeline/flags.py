@@ -109,8 +109,9 @@ def add_threshold_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tflite", nargs="+", metavar="VARIANT",
                         help="the TFLite files to make: float32, dynamic_range, float16, int8 (default: all; "
                              "float32 is always made, the others' sizes are given against it)")
-    parser.add_argument("--min-tflite-agreement", type=float, default=configs.MIN_TFLITE_AGREEMENT,
-                        help="nor one whose top-1 answers agree with the SavedModel's on a smaller share of eval images")
+    parser.add_argument("--min-tflite-agreement", type=float,
+                        help="nor one whose top-1 answers agree with the SavedModel's on a smaller share of eval "
+                             f"images (default {configs.MIN_TFLITE_AGREEMENT})")
 
 
 def add_preset_flag(parser: argparse.ArgumentParser) -> None:
@@ -189,7 +190,8 @@ def pipeline_settings(args: argparse.Namespace) -> Dict[str, Any]:
                                    weight_decay_mode=args.weight_decay_mode)),
         min_accuracy=args.min_accuracy, max_accuracy_drop=args.max_accuracy_drop,
         min_class_accuracy=args.min_class_accuracy, max_tflite_accuracy_drop=args.max_tflite_accuracy_drop,
-        min_tflite_agreement=args.min_tflite_agreement,
+        min_tflite_agreement=(configs.MIN_TFLITE_AGREEMENT if args.min_tflite_agreement is None
+                              else args.min_tflite_agreement),
         eval_percent=args.eval_percent, max_class_drift=args.max_class_drift, strict=args.strict,
         warm_start=args.warm_start, tflite_variants=_tflite_variants(args.tflite, args.quantization_aware),
         **_given(max_image_pixels=args.max_image_pixels))

@@ -14,10 +14,12 @@ def test_the_photos_preset_sets_the_network_augmentation_and_schedule_it_documen
     assert (model.width, model.depth) == (1.5, 1)
     assert (training.flip, training.crop_pad, training.augment, training.restarts) == (True, 4, False, 0)
     assert training.test_time_flip is True
+    assert settings["min_tflite_agreement"] == 0.99
+    assert _settings()["min_tflite_agreement"] == configs.MIN_TFLITE_AGREEMENT
     assert settings["image_spec"].shape == (32, 32, 3)
     assert (training.epochs, training.batch_size) == (25, 64)
     assert set(configs.PRESETS["photos"]) == {"width", "flip", "test_time_flip", "crop_pad", "shift_rotate",
-                                              "restarts", "epochs", "batch_size"}
+                                              "restarts", "epochs", "batch_size", "min_tflite_agreement"}
 
 
 @pytest.mark.parametrize("order", ["preset first", "preset last"])
