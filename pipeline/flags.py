@@ -54,6 +54,10 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
                              "the inference time; default: off)")
     parser.add_argument("--crop-pad", type=at_least(0), metavar="PIXELS",
                         help="augment by shifting each image up to this many pixels, zero-filled (default 0: off)")
+    parser.add_argument("--validation-percent", type=at_least(0), metavar="PERCENT",
+                        help="share of the training images the Trainer holds out to watch each epoch and stop "
+                             "early (0: train on all of them, no early stopping); default: "
+                             "TrainingConfig.validation_percent (10)")
     parser.add_argument("--warm-start", action="store_true",
                         help="start from the champion's weights when it has the same network and classes "
                              "(otherwise from scratch, saying why); fewer epochs then reach its accuracy")
@@ -182,6 +186,7 @@ def pipeline_settings(args: argparse.Namespace) -> Dict[str, Any]:
                                          learning_rate=args.learning_rate, restarts=args.restarts,
                                          augment=args.shift_rotate, flip=args.flip, crop_pad=args.crop_pad,
                                          test_time_flip=args.test_time_flip,
+                                         validation_percent=args.validation_percent,
                                          profile=args.profile, quantization_aware_epochs=args.quantization_aware,
                                          backbone_weights=_absolute(args.backbone_weights),
                                          fine_tune_epochs=args.fine_tune_epochs)),

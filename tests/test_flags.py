@@ -51,7 +51,17 @@ def test_without_a_preset_every_new_flag_keeps_the_configs_default():
     assert (settings["training"].flip, settings["training"].augment, settings["training"].crop_pad) == (True, False, 2)
 
 
+def test_the_validation_slice_is_a_flag_and_zero_trains_on_every_training_image(tmp_path, capsys):
+    from models.trainer import TrainingConfig
+    assert _settings()["training"].validation_percent == TrainingConfig().validation_percent
+    assert _settings("--validation-percent", "0")["training"].validation_percent == 0
+    assert _settings("--preset", "photos", "--validation-percent", "5")["training"].validation_percent == 5
+    assert local_runner.main(["--output-dir", str(tmp_path), "--validation-percent", "60"]) == 2
+    assert capsys.readouterr().err.strip() == "error: validation_percent must be from 0 to 50, got 60"
+
+
 @pytest.mark.parametrize("argv, message", [
+    (["--validation-percent", "-1"], "argument --validation-percent: must be >= 0, got -1"),
     (["--width", "0"], "argument --width: must be > 0, got 0"),
     (["--depth", "0"], "argument --depth: must be >= 1, got 0"),
     (["--crop-pad", "-1"], "argument --crop-pad: must be >= 0, got -1"),
