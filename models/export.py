@@ -6,11 +6,13 @@ Signatures of the SavedModel (TF-Serving style), all with the same outputs:
   serve_images(images: float32 [N, H, W, C], pixel values 0..255) -> ...
   explain_images(images: as serve_images)                        -> ..., heatmap [N, H, W]: Grad-CAM in 0..1
 The TFLite variants (models/lite.py) take the same float images; normalization is inside every entry point.
-With test_time_flip, every entry point answers with the mean of the probabilities for each image and
-its left-right mirror (a model trained on mirror images; twice the inference arithmetic).
+With test-time views (InferenceViews), every entry point answers with the mean of the probabilities for
+each image and its left-right mirror, and copies of it shifted diagonally (a model trained on such
+images; the inference arithmetic times the views).
 """
+import dataclasses
 import os
-from typing import Dict, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -36,20 +38,46 @@ def _predictions(probabilities: tf.Tensor, label_names: tf.Tensor) -> Dict[str, 
     return {"probabilities": probabilities, "class_id": class_id, "class_name": tf.gather(label_names, class_id)}
 
 
-def answer(model: keras.Model, normalized: tf.Tensor, test_time_flip: bool, logits: tf.Tensor = None) -> tf.Tensor:
+@dataclasses.dataclass(frozen=True)
+class InferenceViews:
+    """The views of each image whose probabilities serving averages: the image, its left-right mirror
+    (flip) and, with shift, four copies shifted diagonally by that many pixels, filled with zeros (the
+    mean pixel once normalized) as crop-pad training fills them; and the mirror of each copy."""
+    flip: bool = False
+    shift: int = 0
+
+    def offsets(self) -> List[Tuple[int, int]]:
+        s = self.shift
+        return [(0, 0)] + ([(s, s), (-s, -s), (s, -s), (-s, s)] if s else [])
+
+    def count(self) -> int:
+        return len(self.offsets()) * (2 if self.flip else 1)
+
+
+def _shifted(normalized: tf.Tensor, dy: int, dx: int) -> tf.Tensor:
+    """Images [N, H, W, C] with the pixel at (y + dy, x + dx) at (y, x), zeros beyond the border."""
+    if not (dy or dx):
+        return normalized
+    pad, height, width = max(abs(dy), abs(dx)), normalized.shape[1], normalized.shape[2]
+    padded = tf.pad(normalized, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+    return padded[:, pad + dy:pad + dy + height, pad + dx:pad + dx + width, :]
+
+
+def answer(model: keras.Model, normalized: tf.Tensor, views: InferenceViews, logits: tf.Tensor = None) -> tf.Tensor:
     """The probabilities serving answers with for normalized images [N, H, W, C] (logits: the model's,
-    when already computed). With test_time_flip, the mean of those for each image and its mirror: not
-    turned back into logits, whose log of probabilities near 0 made the int8 converter abort a photo
-    run ("scale out of expressed type range")."""
-    logits = model(normalized, training=False) if logits is None else logits
-    probabilities = tf.nn.softmax(logits)
-    if not test_time_flip:
-        return probabilities
-    return (probabilities + tf.nn.softmax(model(tf.reverse(normalized, axis=[2]), training=False))) / 2
+    when already computed). With several views, the mean of those for every view, run as one batch:
+    not turned back into logits, whose log of probabilities near 0 made the int8 converter abort a
+    photo run ("scale out of expressed type range")."""
+    if views.count() == 1:
+        return tf.nn.softmax(model(normalized, training=False) if logits is None else logits)
+    shifted = [_shifted(normalized, dy, dx) for dy, dx in views.offsets()]
+    batch = tf.concat(shifted + ([tf.reverse(x, axis=[2]) for x in shifted] if views.flip else []), axis=0)
+    probabilities = tf.nn.softmax(model(batch, training=False))
+    return tf.reduce_mean(tf.reshape(probabilities, [views.count(), -1, probabilities.shape[-1]]), axis=0)
 
 
 def serving_signatures(model: keras.Model, tf_transform_output: tft.TFTransformOutput, label_names: Sequence[str],
-                       spec: ImageSpec, test_time_flip: bool = False
+                       spec: ImageSpec, views: InferenceViews = InferenceViews()
                        ) -> Dict[str, tf.types.experimental.PolymorphicFunction]:
     mean, std = normalization_constants(tf_transform_output, spec)
     model.tft_layer = tf_transform_output.transform_features_layer()  # tracked, so it is saved
@@ -58,7 +86,7 @@ def serving_signatures(model: keras.Model, tf_transform_output: tft.TFTransformO
 
     def predict(raw_features):
         transformed = model.tft_layer(raw_features)
-        return _predictions(answer(model, transformed[features.IMAGE_XF_KEY], test_time_flip), model.label_names)
+        return _predictions(answer(model, transformed[features.IMAGE_XF_KEY], views), model.label_names)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve_examples(examples):
@@ -68,7 +96,7 @@ def serving_signatures(model: keras.Model, tf_transform_output: tft.TFTransformO
     def serve_image_bytes(image_bytes):
         return predict(raw_image_features(image_bytes, tf_transform_output))
 
-    serve_images = _serve_images(model, mean, std, spec, test_time_flip)
+    serve_images = _serve_images(model, mean, std, spec, views)
     feature_model = keras.Model(model.inputs, [model.get_layer(GRAD_CAM_LAYER).input, model.output])
 
     @tf.function(input_signature=[tf.TensorSpec([None, *spec.shape], tf.float32, name="images")])
@@ -78,7 +106,7 @@ def serving_signatures(model: keras.Model, tf_transform_output: tft.TFTransformO
         scaled to 0..1."""
         with tf.GradientTape() as tape:
             feature_maps, logits = feature_model((images - mean) / std, training=False)
-            answered = answer(model, (images - mean) / std, test_time_flip, logits)
+            answered = answer(model, (images - mean) / std, views, logits)
             score = tf.gather(logits, tf.argmax(answered, axis=-1), batch_dims=1)
         weights = tf.reduce_mean(tape.gradient(score, feature_maps), axis=[1, 2], keepdims=True)
         cam = tf.nn.relu(tf.reduce_sum(tf.cast(weights * feature_maps, tf.float32), axis=-1, keepdims=True))
@@ -92,12 +120,12 @@ def serving_signatures(model: keras.Model, tf_transform_output: tft.TFTransformO
             "serve_images": serve_images, "explain_images": explain_images}
 
 
-def _serve_images(model: keras.Model, mean: float, std: float, spec: ImageSpec, test_time_flip: bool = False
-                  ) -> tf.types.experimental.PolymorphicFunction:
+def _serve_images(model: keras.Model, mean: float, std: float, spec: ImageSpec,
+                  views: InferenceViews = InferenceViews()) -> tf.types.experimental.PolymorphicFunction:
     """float images [N, H, W, C] in 0..255 -> the predictions (model.label_names must be set)."""
     @tf.function(input_signature=[tf.TensorSpec([None, *spec.shape], tf.float32, name="images")])
     def serve_images(images):
-        return _predictions(answer(model, (images - mean) / std, test_time_flip), model.label_names)
+        return _predictions(answer(model, (images - mean) / std, views), model.label_names)
     return serve_images
 
 
@@ -121,10 +149,10 @@ def normalization_constants(tf_transform_output: tft.TFTransformOutput, spec: Im
 
 def export_serving_model(model: keras.Model, tf_transform_output: tft.TFTransformOutput,
                          label_names: Sequence[str], spec: ImageSpec, export_dir: str,
-                         test_time_flip: bool = False) -> None:
+                         views: InferenceViews = InferenceViews()) -> None:
     """Writes the SavedModel and labels.txt into export_dir (TFLite variants: models/lite.py)."""
     tf.saved_model.save(model, export_dir, signatures=serving_signatures(model, tf_transform_output, label_names, spec,
-                                                                         test_time_flip))
+                                                                         views))
     write_labels(os.path.join(export_dir, features.LABELS_FILENAME), label_names)
 
 
@@ -139,10 +167,10 @@ def quantization_aware_dir(serving_model_dir: str) -> str:
 
 def export_images_model(model: keras.Model, tf_transform_output: tft.TFTransformOutput,
                         label_names: Sequence[str], spec: ImageSpec, export_dir: str,
-                        test_time_flip: bool = False) -> None:
+                        views: InferenceViews = InferenceViews()) -> None:
     """A SavedModel with the serve_images signature alone: all TFLite conversion reads. For the
     quantization-aware copy, whose layers carry other names than Grad-CAM looks for."""
     mean, std = normalization_constants(tf_transform_output, spec)
     model.label_names = tf.Variable(list(label_names), trainable=False, name="label_names")
     tf.saved_model.save(model, export_dir,
-                        signatures={"serve_images": _serve_images(model, mean, std, spec, test_time_flip)})
+                        signatures={"serve_images": _serve_images(model, mean, std, spec, views)})

@@ -41,6 +41,7 @@ class TrainingConfig:
     flip: bool = False                # mirror flips: off, since a flip changes what digits and text mean
     crop_pad: int = 0                 # pad each side by this many pixels, then crop back at random (0: off)
     test_time_flip: bool = False      # the exported model answers with the mean for the image and its mirror
+    test_time_shift: int = 0          # and for four copies shifted diagonally by this many pixels (0: off)
     seed: int = 0                     # weights, shuffling and augmentation
     quantization_aware_epochs: int = 0  # then fine-tunes a fake-quantized copy for the int8 TFLite file (0: off)
     backbone_weights: str = "none"    # with a Keras application backbone: none (random), imagenet or a file's path
@@ -49,7 +50,8 @@ class TrainingConfig:
 
     def __post_init__(self):
         for name, low in (("epochs", 1), ("batch_size", 1), ("restarts", 0), ("early_stopping_patience", 0),
-                          ("crop_pad", 0), ("quantization_aware_epochs", 0), ("fine_tune_epochs", 0)):
+                          ("crop_pad", 0), ("test_time_shift", 0), ("quantization_aware_epochs", 0),
+                          ("fine_tune_epochs", 0)):
             if getattr(self, name) < low:
                 raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)!r}")
         if self.learning_rate <= 0:
@@ -60,10 +62,17 @@ class TrainingConfig:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
         if self.test_time_flip and not self.flip:
             raise ValueError("test_time_flip needs flip: a model not trained on mirror images has not learnt them")
+        if self.test_time_shift > self.crop_pad:
+            raise ValueError(f"test_time_shift needs crop_pad of at least {self.test_time_shift}, got "
+                             f"{self.crop_pad}: a model not trained on images shifted so far has not learnt them")
         if not self.backbone_weights:
             raise ValueError("backbone_weights must be none, imagenet or a path, got an empty string")
         if not 0 <= self.validation_percent <= 50:
             raise ValueError(f"validation_percent must be from 0 to 50, got {self.validation_percent!r}")
+
+    @property
+    def inference_views(self) -> export.InferenceViews:
+        return export.InferenceViews(flip=self.test_time_flip, shift=self.test_time_shift)
 
 
 @keras.utils.register_keras_serializable(package="image_cnn")
@@ -344,15 +353,15 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                            fn_args.model_run_dir)
 
     def export_to(path: str) -> None:
-        export.export_serving_model(model, tf_transform_output, label_names, spec, path, training.test_time_flip)
-        # what a later --warm-start checks the network against, and whether it answers for mirrors too
-        write_facts(model, model_config, path, **({"test_time_flip": True} if training.test_time_flip else {}))
+        export.export_serving_model(model, tf_transform_output, label_names, spec, path, training.inference_views)
+        # what a later --warm-start checks the network against, and which views it answers for
+        write_facts(model, model_config, path, **inference_view_facts(training))
     save_on_chief(export_to, fn_args.serving_model_dir)
     if training.quantization_aware_epochs:
         quantization_aware = fine_tune_quantization_aware(model, model_config, training, strategy, train, validation,
                                                           steps_per_epoch, checkpoints, fn_args.model_run_dir)
         save_on_chief(lambda path: export.export_images_model(quantization_aware, tf_transform_output, label_names,
-                                                              spec, path, training.test_time_flip),
+                                                              spec, path, training.inference_views),
                       export.quantization_aware_dir(fn_args.serving_model_dir))
 
 
@@ -379,11 +388,16 @@ def run_facts(model_config: ModelConfig, training: TrainingConfig, started_from:
     facts: Dict[str, Any] = {"started_from": started_from} if started_from else {}
     if training.quantization_aware_epochs:
         facts["quantization_aware_epochs"] = training.quantization_aware_epochs
-    if training.test_time_flip:
-        facts["test_time_flip"] = True
+    facts.update(inference_view_facts(training))
     if model_config.backbone != "none":
         facts.update(backbone_weights=training.backbone_weights, fine_tune_epochs=training.fine_tune_epochs)
     return facts
+
+
+def inference_view_facts(training: TrainingConfig) -> Dict[str, Any]:
+    """The test-time views the exported model averages, for model.json (none when it answers plainly)."""
+    return {name: value for name, value in (("test_time_flip", training.test_time_flip),
+                                            ("test_time_shift", training.test_time_shift)) if value}
 
 
 def fine_tune_backbone(model: keras.Model, model_config: ModelConfig, training: TrainingConfig,

@@ -52,6 +52,10 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-time-flip", action=argparse.BooleanOptionalAction,
                         help="serve the mean of the answers for each image and its mirror (needs --flip; twice "
                              "the inference time; default: off)")
+    parser.add_argument("--test-time-shift", type=at_least(0), metavar="PIXELS",
+                        help="serve the mean of the answers for each image and four copies shifted diagonally by "
+                             "PIXELS (with --test-time-flip, their mirrors too; needs --crop-pad of at least PIXELS; "
+                             "five times the inference time; default 0: off)")
     parser.add_argument("--crop-pad", type=at_least(0), metavar="PIXELS",
                         help="augment by shifting each image up to this many pixels, zero-filled (default 0: off)")
     parser.add_argument("--validation-percent", type=at_least(0), metavar="PERCENT",
@@ -102,8 +106,8 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def add_threshold_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--min-accuracy", type=float, default=configs.MIN_ACCURACY,
-                        help="eval accuracy a model needs to be blessed and pushed")
+    parser.add_argument("--min-accuracy", type=float,
+                        help=f"eval accuracy a model needs to be blessed and pushed (default {configs.MIN_ACCURACY})")
     parser.add_argument("--max-accuracy-drop", type=float, default=configs.MAX_ACCURACY_DROP,
                         help="how far below the champion's accuracy (on this run's eval split) a model may be")
     parser.add_argument("--min-class-accuracy", type=float, default=0.0,
@@ -130,14 +134,22 @@ def add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
         add(parser)
 
 
+# Flags without an argparse default, so that a preset can set them; their default when neither does.
+PRESETTABLE_DEFAULTS = {"min_accuracy": configs.MIN_ACCURACY, "min_tflite_agreement": configs.MIN_TFLITE_AGREEMENT}
+
+
 def with_preset(args: argparse.Namespace) -> argparse.Namespace:
-    """args with every flag the user left unset taken from the preset, if one was given."""
+    """args with every flag the user left unset taken from the preset, if one was given (both runners
+    call it on their parsed flags; calling it again changes nothing)."""
     values = vars(args).copy()
     for name, value in configs.PRESETS.get(args.preset, {}).items():
         if values[name] is None:
             values[name] = value
     if args.test_time_flip is None and not values["flip"]:  # a preset's answers for mirrors yield to --no-flip
         values["test_time_flip"] = None
+    for name, default in PRESETTABLE_DEFAULTS.items():
+        if values[name] is None:
+            values[name] = default
     return argparse.Namespace(**values)
 
 
@@ -185,7 +197,7 @@ def pipeline_settings(args: argparse.Namespace) -> Dict[str, Any]:
         training=TrainingConfig(**_given(epochs=args.epochs, batch_size=args.batch_size,
                                          learning_rate=args.learning_rate, restarts=args.restarts,
                                          augment=args.shift_rotate, flip=args.flip, crop_pad=args.crop_pad,
-                                         test_time_flip=args.test_time_flip,
+                                         test_time_flip=args.test_time_flip, test_time_shift=args.test_time_shift,
                                          validation_percent=args.validation_percent,
                                          profile=args.profile, quantization_aware_epochs=args.quantization_aware,
                                          backbone_weights=_absolute(args.backbone_weights),
@@ -195,8 +207,7 @@ def pipeline_settings(args: argparse.Namespace) -> Dict[str, Any]:
                                    weight_decay_mode=args.weight_decay_mode)),
         min_accuracy=args.min_accuracy, max_accuracy_drop=args.max_accuracy_drop,
         min_class_accuracy=args.min_class_accuracy, max_tflite_accuracy_drop=args.max_tflite_accuracy_drop,
-        min_tflite_agreement=(configs.MIN_TFLITE_AGREEMENT if args.min_tflite_agreement is None
-                              else args.min_tflite_agreement),
+        min_tflite_agreement=args.min_tflite_agreement,
         eval_percent=args.eval_percent, max_class_drift=args.max_class_drift, strict=args.strict,
         warm_start=args.warm_start, tflite_variants=_tflite_variants(args.tflite, args.quantization_aware),
         **_given(max_image_pixels=args.max_image_pixels))

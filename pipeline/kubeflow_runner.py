@@ -389,6 +389,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     add_compile_flags(local_parser, claim_flag=False)
     add_run_parameters(local_parser)
     args = parser.parse_args(argv)
+    if hasattr(args, "preset"):  # the commands that build the pipeline
+        args = flags.with_preset(args)
     if args.command == "run-local":
         args.volume = DEFAULT_VOLUME
         if args.image == DEFAULT_IMAGE:

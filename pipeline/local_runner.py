@@ -38,7 +38,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--no-cache", action="store_true",
                         help="run every stage again, even those whose data, settings and code are unchanged")
     parser.add_argument("--verbose", action="store_true", help="show TensorFlow, Beam and TFX logs")
-    args = parser.parse_args(argv)
+    args = flags.with_preset(parser.parse_args(argv))
     args.data_root = os.path.abspath(args.data_root)
     args.output_dir = os.path.abspath(args.output_dir)
     if args.schema is None:

@@ -115,30 +115,43 @@ def test_explain_images_gives_serve_images_outputs_and_a_heatmap_per_image(expor
     assert not np.allclose(heatmap[0], heatmap[1])  # each image its own map
 
 
-def test_with_test_time_flip_every_entry_point_answers_the_mean_for_the_image_and_its_mirror(exported, tmp_path):
+def _view(pixels: np.ndarray, dy: int, dx: int, mirror: bool, fill: float) -> np.ndarray:
+    """pixels [N, H, W, C] with the pixel at (y + dy, x + dx) at (y, x), fill beyond the border."""
+    pad = max(abs(dy), abs(dx))
+    padded = np.pad(pixels.astype(np.float32), ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=fill)
+    view = padded[:, pad + dy:pad + dy + pixels.shape[1], pad + dx:pad + dx + pixels.shape[2]]
+    return view[:, :, ::-1] if mirror else view
+
+
+@pytest.mark.parametrize("views", [export.InferenceViews(flip=True), export.InferenceViews(shift=2),
+                                   export.InferenceViews(flip=True, shift=1)], ids=["flip", "shift", "flip+shift"])
+def test_with_test_time_views_every_entry_point_answers_the_mean_over_the_views(exported, tmp_path, views):
     from models import lite
     export_dir, pixels = exported
     keras.utils.set_random_seed(0)
     model = build_classifier(CONFIG)  # the exported network again: the same seed
     transform = tft.TFTransformOutput(os.path.join(os.path.dirname(export_dir), "transform"))
-    export.export_serving_model(model, transform, LABELS, SPEC, str(tmp_path / "flip"), test_time_flip=True)
+    export.export_serving_model(model, transform, LABELS, SPEC, str(tmp_path / "views"), views)
     plain = tf.saved_model.load(export_dir).signatures["serve_images"]
-    expected = (plain(images=tf.constant(pixels, tf.float32))["probabilities"].numpy()
-                + plain(images=tf.constant(pixels[:, :, ::-1], tf.float32))["probabilities"].numpy()) / 2
-    signatures = tf.saved_model.load(str(tmp_path / "flip")).signatures
+    mean_pixel, _ = export.normalization_constants(transform, SPEC)  # what zero means once normalized
+    each = [plain(images=tf.constant(_view(pixels, dy, dx, mirror, mean_pixel)))["probabilities"].numpy()
+            for dy, dx in views.offsets() for mirror in ((False, True) if views.flip else (False,))]
+    assert len(each) == views.count() == (2 if views.flip else 1) * (5 if views.shift else 1)
+    expected = np.mean(each, axis=0)
+    signatures = tf.saved_model.load(str(tmp_path / "views")).signatures
     pngs = [_png(p) for p in pixels]
     outputs = {
         "serving_default": signatures["serving_default"](examples=tf.constant([_example(p) for p in pngs])),
         "serve_image_bytes": signatures["serve_image_bytes"](image_bytes=tf.constant(pngs)),
         "serve_images": signatures["serve_images"](images=tf.constant(pixels, tf.float32)),
         "explain_images": signatures["explain_images"](images=tf.constant(pixels, tf.float32)),
-        "TFLite float32": {"probabilities": lite.LiteClassifier(lite.convert(str(tmp_path / "flip"), "float32"))(
+        "TFLite float32": {"probabilities": lite.LiteClassifier(lite.convert(str(tmp_path / "views"), "float32"))(
             pixels.astype(np.float32))},
     }
-    assert not np.allclose(expected, plain(images=tf.constant(pixels, tf.float32))["probabilities"].numpy(), atol=1e-4)
+    assert not np.allclose(expected, each[0], atol=1e-4)
     for name, output in outputs.items():
         np.testing.assert_allclose(np.asarray(output["probabilities"]), expected, atol=1e-5, err_msg=name)
     assert outputs["serve_images"]["class_id"].numpy().tolist() == expected.argmax(axis=1).tolist()
     # and in int8
-    int8 = lite.convert(str(tmp_path / "flip"), "int8", representative_images=pixels.astype(np.float32))
+    int8 = lite.convert(str(tmp_path / "views"), "int8", representative_images=pixels.astype(np.float32))
     np.testing.assert_allclose(lite.LiteClassifier(int8)(pixels.astype(np.float32)), expected, atol=0.05)

@@ -13,13 +13,16 @@ def test_the_photos_preset_sets_the_network_augmentation_and_schedule_it_documen
     model, training = settings["model"], settings["training"]
     assert (model.width, model.depth) == (1.5, 1)
     assert (training.flip, training.crop_pad, training.augment, training.restarts) == (True, 4, False, 0)
-    assert training.test_time_flip is True
-    assert settings["min_tflite_agreement"] == 0.99
+    assert (training.test_time_flip, training.test_time_shift) == (True, 0)
+    assert (settings["min_tflite_agreement"], settings["min_accuracy"], model.weight_decay) == (0.99, 0.8, 0.05)
     assert _settings()["min_tflite_agreement"] == configs.MIN_TFLITE_AGREEMENT
+    assert _settings()["min_accuracy"] == configs.MIN_ACCURACY
+    assert _settings("--preset", "photos", "--min-accuracy", "0.5")["min_accuracy"] == 0.5
     assert settings["image_spec"].shape == (32, 32, 3)
-    assert (training.epochs, training.batch_size) == (25, 64)
+    assert (training.epochs, training.batch_size) == (27, 64)
     assert set(configs.PRESETS["photos"]) == {"width", "flip", "test_time_flip", "crop_pad", "shift_rotate",
-                                              "restarts", "epochs", "batch_size", "min_tflite_agreement"}
+                                              "restarts", "epochs", "batch_size", "weight_decay", "min_accuracy",
+                                              "min_tflite_agreement"}
 
 
 @pytest.mark.parametrize("order", ["preset first", "preset last"])
@@ -31,6 +34,14 @@ def test_a_flag_the_user_gives_wins_over_the_preset_wherever_it_stands(order):
     assert (settings["training"].crop_pad, settings["training"].restarts) == (0, 1)
     assert settings["training"].augment is False  # not given: still the preset's
     assert settings["training"].test_time_flip is False  # the preset's, but for the mirrors --no-flip refused
+
+
+def test_test_time_shift_needs_crop_pad_training_as_far(tmp_path, capsys):
+    assert _settings("--crop-pad", "2", "--test-time-shift", "2")["training"].test_time_shift == 2
+    assert local_runner.main(["--output-dir", str(tmp_path), "--crop-pad", "1", "--test-time-shift", "2"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: test_time_shift needs crop_pad of at least 2, got 1: a model not trained on images shifted so far "
+        "has not learnt them")
 
 
 def test_test_time_flip_needs_the_model_trained_on_mirror_images(tmp_path, capsys):
@@ -120,13 +131,13 @@ def test_backbone_flags_reach_the_configs_and_what_cannot_work_stops_the_run_nam
     assert settings["model"].backbone == "mobilenet_v2"
     assert (settings["training"].backbone_weights, settings["training"].fine_tune_epochs) == (str(weights), 2)
     assert _settings()["model"].backbone == "none"
-    for flags, message in [
+    for argv, message in [
             (["--backbone", "mobilenet_v2"], "--backbone mobilenet_v2 needs images of at least 32x32, got 28x28"),
             (["--backbone-weights", str(weights)], "--backbone-weights and --fine-tune-epochs need --backbone"),
             (["--backbone", "efficientnet_b0", "--image-size", "32", "32", "--backbone-weights", "missing.h5"],
              "--backbone-weights missing.h5: no such file"),
             (["--backbone", "efficientnet_b0", "--image-size", "32", "32", "--quantization-aware", "--tflite", "int8"],
              "--quantization-aware works on the custom CNN only")]:
-        assert local_runner.main(["--output-dir", str(tmp_path), *flags]) == 2
+        assert local_runner.main(["--output-dir", str(tmp_path), *argv]) == 2
         assert capsys.readouterr().err.strip().startswith(f"error: {message}")
     assert not (tmp_path / "metadata.sqlite").exists()

@@ -66,7 +66,10 @@ def test_label_smoothing_loss_matches_the_formula():
 
 @pytest.mark.parametrize("kwargs, message", [({"epochs": 0}, "epochs"), ({"warmup_epochs": -1}, "warmup_epochs"),
                                              ({"label_smoothing": 1.0}, "label_smoothing"),
-                                             ({"validation_percent": 60}, "validation_percent")])
+                                             ({"validation_percent": 60}, "validation_percent"),
+                                             ({"test_time_shift": -1}, "test_time_shift must be >= 0"),
+                                             ({"crop_pad": 1, "test_time_shift": 2},
+                                              "test_time_shift needs crop_pad of at least 2, got 1")])
 def test_training_config_rejects_bad_values_naming_them(kwargs, message):
     with pytest.raises(ValueError, match=message):
         TrainingConfig(**kwargs)
