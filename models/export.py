@@ -54,7 +54,7 @@ class InferenceViews:
         return len(self.offsets()) * (2 if self.flip else 1)
 
 
-def _shifted(normalized: tf.Tensor, dy: int, dx: int) -> tf.Tensor:
+def shifted(normalized: tf.Tensor, dy: int, dx: int) -> tf.Tensor:
     """Images [N, H, W, C] with the pixel at (y + dy, x + dx) at (y, x), zeros beyond the border."""
     if not (dy or dx):
         return normalized
@@ -70,8 +70,8 @@ def answer(model: keras.Model, normalized: tf.Tensor, views: InferenceViews, log
     photo run ("scale out of expressed type range")."""
     if views.count() == 1:
         return tf.nn.softmax(model(normalized, training=False) if logits is None else logits)
-    shifted = [_shifted(normalized, dy, dx) for dy, dx in views.offsets()]
-    batch = tf.concat(shifted + ([tf.reverse(x, axis=[2]) for x in shifted] if views.flip else []), axis=0)
+    moved = [shifted(normalized, dy, dx) for dy, dx in views.offsets()]
+    batch = tf.concat(moved + ([tf.reverse(x, axis=[2]) for x in moved] if views.flip else []), axis=0)
     probabilities = tf.nn.softmax(model(batch, training=False))
     return tf.reduce_mean(tf.reshape(probabilities, [views.count(), -1, probabilities.shape[-1]]), axis=0)
 
