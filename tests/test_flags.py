@@ -25,6 +25,18 @@ def test_the_photos_preset_sets_the_network_augmentation_and_schedule_it_documen
                                               "min_tflite_agreement"}
 
 
+def test_both_runners_take_the_presets_accuracy_floor_where_they_read_it_themselves():
+    from pipeline import kubeflow_runner
+    # local_runner records it in last_run.json; kubeflow_runner makes it the run parameter's default
+    assert local_runner.parse_args(["--preset", "photos"]).min_accuracy == 0.8
+    assert local_runner.parse_args([]).min_accuracy == configs.MIN_ACCURACY
+    compile_argv = ["compile", "--output", "pipeline.yaml"]
+    assert kubeflow_runner.run_parameter_defaults(kubeflow_runner.parse_args(
+        [*compile_argv, "--preset", "photos", "--image-size", "32", "32", "--channels", "3"]))["min_accuracy"] == 0.8
+    assert kubeflow_runner.run_parameter_defaults(kubeflow_runner.parse_args(compile_argv))["min_accuracy"] == \
+        configs.MIN_ACCURACY
+
+
 @pytest.mark.parametrize("order", ["preset first", "preset last"])
 def test_a_flag_the_user_gives_wins_over_the_preset_wherever_it_stands(order):
     given = ["--no-flip", "--width", "2", "--crop-pad", "0", "--restarts", "1"]
