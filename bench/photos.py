@@ -126,7 +126,13 @@ def report(counts: dict, flags: list, summary: dict, keras_result: dict) -> None
           f"{keras_result['images_per_s']:.0f} images/s, {keras_result['images_per_s'] * flops / peak:.1%} of peak, "
           f"held-out accuracy {keras_result['accuracy']:.4f}")
     print(f"Trainer / Keras fit images/s: {trainer_rate / keras_result['images_per_s']:.2f}x")
+    tflite = {name: {key: variant.get(key) for key in ("agreement", "push", "latency_ms_per_image")}
+              for name, variant in (summary.get("tflite") or {}).get("variants", {}).items()}
+    print("TFLite agreement with the SavedModel: " + ", ".join(  # no agreement: the interpreter cannot run it
+        f"{name} {v['agreement'] if v['agreement'] is None else format(v['agreement'], '.4f')} "
+        f"({'may be pushed' if v['push'] else 'not pushed'})" for name, v in tflite.items()))
     print(json.dumps({"accuracy": summary["evaluation"]["accuracy"], "stage_seconds": summary["stage_seconds"],
+                      "tflite": tflite,
                       "wall_seconds": summary["bench_wall_seconds"], "trainer_images_per_s": trainer_rate,
                       "keras": keras_result, "peak_gflops": round(peak / 1e9, 1)}))
 
