@@ -5,7 +5,7 @@ the mean over four copies shifted diagonally by N pixels too (what --test-time-s
     bin/in-env python bench/test_time_flip.py --run OUTPUT_DIR [--shift N]
 
 OUTPUT_DIR: a finished local_runner run made with --flip (and --crop-pad N for --shift N). The views
-are made by the export's own code (models.export: InferenceViews, shifted) around the exported
+are made by the export's own code (models.export: InferenceViews, view_images) around the exported
 serving function, so a model that already averages some views is measured with the others added.
 Prints the CPU, the accuracies and the images they are on.
 """
@@ -52,9 +52,8 @@ def accuracies(output_dir: str, shift: int = 0) -> dict:
     for images, labels in split_batches(summary["artifacts"]["examples"], "eval", spec):
         normalized = (tf.constant(images, tf.float32) - mean) / std
         for name, views in scored.items():
-            moved = [export.shifted(normalized, dy, dx) for dy, dx in views.offsets()]
-            moved += [tf.reverse(x, axis=[2]) for x in moved] if views.flip else []
-            probabilities = np.mean([serve(images=x * std + mean)["probabilities"].numpy() for x in moved], axis=0)
+            probabilities = np.mean([serve(images=x * std + mean)["probabilities"].numpy()
+                                     for x in export.view_images(normalized, views)], axis=0)
             correct[name] += int(np.sum(probabilities.argmax(-1) == labels))
         seen += len(labels)
     return {"eval_images": seen, "model_averages": {k: v for k, v in facts.items() if k.startswith("test_time")},

@@ -54,13 +54,20 @@ class InferenceViews:
         return len(self.offsets()) * (2 if self.flip else 1)
 
 
-def shifted(normalized: tf.Tensor, dy: int, dx: int) -> tf.Tensor:
+def _shifted(normalized: tf.Tensor, dy: int, dx: int) -> tf.Tensor:
     """Images [N, H, W, C] with the pixel at (y + dy, x + dx) at (y, x), zeros beyond the border."""
     if not (dy or dx):
         return normalized
     pad, height, width = max(abs(dy), abs(dx)), normalized.shape[1], normalized.shape[2]
     padded = tf.pad(normalized, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
     return padded[:, pad + dy:pad + dy + height, pad + dx:pad + dx + width, :]
+
+
+def view_images(normalized: tf.Tensor, views: InferenceViews) -> List[tf.Tensor]:
+    """Normalized images [N, H, W, C] as each view shows them, views.count() of them, in the order
+    answer averages them."""
+    moved = [_shifted(normalized, dy, dx) for dy, dx in views.offsets()]
+    return moved + ([tf.reverse(x, axis=[2]) for x in moved] if views.flip else [])
 
 
 def answer(model: keras.Model, normalized: tf.Tensor, views: InferenceViews, logits: tf.Tensor = None) -> tf.Tensor:
@@ -70,9 +77,7 @@ def answer(model: keras.Model, normalized: tf.Tensor, views: InferenceViews, log
     photo run ("scale out of expressed type range")."""
     if views.count() == 1:
         return tf.nn.softmax(model(normalized, training=False) if logits is None else logits)
-    moved = [shifted(normalized, dy, dx) for dy, dx in views.offsets()]
-    batch = tf.concat(moved + ([tf.reverse(x, axis=[2]) for x in moved] if views.flip else []), axis=0)
-    probabilities = tf.nn.softmax(model(batch, training=False))
+    probabilities = tf.nn.softmax(model(tf.concat(view_images(normalized, views), axis=0), training=False))
     return tf.reduce_mean(tf.reshape(probabilities, [views.count(), -1, probabilities.shape[-1]]), axis=0)
 
 

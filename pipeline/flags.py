@@ -139,8 +139,8 @@ PRESETTABLE_DEFAULTS = {"min_accuracy": configs.MIN_ACCURACY, "min_tflite_agreem
 
 
 def with_preset(args: argparse.Namespace) -> argparse.Namespace:
-    """args with every flag the user left unset taken from the preset, if one was given (both runners
-    call it on their parsed flags; calling it again changes nothing)."""
+    """args with every flag the user left unset taken from the preset, if one was given, then the
+    defaults of PRESETTABLE_DEFAULTS: both runners call it on their parsed flags."""
     values = vars(args).copy()
     for name, value in configs.PRESETS.get(args.preset, {}).items():
         if values[name] is None:
@@ -183,12 +183,11 @@ def _absolute(weights):
 
 
 def pipeline_settings(args: argparse.Namespace) -> Dict[str, Any]:
-    """create_pipeline's keyword arguments for the flags of add_pipeline_flags. Raises ValueError
-    (one line) for a value the configs refuse."""
+    """create_pipeline's keyword arguments for the flags of add_pipeline_flags, as a runner's parse_args
+    returns them (with_preset applied). Raises ValueError (one line) for a value the configs refuse."""
     from models.model import ModelConfig
     from models.preprocessing import ImageSpec
     from models.trainer import TrainingConfig
-    args = with_preset(args)
     height, width = args.image_size or (None, None)
     image_spec = ImageSpec(**_given(height=height, width=width, channels=args.channels))
     _check_backbone(args, image_spec)
