@@ -17,6 +17,6 @@ bench: setup
 	bin/in-env python bench/quantization_aware.py  # the three int8 files of a digits run (a few minutes)
 	bin/in-env python bench/photos.py  # CIFAR-10 from ../shared/datasets when present (about an hour)
 
-# The Kubeflow pipeline image (kubeflow/Dockerfile), built here or found cached; prints its tag last.
+# The Kubeflow pipeline image (pipeline/kubeflow/Dockerfile), built here or found cached; prints its tag last.
 image: setup
 	bash bin/image $(VARIANT)

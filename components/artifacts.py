@@ -10,6 +10,11 @@ class TFLiteModels(artifact.Artifact):
     TYPE_NAME = "components.TFLiteModels"
 
 
+class RetrainDecision(artifact.Artifact):
+    """Whether a run trains (components/retrain_gate.py): its custom properties, and decision.json."""
+    TYPE_NAME = "components.RetrainDecision"  # importable as such, like TFLiteModels
+
+
 def serving_model_path(model_uri: str) -> str:
     """Where the Trainer wrote the SavedModel of the Model artifact at model_uri."""
     return path_utils.serving_model_path(model_uri)

@@ -8,8 +8,9 @@ a successful earlier execution's. Three things it does not see are added here:
   parameter of its own (PROJECT_FINGERPRINT_KEY), so any such change runs everything again;
 - the data: the image folder's fingerprint (folder_layout.tree_fingerprint, set by ExampleGen's
   driver);
-- state outside the pipeline: ChampionModel reads the serving folder's champion, and DataGate the
-  class-balance baseline and whether the data was accepted; they always run.
+- state outside the pipeline: ChampionModel reads the serving folder's champion, DataGate the
+  class-balance baseline and whether the data was accepted, and RetrainGate what the champion was
+  trained on; they always run.
 """
 import hashlib
 
@@ -17,11 +18,12 @@ from tfx.dsl.compiler import compiler
 from tfx.proto.orchestration import pipeline_pb2
 
 from components.evaluation import ChampionModel
+from components.retrain_gate import RetrainGate
 from components.validation_gate import DataGate
 from models import sources
 
 PROJECT_FINGERPRINT_KEY = "project_fingerprint"
-ALWAYS_RUN = (ChampionModel, DataGate)
+ALWAYS_RUN = (ChampionModel, DataGate, RetrainGate)
 
 
 def project_fingerprint(schema_file: str) -> str:

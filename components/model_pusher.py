@@ -13,9 +13,10 @@ from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from tfx.utils import io_utils
 
 from components import promotion
-from components.artifacts import TFLiteModels, serving_model_path
+from components.artifacts import RetrainDecision, TFLiteModels, serving_model_path
 from components.lite_models import QUALITY_FILENAME, read_quality
 from components.progress import key_figure
+from components.retrain_gate import RUN_FINGERPRINT_PROPERTY
 from components.evaluation import promotion_metrics, read_evaluation
 from models import features
 from models.labels import read_labels
@@ -57,6 +58,9 @@ class ModelPusherSpec(types.ComponentSpec):
         "evaluation": ChannelParameter(type=standard_artifacts.ModelEvaluation),
         "examples": ChannelParameter(type=standard_artifacts.Examples),
         "lite_models": ChannelParameter(type=TFLiteModels),
+        # the RetrainGate's decision: its run fingerprint is recorded, so that the next run can tell
+        # whether anything changed since this model was trained
+        "decision": ChannelParameter(type=RetrainDecision),
     }
     OUTPUTS = {"pushed_model": ChannelParameter(type=standard_artifacts.PushedModel)}
 
@@ -75,6 +79,8 @@ class Executor(base_executor.BaseExecutor):
                  "metrics": promotion_metrics(evaluation),
                  "thresholds": {name: float(exec_properties[name]) for name in THRESHOLDS},
                  "data_fingerprint": features.read_ingest_report(examples.uri)["data_fingerprint"],
+                 RUN_FINGERPRINT_PROPERTY: artifact_utils.get_single_instance(input_dict["decision"])
+                 .get_string_custom_property(RUN_FINGERPRINT_PROPERTY),
                  "trained_model": model_path}
         serving_dir = exec_properties["serving_dir"]
         pushed = artifact_utils.get_single_instance(output_dict["pushed_model"])
@@ -103,9 +109,9 @@ class ModelPusher(base_component.BaseComponent):
 
     def __init__(self, *, model: types.BaseChannel, model_blessing: types.BaseChannel,
                  evaluation: types.BaseChannel, examples: types.BaseChannel, lite_models: types.BaseChannel,
-                 serving_dir: str, thresholds: Dict[str, Any]):
+                 decision: types.BaseChannel, serving_dir: str, thresholds: Dict[str, Any]):
         """thresholds: each of THRESHOLDS, a float or a RuntimeParameter of type float."""
         super().__init__(spec=ModelPusherSpec(
             model=model, model_blessing=model_blessing, evaluation=evaluation, examples=examples,
-            lite_models=lite_models, serving_dir=serving_dir, **{name: thresholds[name] for name in THRESHOLDS},
+            lite_models=lite_models, decision=decision, serving_dir=serving_dir, **{name: thresholds[name] for name in THRESHOLDS},
             pushed_model=types.Channel(type=standard_artifacts.PushedModel)))

@@ -228,7 +228,8 @@ def rollback(serving_dir: str, to_version: int, reason: str) -> int:
                              f"{published or 'none'}")
     source = record(serving_dir, to_version)
     entry = {"action": "rollback", "source_version": to_version, "reason": reason,
-             **{key: source.get(key) for key in ("run_id", "metrics", "thresholds", "data_fingerprint")}}
+             **{key: source.get(key) for key in ("run_id", "metrics", "thresholds", "data_fingerprint",
+                                                        "run_fingerprint")}}
     return publish(serving_dir, lambda staging: shutil.copytree(
         version_dir(serving_dir, to_version), staging, ignore=shutil.ignore_patterns(RECORD_FILENAME)), entry,
         pin=True)

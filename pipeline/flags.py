@@ -99,6 +99,9 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-percent", type=int, default=configs.EVAL_PERCENT,
                         help="eval share of a folder without train/ and test/ sub-folders")
     parser.add_argument("--strict", action="store_true", help="fail the run if any file is rejected")
+    parser.add_argument("--retrain-always", action="store_true",
+                        help="train even when the data, settings and code are those the champion was trained on "
+                             "(otherwise such a run ends `unchanged` after ingestion)")
     parser.add_argument("--max-class-drift", type=float, default=configs.MAX_CLASS_DRIFT,
                         help="largest change of a class's share of the images since the last accepted run")
     parser.add_argument("--max-image-pixels", type=at_least(1),

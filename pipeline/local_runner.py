@@ -168,12 +168,14 @@ def _run(args: argparse.Namespace) -> int:
             added, _ = schema.accept_classes(args.schema, args.data_root)
             print(f"schema: created {args.schema} with this folder's classes {added}; later runs with it stop "
                   f"if the class set changes", flush=True)
+        code_fingerprint = caching.project_fingerprint(args.schema)
         image_cnn_pipeline = pipeline.create_pipeline(
             pipeline_name=configs.PIPELINE_NAME,
             pipeline_root=os.path.join(args.output_dir, "pipeline"),
             data_root=args.data_root, schema_file=args.schema,
             serving_dir=serving_dir_of(args.output_dir),
-            **settings,
+            **settings, code_fingerprint=code_fingerprint,
+            retrain_always=int(args.retrain_always),
             beam_pipeline_args=beam_pipeline_args(), enable_cache=not args.no_cache,
             metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path))
     except ValueError as error:
@@ -187,7 +189,7 @@ def _run(args: argparse.Namespace) -> int:
     error = None
     try:
         tfx.orchestration.LocalDagRunner().run_with_ir(
-            caching.compile_for_local_run(image_cnn_pipeline, caching.project_fingerprint(args.schema)))
+            caching.compile_for_local_run(image_cnn_pipeline, code_fingerprint))
     except Exception as caught:  # reported in last_run.json and below, then the exit code says failed
         error = caught
     finally:
@@ -235,7 +237,9 @@ def print_outcome(summary: dict, last_run_path: str) -> None:
         print(f"  {evaluation['champion_skipped']}")
     for failure in evaluation.get("validation_failures", []):
         print(f"  threshold not met: {failure}")
-    if summary["status"] == "pushed":
+    if summary["status"] == "unchanged":
+        print(f"unchanged: {summary['retrain']['reason']}")
+    elif summary["status"] == "pushed":
         print(f"pushed: {summary['pushed_paths']['saved_model']}")
     elif summary["status"] == "already_serving":
         print(f"already serving this model: {summary['pushed_paths']['saved_model']}")

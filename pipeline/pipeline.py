@@ -1,7 +1,9 @@
 """create_pipeline: pure wiring of the stages. Runners own paths and the orchestrator."""
 import dataclasses
+import hashlib
+import json
 import os
-from typing import Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import tensorflow_data_validation as tfdv
 from tfx import v1 as tfx
@@ -11,6 +13,7 @@ from components.image_example_gen.component import ImageFolderExampleGen
 from components.image_example_gen.image_check import DEFAULT_MAX_IMAGE_PIXELS
 from components.lite_models import LiteModels
 from components.model_pusher import ModelPusher
+from components.retrain_gate import RETRAIN_PROPERTY, RetrainGate
 from components.trainer import Trainer
 from components.validation_gate import DataGate
 from models import features
@@ -40,15 +43,25 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: Union[
                     metadata_connection_config=None,
                     beam_pipeline_args: Sequence[str] = configs.BEAM_PIPELINE_ARGS,
                     enable_cache: bool = False,
-                    schema_file_in_pipeline: Optional[str] = None) -> tfx.dsl.Pipeline:
-    """data_root, min_accuracy and epochs (default: training.epochs) may be RuntimeParameters, set
-    per run on Kubeflow. schema_file is read here; schema_file_in_pipeline is where the steps find
-    it (default: the same path). warm_start: the Trainer starts from the champion's weights when its
-    network and classes are this run's (models.warm_start)."""
+                    schema_file_in_pipeline: Optional[str] = None,
+                    state_root: Optional[str] = None,
+                    code_fingerprint: str = "",
+                    retrain_always: Union[int, RuntimeParameter] = 0) -> tfx.dsl.Pipeline:
+    """data_root, min_accuracy, epochs (default: training.epochs) and retrain_always may be
+    RuntimeParameters, set per run on Kubeflow. schema_file is read here; schema_file_in_pipeline is
+    where the steps find it (default: the same path). warm_start: the Trainer starts from the
+    champion's weights when its network and classes are this run's (models.warm_start).
+    state_root (default: pipeline_root) holds what outlives a run besides serving_dir: the
+    class-balance baseline and the Trainer's checkpoints; on Kubeflow the pipeline root is an object
+    store and the state root a mounted volume. code_fingerprint: the code the run's settings are
+    keyed with (components.caching.project_fingerprint); with the settings it decides, in the
+    RetrainGate, whether a run whose data is the champion's trains at all."""
     for name, value in (("max_class_drift", max_class_drift), ("max_tflite_accuracy_drop", max_tflite_accuracy_drop),
                         ("min_tflite_agreement", min_tflite_agreement), ("min_accuracy", min_accuracy)):
         check_fraction(name, value)
     schema_file_in_pipeline = schema_file_in_pipeline or schema_file
+    state_root = state_root or pipeline_root
+    epochs = training.epochs if epochs is None else epochs
     curated = schema.load(schema_file)
     class_names = schema.class_names(curated)
     example_gen = ImageFolderExampleGen(input_base=data_root, eval_percent=eval_percent,
@@ -63,9 +76,38 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: Union[
     example_validator = tfx.components.ExampleValidator(statistics=statistics_gen.outputs["statistics"],
                                                         schema=schema_gen.outputs["schema"])
     data_gate = DataGate(examples=example_gen.outputs["examples"], anomalies=example_validator.outputs["anomalies"],
-                         baseline_path=os.path.join(pipeline_root, "DataGate", configs.CLASS_BALANCE_BASELINE),
+                         baseline_path=os.path.join(state_root, "DataGate", configs.CLASS_BALANCE_BASELINE),
                          max_class_drift=max_class_drift, strict=int(strict),
                          schema_file=schema_file, data_root=data_root)
+    retrain_gate = RetrainGate(
+        examples=example_gen.outputs["examples"], serving_dir=serving_dir, epochs=epochs, min_accuracy=min_accuracy,
+        retrain_always=retrain_always,
+        settings_fingerprint=settings_fingerprint(code_fingerprint, image_spec=image_spec, training=training,
+                                                  model=model, max_accuracy_drop=max_accuracy_drop,
+                                                  min_class_accuracy=min_class_accuracy,
+                                                  max_tflite_accuracy_drop=max_tflite_accuracy_drop,
+                                                  min_tflite_agreement=min_tflite_agreement, eval_percent=eval_percent,
+                                                  max_image_pixels=max_image_pixels, warm_start=warm_start,
+                                                  tflite_variants=list(tflite_variants)))
+    with tfx.dsl.Cond(retrain_gate.outputs["decision"].future()[0].custom_property(RETRAIN_PROPERTY) == 1):
+        stages = _training_stages(
+            example_gen, schema_gen, data_gate, retrain_gate, serving_dir=serving_dir, state_root=state_root,
+            image_spec=image_spec, training=training, model=model, epochs=epochs, warm_start=warm_start,
+            num_classes=len(class_names), tflite_variants=tflite_variants,
+            thresholds={"min_accuracy": min_accuracy, "max_accuracy_drop": max_accuracy_drop,
+                        "min_class_accuracy": min_class_accuracy, "max_tflite_accuracy_drop": max_tflite_accuracy_drop,
+                        "min_tflite_agreement": min_tflite_agreement})
+    return tfx.dsl.Pipeline(
+        pipeline_name=pipeline_name, pipeline_root=pipeline_root,
+        components=[example_gen, schema_gen, statistics_gen, example_validator, data_gate, retrain_gate, *stages],
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=list(beam_pipeline_args), enable_cache=enable_cache)
+
+
+def _training_stages(example_gen, schema_gen, data_gate, retrain_gate, *, serving_dir: str, state_root: str,
+                     image_spec: ImageSpec, training: TrainingConfig, model: ModelConfig, epochs, warm_start: bool,
+                     num_classes: int, tflite_variants: Sequence[str], thresholds: Dict[str, Any]) -> List[Any]:
+    """Transform, the champion, Trainer, LiteModels, Evaluator and the Pusher (under the blessing)."""
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
         preprocessing_fn=configs.PREPROCESSING_FN, materialize=False,
@@ -78,33 +120,41 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: Union[
     trainer = Trainer(
         run_fn=configs.RUN_FN, examples=example_gen.outputs["examples"],
         transform_graph=transform.outputs["transform_graph"], schema=schema_gen.outputs["schema"],
-        epochs=training.epochs if epochs is None else epochs,
+        epochs=epochs,
         # a warm start's Trainer runs every time: its input, the champion, is read anew by every run
         base_model=champion.outputs["champion"] if warm_start else None,
         custom_config={"image": image_spec.to_config(),
                        "training": {k: v for k, v in dataclasses.asdict(training).items() if k != "epochs"},
                        "model": model.options(),
-                       "checkpoint_root": os.path.join(pipeline_root, "Trainer", "checkpoints")})
+                       "checkpoint_root": os.path.join(state_root, "Trainer", "checkpoints")})
     lite_models = LiteModels(model=trainer.outputs["model"], examples=example_gen.outputs["examples"],
-                             max_accuracy_drop=max_tflite_accuracy_drop, min_agreement=min_tflite_agreement,
-                             variants=",".join(tflite_variants))
+                             max_accuracy_drop=thresholds["max_tflite_accuracy_drop"],
+                             min_agreement=thresholds["min_tflite_agreement"], variants=",".join(tflite_variants))
     evaluator = ChampionEvaluator(
         examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
         baseline_model=champion.outputs["champion"],
         eval_config=eval_config(label_key=features.LABEL_KEY, class_key=features.CLASS_NAME_KEY,
-                                num_classes=len(class_names), max_accuracy_drop=max_accuracy_drop,
-                                min_class_accuracy=min_class_accuracy),
-        min_accuracy=min_accuracy).with_id("Evaluator")
+                                num_classes=num_classes, max_accuracy_drop=thresholds["max_accuracy_drop"],
+                                min_class_accuracy=thresholds["min_class_accuracy"]),
+        min_accuracy=thresholds["min_accuracy"]).with_id("Evaluator")
     with tfx.dsl.Cond(evaluator.outputs["blessing"].future()[0].custom_property("blessed") == 1):
         pusher = ModelPusher(
             model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
             evaluation=evaluator.outputs["evaluation"], examples=example_gen.outputs["examples"],
-            lite_models=lite_models.outputs["lite_models"], serving_dir=serving_dir,
-            thresholds={"min_accuracy": min_accuracy, "max_accuracy_drop": max_accuracy_drop,
-                        "min_class_accuracy": min_class_accuracy}).with_id("Pusher")
-    return tfx.dsl.Pipeline(
-        pipeline_name=pipeline_name, pipeline_root=pipeline_root,
-        components=[example_gen, schema_gen, statistics_gen, example_validator, data_gate, transform,
-                    trainer, lite_models, champion, evaluator, pusher],
-        metadata_connection_config=metadata_connection_config,
-        beam_pipeline_args=list(beam_pipeline_args), enable_cache=enable_cache)
+            lite_models=lite_models.outputs["lite_models"], decision=retrain_gate.outputs["decision"],
+            serving_dir=serving_dir,
+            thresholds={name: thresholds[name] for name in ("min_accuracy", "max_accuracy_drop",
+                                                            "min_class_accuracy")}).with_id("Pusher")
+    return [transform, trainer, lite_models, champion, evaluator, pusher]
+
+
+def settings_fingerprint(code_fingerprint: str, **settings) -> str:
+    """sha256 of the code fingerprint and every setting that shapes the trained model or its judgement,
+    fixed when the pipeline is built (the run-time parameters are added by the RetrainGate)."""
+    def plain(value):
+        if dataclasses.is_dataclass(value):
+            return {k: plain(v) for k, v in dataclasses.asdict(value).items() if k != "epochs"}
+        return value
+    text = json.dumps({"code": code_fingerprint, **{name: plain(value) for name, value in settings.items()}},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -14,6 +14,7 @@ from components.artifacts import serving_model_path
 from components.lite_models import read_quality
 from components.model_pusher import (ALREADY_SERVING_PROPERTY, DESTINATION_PROPERTY, HELD_PROPERTY, PUSHED_PROPERTY,
                                      TFLITE_DIR)
+from components.retrain_gate import REASON_PROPERTY, RETRAIN_PROPERTY
 from components.validation_gate import read_anomalies
 from models import features
 from models.labels import read_labels
@@ -131,6 +132,11 @@ def summarize(nodes: Dict[str, Dict[str, Any]], *, run_id: str, data_root: str, 
     blessing = _single(nodes.get("Evaluator"), "blessing")
     if blessing is not None:
         summary["blessed"] = blessing.custom_properties["blessed"].int_value == 1
+    decision = _single(nodes.get("RetrainGate"), "decision")
+    unchanged = decision is not None and decision.custom_properties[RETRAIN_PROPERTY].int_value == 0
+    if decision is not None:
+        summary["retrain"] = {"retrain": not unchanged,
+                              "reason": decision.custom_properties[REASON_PROPERTY].string_value}
     pushed = _single(nodes.get("Pusher"), "pushed_model")
     already_serving = pushed is not None and pushed.custom_properties[ALREADY_SERVING_PROPERTY].int_value == 1
     held = pushed is not None and HELD_PROPERTY in pushed.custom_properties and \
@@ -141,6 +147,6 @@ def summarize(nodes: Dict[str, Dict[str, Any]], *, run_id: str, data_root: str, 
         summary["pushed_paths"] = {"saved_model": version_dir, "tflite": os.path.join(version_dir, TFLITE_DIR),
                                    "labels": os.path.join(version_dir, features.LABELS_FILENAME)}
     if not error:
-        summary["status"] = ("pushed" if summary["pushed"] else "already_serving" if already_serving
+        summary["status"] = ("unchanged" if unchanged else "pushed" if summary["pushed"] else "already_serving" if already_serving
                              else "held" if held else "not_blessed")
     return summary

@@ -71,6 +71,11 @@ class FakeKfp:
             self.runs[run["run_id"]] = run
             return 200, run
         if parts == ["recurringruns"] and method == "POST":
+            cron = ((body.get("trigger") or {}).get("cron_schedule") or {}).get("cron")
+            refused = cron_error(cron) if cron is not None else None
+            if refused:  # the API server's answer (backend/src/apiserver/server/api_converter.go)
+                return 400, {"error": f"Schedule cron is not a supported format(https://godoc.org/github.com/robfig/"
+                                      f"cron). Error: {refused}", "code": 3}
             run = {**body, "recurring_run_id": self.new_id("recurring"), "status": "ENABLED"}
             self.recurring_runs[run["recurring_run_id"]] = run
             return 200, run
@@ -84,6 +89,20 @@ class FakeKfp:
                 return 404, {"error": f"recurring run {parts[1]} not found", "code": 5}
             return 200, {}
         return 404, {"error": f"{method} {path} is not an endpoint of this fake", "code": 5}
+
+
+def cron_error(cron: str):
+    """Why robfig/cron v1.2.0's Parse, which KFP uses, refuses the expression; None if it takes it.
+    Its fields: second, minute, hour, day of month, month, and an optional day of week; or a descriptor."""
+    from croniter import croniter
+    if cron.startswith("@"):
+        return None if cron in ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly") \
+            or cron.startswith("@every ") else f"Unrecognized descriptor: {cron}"
+    fields = cron.split()
+    if len(fields) not in (5, 6):
+        return f"Expected 5 to 6 fields, found {len(fields)}: {cron}"
+    six = " ".join(fields + ["*"] * (6 - len(fields)))
+    return None if croniter.is_valid(six, second_at_beginning=True) else f"invalid field in {cron!r}"
 
 
 def _display_name_filter(query: Dict[str, List[str]]):

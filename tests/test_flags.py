@@ -1,6 +1,7 @@
 """The shared flags (pipeline/flags.py): presets, the flags that override them, and refusals."""
 import pytest
 
+from pipeline.kubeflow import compile as kfp_compile
 from pipeline import configs, flags, local_runner
 
 
@@ -31,9 +32,9 @@ def test_both_runners_take_the_presets_accuracy_floor_where_they_read_it_themsel
     assert local_runner.parse_args(["--preset", "photos"]).min_accuracy == 0.8
     assert local_runner.parse_args([]).min_accuracy == configs.MIN_ACCURACY
     compile_argv = ["compile", "--output", "pipeline.yaml"]
-    assert kubeflow_runner.run_parameter_defaults(kubeflow_runner.parse_args(
+    assert kfp_compile.run_parameter_defaults(kubeflow_runner.parse_args(
         [*compile_argv, "--preset", "photos", "--image-size", "32", "32", "--channels", "3"]))["min_accuracy"] == 0.8
-    assert kubeflow_runner.run_parameter_defaults(kubeflow_runner.parse_args(compile_argv))["min_accuracy"] == \
+    assert kfp_compile.run_parameter_defaults(kubeflow_runner.parse_args(compile_argv))["min_accuracy"] == \
         configs.MIN_ACCURACY
 
 

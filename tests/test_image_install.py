@@ -1,4 +1,4 @@
-"""What kubeflow/Dockerfile copies exists, and .dockerignore lets it into the build context. The
+"""What pipeline/kubeflow/Dockerfile copies exists, and .dockerignore lets it into the build context. The
 image itself is built and run in tests/test_kubeflow_containers.py."""
 import os
 import re
@@ -8,14 +8,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def copied_by_dockerfile():
     """Sources of the COPY lines that read the build context (not COPY --from)."""
-    with open(os.path.join(REPO, "kubeflow", "Dockerfile")) as f:
+    with open(os.path.join(REPO, "pipeline", "kubeflow", "Dockerfile")) as f:
         lines = [line.split()[1:] for line in f if re.match(r"COPY\s+(?!--from)", line)]
     return [source for *sources, _ in lines for source in sources]
 
 
 def test_the_dockerfile_copies_what_the_package_needs_and_the_context_admits_it():
     copied = copied_by_dockerfile()
-    assert {"setup.py", "constraints.txt", "kubeflow/install.sh", "components", "models", "pipeline",
+    assert {"setup.py", "constraints.txt", "pipeline/kubeflow/install.sh", "components", "models", "pipeline",
             "schemas"} <= set(copied)
     with open(os.path.join(REPO, ".dockerignore")) as f:
         admitted = {line[1:].strip() for line in f if line.startswith("!")}

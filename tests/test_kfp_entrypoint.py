@@ -1,5 +1,5 @@
 """Each way open-source KFP v2 hands TFX its inputs, on its own: what TFX's entrypoint does with it
-unaided, and what the project's entrypoint (components/kfp_entrypoint.py) makes of it. Then the
+unaided, and what the project's entrypoint (pipeline.kubeflow.entrypoint.py) makes of it. Then the
 driver's side (pipeline/kfp_local.py): inputs read back, the CEL trigger condition, the task order."""
 import json
 import subprocess
@@ -11,8 +11,8 @@ from google.protobuf import json_format
 from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_entrypoint_utils
 from tfx.types import standard_artifacts
 
-from components import kfp_entrypoint
-from pipeline import kfp_local
+from pipeline.kubeflow import entrypoint as kfp_entrypoint
+from pipeline.kubeflow import local_run as kfp_local
 
 EXAMPLES_SCHEMA = "title: tfx.Examples\ntype: object\n"
 MODEL_SCHEMA = "title: tfx.Model\ntype: object\n"
@@ -87,13 +87,13 @@ def test_the_entrypoint_command_rewrites_only_the_invocation_and_reports_each_in
     spec = json.dumps({"artifacts": {name: {"artifactType": t} for name, t in DECLARED.items()}})
     argv = ["--executor_class_path", "x.Y", "--json_serialized_invocation_args", json.dumps(executor_input),
             f"--json_serialized_inputs_spec_args={spec}", "--runner=DirectRunner"]
-    rewritten, lines = kfp_entrypoint.rewrite_arguments(argv)
+    rewritten, lines, _, _ = kfp_entrypoint.rewrite_arguments(argv)
     assert rewritten[:3] + rewritten[4:] == argv[:3] + argv[4:]
     restored = json.loads(rewritten[3])["inputs"]["artifacts"]["examples"]["artifacts"][0]
     assert restored["type"] == DECLARED["examples"] and restored["metadata"]["span"] == 0.0
-    assert len(lines) == 2
+    assert len([line for line in lines if " arrived as " in line]) == 2
     broken = ["--executor_class_path", "x.Y", "--json_serialized_invocation_args", json.dumps(_executor_input("system"))]
-    result = subprocess.run([sys.executable, "-m", "components.kfp_entrypoint", *broken], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "pipeline.kubeflow.entrypoint", *broken], capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("kfp_entrypoint: error: input 'base_model' arrived typed")
 
@@ -154,7 +154,7 @@ def test_a_step_skipped_by_its_condition_skips_the_steps_after_it(tmp_path):
                 "after": {"componentRef": {"name": "c"}, "dependentTasks": ["gate"]}}}},
             "components": {"c": {"executorLabel": "e"}},
             "deploymentSpec": {"executors": {"e": {"container": {"image": "none", "command": ["false"]}}}}}
-    run = kfp_local.Run(spec, {}, volumes={}, parameters={}, log_root=str(tmp_path), docker="/nonexistent/docker")
+    run = kfp_local.Run(spec, {}, volumes={}, parameters={}, log_root=str(tmp_path), pipeline_root="minio://b/p", docker="/nonexistent/docker")
     lines = []
     record = run.run(say=lines.append)
     assert [(step["step"], step["status"]) for step in record] == [("gate", "not_triggered"), ("after", "not_triggered")]
@@ -177,7 +177,7 @@ def test_independent_steps_run_together_and_after_a_failure_no_step_starts(tmp_p
                                        "c": {"componentRef": {"name": "c"}, "dependentTasks": ["a"]}}}},
             "components": {"c": {"executorLabel": "e"}},
             "deploymentSpec": {"executors": {"e": {"container": {"image": "none", "command": ["run"]}}}}}
-    run = kfp_local.Run(spec, {}, volumes={}, parameters={}, log_root=str(tmp_path), docker=str(engine))
+    run = kfp_local.Run(spec, {}, volumes={}, parameters={}, log_root=str(tmp_path), pipeline_root="minio://b/p", docker=str(engine))
     with pytest.raises(kfp_local.StepFailed, match="step b exited with code 3"):
         run.run(say=lambda line: None, parallel=2)
     lines = events.read_text().splitlines()

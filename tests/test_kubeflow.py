@@ -1,5 +1,6 @@
 """The Kubeflow pipeline: compiled as KFP and Vertex run it, every named class importable here, and
 submitted and scheduled through kfp.Client against a local fake of the KFP API (tests/fake_kfp.py)."""
+import datetime
 import json
 import os
 import socket
@@ -12,16 +13,20 @@ from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx.utils import import_utils
 
-from pipeline import configs, kfp_local, kubeflow_runner
+from pipeline.kubeflow import compile as kfp_compile
+from pipeline import configs, kubeflow_runner
+from pipeline.kubeflow import local_run as kfp_local
 from tests.fake_kfp import API, FakeKfp
 
-STEPS = {"ImageFolderExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator", "DataGate", "Transform",
-         "Trainer", "LiteModels", "ChampionModel", "Evaluator", "Pusher"}
+STEPS = {"ImageFolderExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator", "DataGate", "RetrainGate",
+         "Transform", "Trainer", "LiteModels", "ChampionModel", "Evaluator", "Pusher"}
 # producer -> consumer edges that make the order ExampleGen -> validation -> Transform -> Trainer ->
 # Evaluator -> gated Pusher, with the champion step feeding the Evaluator
 ORDER = [("ImageFolderExampleGen", "StatisticsGen"), ("StatisticsGen", "ExampleValidator"),
          ("ExampleValidator", "DataGate"), ("DataGate", "Transform"), ("Transform", "Trainer"),
-         ("Trainer", "Evaluator"), ("ChampionModel", "Evaluator"), ("Evaluator", "Pusher"), ("LiteModels", "Pusher")]
+         ("Trainer", "Evaluator"), ("ChampionModel", "Evaluator"), ("Evaluator", "Pusher"), ("LiteModels", "Pusher"),
+         ("ImageFolderExampleGen", "RetrainGate"), ("RetrainGate", "Transform"), ("RetrainGate", "Trainer"),
+         ("RetrainGate", "Pusher")]
 
 
 def _compile(tmp_path, name: str, *flags: str):
@@ -82,10 +87,23 @@ def test_kfp_spec_has_no_resolver_only_containers(kfp_spec, executors):
 def test_the_pusher_runs_only_for_a_blessed_model_named_by_a_declared_input(kfp_spec):
     pusher = kfp_spec.root.dag.tasks["Pusher"]
     assert pusher.trigger_policy.condition == \
+        "(inputs.artifacts['decision'].artifacts[0].metadata['retrain'] == 1.0) && " \
         "(inputs.artifacts['model_blessing'].artifacts[0].metadata['blessed'] == 1.0)"
     assert pusher.inputs.artifacts["model_blessing"].task_output_artifact.producer_task == "Evaluator"
-    conditioned = [name for name, task in kfp_spec.root.dag.tasks.items() if task.trigger_policy.condition]
-    assert conditioned == ["Pusher"]
+    assert pusher.inputs.artifacts["decision"].task_output_artifact.producer_task == "RetrainGate"
+
+
+def test_every_step_after_the_retrain_gate_runs_only_when_something_changed(kfp_spec):
+    """Transform and everything after it are conditioned on the gate's decision, each through an input
+    it really has (the driver evaluates a condition over the step's own inputs)."""
+    conditioned = {name: task for name, task in kfp_spec.root.dag.tasks.items() if task.trigger_policy.condition}
+    assert set(conditioned) == {"Transform", "Trainer", "LiteModels", "ChampionModel", "Evaluator", "Pusher"}
+    for name, task in conditioned.items():
+        if name == "Pusher":
+            continue
+        assert task.trigger_policy.condition == \
+            "(inputs.artifacts['_RetrainGate.decision'].artifacts[0].metadata['retrain'] == 1.0)"
+        assert task.inputs.artifacts["_RetrainGate.decision"].task_output_artifact.producer_task == "RetrainGate"
 
 
 def test_run_time_parameters_exist_and_reach_their_steps(kfp_spec):
@@ -93,12 +111,13 @@ def test_run_time_parameters_exist_and_reach_their_steps(kfp_spec):
     assert {name: (pipeline_spec_pb2.ParameterType.ParameterTypeEnum.Name(p.parameter_type),
                    json_format.MessageToDict(p.default_value)) for name, p in parameters.items()} == {
         "data_root": ("STRING", "/mnt/models/data"), "min_accuracy": ("NUMBER_DOUBLE", 0.9),
-        "epochs": ("NUMBER_INTEGER", 15)}  # defaults in the spec: KFP takes no runtimeConfig
+        "epochs": ("NUMBER_INTEGER", 15), "retrain_always": ("NUMBER_INTEGER", 0)}  # KFP takes no runtimeConfig
     uses = {(step, key): value.component_input_parameter for step, task in kfp_spec.root.dag.tasks.items()
             for key, value in task.inputs.parameters.items() if value.component_input_parameter}
     assert uses == {("ImageFolderExampleGen", "input_base"): "data_root", ("DataGate", "data_root"): "data_root",
                     ("Evaluator", "min_accuracy"): "min_accuracy", ("Pusher", "min_accuracy"): "min_accuracy",
-                    ("Trainer", "epochs"): "epochs"}
+                    ("Trainer", "epochs"): "epochs", ("RetrainGate", "epochs"): "epochs",
+                    ("RetrainGate", "min_accuracy"): "min_accuracy", ("RetrainGate", "retrain_always"): "retrain_always"}
 
 
 def test_the_trainer_alone_requests_gpus_and_memory(kfp_spec, executors):
@@ -124,7 +143,7 @@ def test_every_step_runs_the_image_and_mounts_the_volume(kfp_spec, kfp_documents
 
 
 def test_every_class_the_spec_names_imports_here(kfp_documents):
-    named = kubeflow_runner.named_classes(kfp_documents[0])
+    named = kfp_compile.named_classes(kfp_documents[0])
     assert {"components.image_example_gen.executor.Executor", "components.trainer.Executor",
             "components.evaluation._Executor", "components.TFLiteModels"} <= set(named)
     for class_path in named:
@@ -143,30 +162,54 @@ def test_vertex_target_is_a_pipeline_job_on_gcs(tmp_path, capsys):
     json_format.ParseDict(job, pipeline_spec_pb2.PipelineJob())
     assert job["runtimeConfig"]["gcsOutputDirectory"] == "gs://bucket/root"
     assert job["runtimeConfig"]["parameterValues"] == {"data_root": "/mnt/image-cnn/data", "min_accuracy": 0.9,
-                                                       "epochs": 15}
+                                                       "epochs": 15, "retrain_always": 0}
     assert set(job["pipelineSpec"]["root"]["dag"]["tasks"]) == STEPS
     with pytest.raises(SystemExit):
         kubeflow_runner.main(["compile", "--output", str(tmp_path / "x.json"), "--target", "vertex"])
     assert "needs --pipeline-root gs://" in capsys.readouterr().err
 
 
+def test_the_direct_target_names_the_engine_the_tests_run(kfp_spec, executors):
+    """Beam's DirectRunner would try Prism first, which downloads a binary at run time."""
+    args = list(executors["StatisticsGen_executor"].container.args)
+    assert "--runner=FnApiRunner" in args and not any(arg.startswith("--runner=Direct") for arg in args)
+    assert "--direct_running_mode=multi_processing" in args
+
+
 def test_beam_targets_and_no_gpu_option(tmp_path, capsys):
     (spec,) = _compile(tmp_path, "dataflow.json", "--beam-target", "dataflow", "--image", "img:2", "--gpus", "0",
+                       "--pipeline-root", "gs://bucket/root", "--beam-sdk-image", "beam-sdk-img:2",
                        "--beam-arg=--project=p", "--beam-arg=--region=europe-west4")
     args = spec["deploymentSpec"]["executors"]["Transform_executor"]["container"]["args"]
-    assert {"--runner=DataflowRunner", "--sdk_container_image=img:2", "--project=p", "--region=europe-west4"} <= set(args)
+    assert {"--runner=DataflowRunner", "--sdk_container_image=beam-sdk-img:2", "--project=p",
+            "--region=europe-west4", "--temp_location=gs://bucket/root/beam-tmp"} <= set(args)
     assert not any("accelerator" in e["container"].get("resources", {}) for e in spec["deploymentSpec"]["executors"].values())
-    (spec,) = _compile(tmp_path, "flink.json", "--beam-target", "flink", "--beam-master", "flink:8081")
+    (spec,) = _compile(tmp_path, "flink.json", "--beam-target", "flink", "--beam-master", "flink-job-server:8099",
+                       "--beam-worker-pool", "localhost:50000")
     args = spec["deploymentSpec"]["executors"]["StatisticsGen_executor"]["container"]["args"]
-    assert {"--runner=FlinkRunner", "--flink_master=flink:8081", "--environment_type=DOCKER"} <= set(args)
+    assert {"--runner=PortableRunner", "--job_endpoint=flink-job-server:8099", "--environment_type=EXTERNAL",
+            "--environment_config=localhost:50000"} <= set(args)
     capsys.readouterr()
-    assert kubeflow_runner.main(["compile", "--output", str(tmp_path / "s.json"), "--beam-target", "spark"]) == 2
-    assert "needs --beam-master" in capsys.readouterr().err
+    for flags, message in ((["--beam-target", "spark", "--beam-master", "spark:8099"], "needs --beam-worker-pool"),
+                           (["--beam-target", "dataflow"], "needs a gs:// --pipeline-root"),
+                           (["--beam-target", "dataflow", "--pipeline-root", "gs://b/r"], "Beam SDK boot binary")):
+        assert kubeflow_runner.main(["compile", "--output", str(tmp_path / "s.json"), *flags]) == 2
+        assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("root, reason", [("/mnt/image-cnn/pipeline", "is a path"),
+                                          ("file:///mnt/image-cnn/pipeline", "refuses file://"),
+                                          ("hdfs://nn/pipeline", "refuses hdfs://")])
+def test_a_pipeline_root_kfp_refuses_is_refused_at_compile_time(tmp_path, capsys, root, reason):
+    with pytest.raises(SystemExit) as stop:
+        kubeflow_runner.main(["compile", "--output", str(tmp_path / "p.yaml"), "--pipeline-root", root])
+    assert stop.value.code == 2
+    assert reason in capsys.readouterr().err
 
 
 def test_a_schema_the_image_does_not_hold_is_refused(tmp_path, capsys):
     schema = tmp_path / "mine.pbtxt"
-    schema.write_text(open(os.path.join(kubeflow_runner.SCHEMAS_DIR, "mnist-sample.pbtxt")).read())
+    schema.write_text(open(os.path.join(kfp_compile.SCHEMAS_DIR, "mnist-sample.pbtxt")).read())
     assert kubeflow_runner.main(["compile", "--output", str(tmp_path / "p.yaml"), "--schema", str(schema)]) == 2
     assert "the pipeline image holds only the files of" in capsys.readouterr().err
     (spec, _) = _compile(tmp_path, "p.yaml", "--schema", str(schema), "--schema-in-pipeline", "/mnt/image-cnn/mine.pbtxt")
@@ -191,15 +234,17 @@ def test_submit_and_schedule_through_the_kfp_client(kfp_documents, tmp_path, cap
         assert run["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "image-cnn"
         assert f"run started: {run['run_id']}" in capsys.readouterr().out
 
+        assert run["runtime_config"]["pipeline_root"] == "minio://mlpipeline/v2/artifacts/image-cnn"
         scheduled = []
-        for cron in ("0 3 * * *", "0 4 * * *"):  # rescheduling replaces: KFP cannot update one in place
+        for cron in ("0 0 3 * * *", "0 0 4 * * *"):  # rescheduling replaces: KFP cannot update one in place
             assert kubeflow_runner.main(["schedule", "--host", kfp.host, "--package", package, "--cron", cron,
                                          "--run-data-root", "/mnt/image-cnn/photos"]) == 0
             scheduled.append(list(kfp.recurring_runs))
         assert len(scheduled[0]) == 1 and scheduled[0] != scheduled[1]
         assert f"DELETE /recurringruns/{scheduled[0][0]}" in kfp.calls()
         (recurring,) = kfp.recurring_runs.values()
-        assert recurring["trigger"]["cron_schedule"]["cron"] == "0 4 * * *"
+        assert recurring["trigger"]["cron_schedule"]["cron"] == "0 0 4 * * *"
+        assert recurring["runtime_config"]["pipeline_root"] == "minio://mlpipeline/v2/artifacts/image-cnn"
         assert int(recurring["max_concurrency"]) == 1 and recurring["display_name"] == "image-cnn-nightly"
         assert _runtime_parameters(recurring) == {"data_root": "/mnt/image-cnn/photos"}
         assert kfp.calls().count("POST /recurringruns") == 2
@@ -210,7 +255,7 @@ def test_submit_and_schedule_through_the_kfp_client(kfp_documents, tmp_path, cap
         assert kubeflow_runner.main(["unschedule", "--host", kfp.host]) == 0
         assert "no recurring run named 'image-cnn-nightly'" in capsys.readouterr().out
         for request in kfp.requests:  # credentials never travel as parameters
-            assert set(_runtime_parameters(request["body"] or {})) <= set(kubeflow_runner.RUN_PARAMETERS)
+            assert set(_runtime_parameters(request["body"] or {})) <= set(kfp_compile.RUN_PARAMETERS)
 
 
 def test_an_unreachable_host_is_one_line_and_exit_1(kfp_documents, tmp_path, capsys):
@@ -229,11 +274,14 @@ def test_a_compiled_step_runs_through_the_project_entrypoint(kfp_documents, exec
     """ChampionModel as its pod runs it: the spec's command and arguments (the project's entrypoint,
     then TFX's), its ExecutorInput built as the KFP v2 driver builds it (pipeline/kfp_local.py)."""
     spec = kfp_documents[0]
-    assert spec["defaultPipelineRoot"] == "/mnt/models/pipeline"
+    assert spec["defaultPipelineRoot"] == "minio://mlpipeline/v2/artifacts/image-cnn"
     container = executors["ChampionModel_executor"].container
-    assert list(container.command) == ["python", "-m", kubeflow_runner.PROJECT_ENTRYPOINT]
+    assert list(container.command) == ["python", "-m", kfp_compile.PROJECT_ENTRYPOINT]
     defaults = {name: p["defaultValue"] for name, p in spec["root"]["inputDefinitions"]["parameters"].items()}
-    executor_input = kfp_local.executor_input("ChampionModel", spec, str(tmp_path / "run"), defaults, {})
+    decision = {"name": "1", "uri": str(tmp_path / "decision"), "type": {"schemaTitle": "system.Artifact"},
+                "metadata": {"retrain": 1.0}}  # the RetrainGate's, as the driver reads it back
+    executor_input = kfp_local.executor_input("ChampionModel", spec, str(tmp_path / "run"), defaults,
+                                              {"RetrainGate": {"decision": decision}})
     executor_input["outputs"]["outputFile"] = str(tmp_path / "executor_output.json")
     assert executor_input["inputs"]["parameterValues"] == {"serving_dir": "/mnt/models/serving/image_cnn"}
     args = kfp_local.substitute(list(container.args), executor_input)
@@ -306,3 +354,32 @@ def test_unschedule_finds_the_pipelines_recurring_runs_on_every_page(capsys):
                   if r["method"] == "GET" and r["path"].endswith("/recurringruns")]
         assert listed == ["", "2", "4"]
         assert "deleted recurring run(s)" in capsys.readouterr().out
+
+
+def test_schedule_takes_kfps_six_field_cron_and_prints_the_next_runs(kfp_documents, tmp_path, capsys):
+    package = str(tmp_path / "pipeline.yaml")
+    with open(package, "w") as f:
+        yaml.safe_dump_all(kfp_documents, f)
+    with FakeKfp() as kfp:
+        assert kubeflow_runner.main(["schedule", "--host", kfp.host, "--package", package, "--cron", "0 0 3 * * *"]) == 0
+        out = capsys.readouterr().out.splitlines()
+        runs = [datetime.datetime.strptime(line.split(": ", 1)[1], "%Y-%m-%d %H:%M:%S UTC")
+                for line in out if line.startswith("  next run: ")]
+        assert len(runs) == 3 and all(run.strftime("%H:%M:%S") == "03:00:00" for run in runs)
+        assert [later - earlier for earlier, later in zip(runs, runs[1:])] == [datetime.timedelta(days=1)] * 2
+        with pytest.raises(SystemExit) as stop:  # a 5-field cron is never passed through as it is
+            kubeflow_runner.main(["schedule", "--host", kfp.host, "--package", package, "--cron", "0 3 * * *"])
+        assert stop.value.code == 2
+        assert "write the 6 fields '0 0 3 * * *'" in capsys.readouterr().err
+        assert [r["body"]["trigger"]["cron_schedule"]["cron"] for r in kfp.requests
+                if r["method"] == "POST" and r["path"].endswith("/recurringruns")] == ["0 0 3 * * *"]
+
+
+@pytest.mark.parametrize("cron, accepted", [("0 0 3 * * *", True), ("0 3 * * *", True), ("@daily", True),
+                                            ("1 * *", False), ("0 0 3 * * * *", False), ("0 61 3 * * *", False)])
+def test_the_fake_kfp_api_parses_cron_as_kfp_does(cron, accepted):
+    """robfig/cron v1's Parse: 5 or 6 fields, seconds first (a 5-field one is accepted, and read so)."""
+    with FakeKfp() as kfp:
+        status, answer = kfp.handle("POST", f"{API}/recurringruns", {},
+                                    {"display_name": "x", "trigger": {"cron_schedule": {"cron": cron}}})
+    assert (status == 200) is accepted, answer

@@ -10,7 +10,9 @@ import subprocess
 import pytest
 import yaml
 
-from pipeline import kfp_local, kubeflow_runner
+from pipeline.kubeflow import compile as kfp_compile
+from pipeline import kubeflow_runner
+from pipeline.kubeflow import local_run as kfp_local
 from tests.golden import DIGITS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,16 +65,16 @@ def test_the_image_holds_the_project_and_every_class_the_spec_names(image, tmp_p
     spec_file = tmp_path / "pipeline.json"
     assert kubeflow_runner.main(["compile", "--output", str(spec_file), "--image", image]) == 0
     with open(spec_file) as f:
-        named = kubeflow_runner.named_classes(json.load(f))
+        named = kfp_compile.named_classes(json.load(f))
     check = ("import importlib, sys\nfrom tfx.utils import import_utils\n"
-             f"importlib.import_module({kubeflow_runner.TFX_ENTRYPOINT!r})\n"
+             f"importlib.import_module({kfp_compile.TFX_ENTRYPOINT!r})\n"
              "for path in sys.argv[1:]: import_utils.import_class_by_path(path)\n"
-             "import components.kfp_entrypoint as e; print(e.__file__)\n")
+             "import pipeline.kubeflow.entrypoint as e; print(e.__file__)\n")
     lines = _run("docker", "run", "--rm", "--network", "none", "--entrypoint", "python", image, "-c", check, *named,
                  timeout=300)
     assert lines[-1].startswith("/opt/venv/lib/")  # the installed package, not a copy of this checkout
     assert _run("docker", "run", "--rm", "--network", "none", "--entrypoint", "ls", image,
-                kubeflow_runner.IMAGE_SCHEMAS_DIR, timeout=120) == sorted(os.listdir(os.path.join(REPO, "schemas")))
+                kfp_compile.IMAGE_SCHEMAS_DIR, timeout=120) == sorted(os.listdir(os.path.join(REPO, "schemas")))
 
 
 @pytest.mark.e2e
@@ -142,7 +144,7 @@ def test_without_the_project_entrypoint_tfx_fails_on_the_inputs_as_kfp_hands_the
         executor_input = f.read()
     result = subprocess.run(
         ["docker", "run", "--rm", "--network", "none", "-v", f"{volume}:/mnt/image-cnn", "--entrypoint", "python",
-         image, "-m", kubeflow_runner.TFX_ENTRYPOINT, "--executor_class_path",
+         image, "-m", kfp_compile.TFX_ENTRYPOINT, "--executor_class_path",
          "tfx.components.statistics_gen.executor.Executor", "--json_serialized_invocation_args", executor_input],
         capture_output=True, text=True, timeout=300)
     assert result.returncode != 0

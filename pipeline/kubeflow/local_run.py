@@ -1,33 +1,43 @@
 """Runs a compiled KFP pipeline spec on this machine, each step in a container of the pipeline image,
 the way open-source KFP v2's driver and launcher run it (kubeflow/pipelines backend/src/v2):
 
+- the pipeline root is the run's (root_dag.go: the run's runtime config, as `submit` sets it), an
+  object-store URI; the artifacts live in an S3 API server on loopback (pipeline/kubeflow/object_store.py);
 - steps run in dependency order, each with the spec's own command and arguments, the `{{$}}`
-  placeholder replaced by the step's ExecutorInput;
+  placeholder replaced by the step's ExecutorInput, whose URIs stay remote;
 - output artifact URIs are <pipeline root>/<pipeline>/<run id>/<task>/<uuid>/<output> (driver
-  provisionOutputs), and the executor output file is the launcher's fallback for a root without a
-  storage scheme;
+  provisionOutputs), and the executor output file is LocalPathForURI(task root)/output_metadata.json
+  (driver.go, KFP 2.15+);
+- the launcher's part runs here, around each container (launcher_v2.go, pipeline/kubeflow/launcher.py):
+  downloadArtifacts copies every object under each input's prefix to its LocalPathForURI in a folder
+  of the step's own, mounted at /minio (or /s3, /gcs) and nothing else of the run; prepareOutputFolders
+  makes each output's parent folder; after the step, mergeRuntimeArtifacts takes the URI and metadata
+  the executor output reports, and uploadOutputArtifacts uploads each output's local folder, files
+  only; an input or output URI without a known scheme is skipped with the launcher's warning;
 - input artifacts are the upstream steps' outputs as the driver reads them back from ML Metadata:
   the URI, the metadata merged from the executor output with every number a double, the id as name,
   and the type the v2 backend gives them: a `system.*` title, or an empty instance schema;
 - parameters come from the run's values, else the spec's defaults, else the task's constants;
 - a trigger condition is evaluated with CEL (the `common-expression-language` package) against the
   step's ExecutorInput, as the driver does; a false one skips the step;
-- the volume of the spec's Kubernetes platform spec is a host folder, bind-mounted at its mount path.
+- the volume of the spec's Kubernetes platform spec is a host folder, bind-mounted at its mount path:
+  the state that outlives a run (images, serving/, baselines, checkpoints), never an artifact.
 
 kfp.local is not used: it rebuilds downstream inputs as `system.Artifact` only, and it evaluates no
 condition on artifact metadata (it warns and treats it as false), so a Pusher would be skipped silently.
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 import uuid
 from typing import Any, Dict, List
 
-OUTPUT_FILE_DIR = "/tmp/kfp_outputs"  # the launcher's component.OutputMetadataFilepath folder
+from pipeline.kubeflow import launcher
 # The titles the v2 backend gives TFX's types once they have been through ML Metadata. Distinct TFX
-# types share one: only the step's input definitions tell them apart (components/kfp_entrypoint.py).
+# types share one: only the step's input definitions tell them apart (pipeline/kubeflow/entrypoint.py).
 SYSTEM_TITLES = {"tfx.Examples": "system.Dataset", "tfx.Model": "system.Model"}
 INPUT_TYPE_MODES = ("system", "empty")
 
@@ -51,7 +61,7 @@ def task_order(spec: Dict[str, Any]) -> List[str]:
 
 
 def _title(artifact_type: Dict[str, Any]) -> str:
-    from components.kfp_entrypoint import type_title
+    from pipeline.kubeflow.entrypoint import type_title
     return type_title(artifact_type)
 
 
@@ -92,7 +102,7 @@ def executor_input(task_name: str, spec: Dict[str, Any], run_root: str, run_para
                                      **({"metadata": output["metadata"]} if "metadata" in output else {})}]}
                for name, output in component.get("outputDefinitions", {}).get("artifacts", {}).items()}
     return {"inputs": {"parameterValues": parameter_values(task, run_parameters), "artifacts": artifacts},
-            "outputs": {"artifacts": outputs, "outputFile": f"{OUTPUT_FILE_DIR}/output_metadata.json"}}
+            "outputs": {"artifacts": outputs, "outputFile": launcher.task_output_file(task_root)}}
 
 
 def condition_holds(condition: str, executor_input_: Dict[str, Any]) -> bool:
@@ -153,26 +163,67 @@ def volume_mounts(platform: Dict[str, Any], executor_label: str, volumes: Dict[s
     return mounts
 
 
-def prepare_output_folders(executor_input_: Dict[str, Any], mounts: Dict[str, str]) -> None:
-    """The launcher's prepareOutputFolders: the parent folder of every output artifact exists before
-    the step runs (TFX's value artifacts, e.g. DataGate's, are written without creating it)."""
+def in_staging(staging: str, local_path: str) -> str:
+    """Where a container's local path (/minio/…) is on this machine: below the step's staging folder."""
+    return os.path.join(staging, local_path.lstrip("/"))
+
+
+def download_artifacts(executor_input_: Dict[str, Any], store, staging: str, say) -> Dict[str, int]:
+    """downloadArtifacts: every input's objects to its local path; returns files per input."""
+    copied = {}
+    for name, artifact_list in executor_input_["inputs"]["artifacts"].items():
+        for artifact in artifact_list["artifacts"]:
+            local = launcher.local_path_for_uri(artifact["uri"])
+            if local is None:
+                say(f'Input Artifact "{name}" does not have a recognized storage URI "{artifact["uri"]}". '
+                    f"Skipping downloading to local path.")
+                continue
+            copied[name] = store.download_blob(artifact["uri"], in_staging(staging, local))
+    return copied
+
+
+def prepare_output_folders(executor_input_: Dict[str, Any], staging: str) -> None:
+    """prepareOutputFolders: the parent folder of every output's local path (TFX's value artifacts,
+    e.g. DataGate's, are written without making it), and of the executor output file."""
     for name, artifact_list in executor_input_["outputs"]["artifacts"].items():
-        uri = artifact_list["artifacts"][0]["uri"]
-        mount = next((m for m in mounts if uri.startswith(m.rstrip("/") + "/")), None)
-        if mount is None:
-            raise StepFailed(f"output {name!r} at {uri} is on no volume the step mounts; its folder cannot be made")
-        os.makedirs(os.path.dirname(os.path.join(mounts[mount], os.path.relpath(uri, mount))), exist_ok=True)
+        local = launcher.local_path_for_uri(artifact_list["artifacts"][0]["uri"])
+        if local is None:
+            raise StepFailed(f"failed to generate local storage path for output artifact {name!r}")
+        os.makedirs(os.path.dirname(in_staging(staging, local)), exist_ok=True)
+    os.makedirs(os.path.dirname(in_staging(staging, executor_input_["outputs"]["outputFile"])), exist_ok=True)
+
+
+def upload_output_artifacts(outputs: Dict[str, Dict[str, Any]], store, staging: str, say) -> Dict[str, int]:
+    """uploadOutputArtifacts, after mergeRuntimeArtifacts: each output's local folder (of its URI as
+    merged) to that URI, files only; a URI without a known scheme is skipped and still recorded.
+    Returns files per output."""
+    uploaded = {}
+    for name, artifact in outputs.items():
+        local = launcher.local_path_for_uri(artifact["uri"])
+        if local is None:
+            say(f'Output Artifact "{name}" does not have a recognized storage URI "{artifact["uri"]}". '
+                f"Skipping uploading to remote storage.")
+            uploaded[name] = 0
+            continue
+        try:
+            uploaded[name] = store.upload_blob(in_staging(staging, local), artifact["uri"])
+        except FileNotFoundError:  # "We allow components to not produce output files"
+            say(f'Local filepath "{local}" does not exist')
+            uploaded[name] = 0
+    return uploaded
 
 
 class Run:
     """One run of a compiled spec; run() executes it and returns the per-step record."""
 
     def __init__(self, spec: Dict[str, Any], platform: Dict[str, Any], volumes: Dict[str, str],
-                 parameters: Dict[str, Any], log_root: str, input_types: str = "system",
-                 docker: str = "docker"):
+                 parameters: Dict[str, Any], log_root: str, pipeline_root: str, store=None,
+                 input_types: str = "system", docker: str = "docker"):
+        """pipeline_root: the run's, an object-store URI (the spec's defaultPipelineRoot is only the
+        UI's suggestion, as in KFP); store: the object store's client (object_store.Store)."""
         if input_types not in INPUT_TYPE_MODES:
             raise ValueError(f"input types must be one of {INPUT_TYPE_MODES}, got {input_types!r}")
-        self.spec, self.platform, self.volumes, self.docker = spec, platform, volumes, docker
+        self.spec, self.platform, self.volumes, self.docker, self.store = spec, platform, volumes, docker, store
         self.input_types = input_types
         root_parameters = spec["root"].get("inputDefinitions", {}).get("parameters", {})
         unknown = set(parameters) - set(root_parameters)
@@ -182,24 +233,25 @@ class Run:
                            for name, definition in root_parameters.items()}
         self.run_id = str(uuid.uuid4())
         self.log_dir = os.path.join(log_root, self.run_id)  # each step's log and output file, run.json
-        pipeline_root = spec.get("defaultPipelineRoot")
-        if not pipeline_root:
-            raise ValueError("the spec has no defaultPipelineRoot: compile it with pipeline.kubeflow_runner")
-        self.run_root = f"{pipeline_root.rstrip('/')}/{spec['pipelineInfo']['name']}/{self.run_id}"
+        pipeline_root = launcher.check_pipeline_root(pipeline_root)
+        self.run_root = f"{pipeline_root}/{spec['pipelineInfo']['name']}/{self.run_id}"
         self._next_id = 1
         self.record: List[Dict[str, Any]] = []  # one entry per step, as far as the run got
 
-    def _container_command(self, task_name: str, executor_input_: Dict[str, Any], outputs_dir: str) -> List[str]:
+    def _container_command(self, task_name: str, executor_input_: Dict[str, Any], staging: str) -> List[str]:
+        """docker run for the step: the state volume and the step's own local artifact folders
+        (/minio, /s3, /gcs: what the launcher downloaded and will upload), nothing else."""
         task = self.spec["root"]["dag"]["tasks"][task_name]
         label = self.spec["components"][task["componentRef"]["name"]]["executorLabel"]
         container = self.spec["deploymentSpec"]["executors"][label]["container"]
         command = container.get("command", [])
         mounts = volume_mounts(self.platform, label, self.volumes)
-        prepare_output_folders(executor_input_, mounts)
+        for root in launcher.LOCAL_ROOTS.values():
+            os.makedirs(in_staging(staging, root), exist_ok=True)
+            mounts[root.rstrip("/")] = in_staging(staging, root)
         volumes = [arg for mount, host in mounts.items() for arg in ("-v", f"{host}:{mount}")]
         return [self.docker, "run", "--rm", "--network", "none", "--name", f"kfp-{self.run_id[:8]}-{task_name}",
-                *volumes, "-v", f"{outputs_dir}:{OUTPUT_FILE_DIR}",
-                *(["--entrypoint", command[0]] if command else []), container["image"],
+                *volumes, *(["--entrypoint", command[0]] if command else []), container["image"],
                 *command[1:], *substitute(container.get("args", []), executor_input_)]
 
     def _read_back(self, outputs: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
@@ -264,11 +316,15 @@ class Run:
         with open(os.path.join(outputs_dir, "executor_input.json"), "w") as f:
             json.dump(inputs, f, indent=1)  # what the step was handed, to replay or read
         step["log"] = os.path.join(self.log_dir, f"{task_name}.log")
+        staging = os.path.join(outputs_dir, "local")  # the step's /minio: its inputs, then its outputs
+        step_started = time.time()
+        step["downloaded_files"] = download_artifacts(inputs, self.store, staging, self._log)
+        prepare_output_folders(inputs, staging)
         self._log(f"{task_name} started in a container (log: {step['log']})")
         with open(step["log"], "w") as log:
-            process = subprocess.Popen(self._container_command(task_name, inputs, outputs_dir), stdout=log,
+            process = subprocess.Popen(self._container_command(task_name, inputs, staging), stdout=log,
                                        stderr=subprocess.STDOUT)
-        return process, step, inputs, outputs_dir, time.time()
+        return process, step, inputs, outputs_dir, step_started
 
     @staticmethod
     def _wait_for_one(running: Dict[str, Any]) -> str:
@@ -288,8 +344,16 @@ class Run:
                 tail = f.read()[-2000:]
             self._log(f"{task_name} failed after {step['seconds']:.1f}s")
             return f"step {task_name} exited with code {process.returncode}; the end of {step['log']}:\n{tail}"
+        staging = os.path.join(outputs_dir, "local")
+        output_file = in_staging(staging, inputs["outputs"]["outputFile"])
+        if os.path.exists(output_file):
+            shutil.copy(output_file, os.path.join(outputs_dir, launcher.OUTPUT_METADATA_FILENAME))
+        outputs = merge_outputs(inputs["outputs"]["artifacts"], output_file)
+        step["uploaded_files"] = upload_output_artifacts(outputs, self.store, staging, self._log)
+        shutil.rmtree(staging)  # the pod's disk: gone with the pod
+        step["seconds"] = round(time.time() - step_started, 1)  # with the launcher's copies, as in a pod
         step["status"] = "succeeded"
-        outputs = merge_outputs(inputs["outputs"]["artifacts"], os.path.join(outputs_dir, "output_metadata.json"))
+        step["inputs"] = {name: lst["artifacts"][0]["uri"] for name, lst in inputs["inputs"]["artifacts"].items()}
         step["outputs"] = {name: artifact["uri"] for name, artifact in outputs.items()}
         read_back[task_name] = self._read_back(outputs)
         self._log(f"{task_name} finished in {step['seconds']:.1f}s")

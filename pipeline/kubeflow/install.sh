@@ -1,8 +1,8 @@
 #!/bin/sh
-# The pipeline image's install steps (kubeflow/Dockerfile), run in the folder holding what it copies:
-#   sh kubeflow/install.sh dependencies cpu|gpu PYTHON3  a virtualenv /opt/venv with every dependency,
+# The pipeline image's install steps (pipeline/kubeflow/Dockerfile), run in the folder holding what it copies:
+#   sh pipeline/kubeflow/install.sh dependencies cpu|gpu PYTHON3  a virtualenv /opt/venv with every dependency,
 #                                                        pinned by constraints.txt
-#   sh kubeflow/install.sh project - VENV_PYTHON         this project as a package, nothing else
+#   sh pipeline/kubeflow/install.sh project - VENV_PYTHON         this project as a package, nothing else
 set -eu
 usage="usage: install.sh dependencies cpu|gpu PYTHON | install.sh project - PYTHON"
 step=${1:?$usage}
