@@ -5,10 +5,14 @@ On Kubeflow a nightly run cannot reuse earlier steps (KFP's cache key sees neith
 data), so without this gate unchanged images would be trained on from scratch every night. The gate
 compares two fingerprints with those the champion's promotion record holds:
 - the data: ExampleGen's fingerprint of every ingested file's path and bytes;
-- the run: the settings and code fingerprint fixed when the pipeline was built, with the run-time
-  parameters that reach training and evaluation (epochs, min_accuracy) added here, at run time.
-The steps after it run under a condition on the decision's `retrain` property, so the same wiring
-stops a local run and a Kubeflow run alike; `retrain_always` turns the gate off.
+- the run: the fingerprint of the code and of the settings that shape the trained model or the
+  validation of its data, fixed when the pipeline was built, with the run-time parameter that does
+  too (epochs) added here, at run time.
+  The thresholds that judge a model (min_accuracy and the others) are not in it: they do not change
+  what would be trained, and a run refused by a stricter bar leaves the champion as it was.
+The steps after it (validation included: the data is the champion's, validated when it was trained)
+run under a condition on the decision's `retrain` property, so the same wiring stops a local run and
+a Kubeflow run alike, right after ingestion; `retrain_always` turns the gate off.
 """
 import hashlib
 import json
@@ -24,15 +28,14 @@ from models import features
 
 RETRAIN_PROPERTY = "retrain"            # 1: train; 0: unchanged since the champion
 REASON_PROPERTY = "reason"              # one line: why
-RUN_FINGERPRINT_PROPERTY = "run_fingerprint"  # settings, code and run-time parameters of this run
+RUN_FINGERPRINT_PROPERTY = "run_fingerprint"  # the code and the settings that shape the trained model
 DATA_FINGERPRINT_PROPERTY = "data_fingerprint"
 DECISION_FILENAME = "decision.json"     # the same facts as a file, so the artifact's folder is never empty
 
 
-def run_fingerprint(settings_fingerprint: str, epochs: int, min_accuracy: float) -> str:
-    """The settings and code fingerprint with the run-time parameters of this run added."""
-    text = json.dumps({"settings": settings_fingerprint, "epochs": int(epochs),
-                       "min_accuracy": float(min_accuracy)}, sort_keys=True)
+def run_fingerprint(settings_fingerprint: str, epochs: int) -> str:
+    """The settings and code fingerprint with the run-time parameter that shapes the model added."""
+    text = json.dumps({"settings": settings_fingerprint, "epochs": int(epochs)}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -69,11 +72,10 @@ def RetrainGate(examples: tfx.dsl.components.InputArtifact[tfx.types.standard_ar
                 serving_dir: tfx.dsl.components.Parameter[str],
                 settings_fingerprint: tfx.dsl.components.Parameter[str],
                 epochs: tfx.dsl.components.Parameter[int],
-                min_accuracy: tfx.dsl.components.Parameter[float],
                 retrain_always: tfx.dsl.components.Parameter[int]) -> None:
     """Decides whether this run trains: see the module's docstring."""
     data_fingerprint = features.read_ingest_report(examples.uri)["data_fingerprint"]
-    fingerprint = run_fingerprint(settings_fingerprint, epochs, min_accuracy)
+    fingerprint = run_fingerprint(settings_fingerprint, epochs)
     retrain, reason = decide(serving_dir, data_fingerprint, fingerprint, bool(retrain_always))
     decision.set_int_custom_property(RETRAIN_PROPERTY, int(retrain))
     decision.set_string_custom_property(REASON_PROPERTY, reason)

@@ -146,9 +146,11 @@ def _run_in_containers(args: argparse.Namespace, compiled: Dict[str, Any], run, 
         record = run.run(say=lambda line: print(line, flush=True))
     except kfp_local.StepFailed as caught:
         error, record = caught, run.record
+    result = kfp_local.outcome(record, str(error) if error else "")
     with open(os.path.join(run.log_dir, "run.json"), "w") as f:
         json.dump({"run_id": run.run_id, "image": args.image, "pipeline_root": args.pipeline_root,
-                   "parameters": run.parameters, "steps": record, "error": str(error) if error else None}, f, indent=1)
+                   "parameters": run.parameters, **result, "steps": record, "error": str(error) if error else None},
+                  f, indent=1)
     if error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -156,6 +158,7 @@ def _run_in_containers(args: argparse.Namespace, compiled: Dict[str, Any], run, 
     print(f"run {run.run_id}: {ran} steps succeeded, "
           f"{sum(step['status'] == 'not_triggered' for step in record)} not triggered; "
           f"record: {os.path.join(run.log_dir, 'run.json')}")
+    print(f"status: {result['status']}: {result['reason']}")
     return 0
 
 

@@ -188,8 +188,9 @@ def _run(args: argparse.Namespace) -> int:
     print(f"Pipeline {configs.PIPELINE_NAME}: data {args.data_root} -> outputs {args.output_dir}", flush=True)
     error = None
     try:
-        tfx.orchestration.LocalDagRunner().run_with_ir(
-            caching.compile_for_local_run(image_cnn_pipeline, code_fingerprint))
+        with caching.decision_outside_cache_keys():
+            tfx.orchestration.LocalDagRunner().run_with_ir(
+                caching.compile_for_local_run(image_cnn_pipeline, code_fingerprint))
     except Exception as caught:  # reported in last_run.json and below, then the exit code says failed
         error = caught
     finally:

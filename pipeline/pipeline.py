@@ -69,27 +69,26 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: Union[
                                         retired_classes=schema.retired_classes(curated),
                                         max_image_pixels=max_image_pixels)
     schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_file_in_pipeline)
-    statistics_gen = tfx.components.StatisticsGen(
-        examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
-        stats_options=tfdv.StatsOptions(desired_batch_size=configs.STATS_BATCH_SIZE,
-                                        enable_semantic_domain_stats=True))  # image-format histogram
-    example_validator = tfx.components.ExampleValidator(statistics=statistics_gen.outputs["statistics"],
-                                                        schema=schema_gen.outputs["schema"])
-    data_gate = DataGate(examples=example_gen.outputs["examples"], anomalies=example_validator.outputs["anomalies"],
-                         baseline_path=os.path.join(state_root, "DataGate", configs.CLASS_BALANCE_BASELINE),
-                         max_class_drift=max_class_drift, strict=int(strict),
-                         schema_file=schema_file, data_root=data_root)
     retrain_gate = RetrainGate(
-        examples=example_gen.outputs["examples"], serving_dir=serving_dir, epochs=epochs, min_accuracy=min_accuracy,
-        retrain_always=retrain_always,
+        examples=example_gen.outputs["examples"], serving_dir=serving_dir, epochs=epochs, retrain_always=retrain_always,
         settings_fingerprint=settings_fingerprint(code_fingerprint, image_spec=image_spec, training=training,
-                                                  model=model, max_accuracy_drop=max_accuracy_drop,
-                                                  min_class_accuracy=min_class_accuracy,
-                                                  max_tflite_accuracy_drop=max_tflite_accuracy_drop,
-                                                  min_tflite_agreement=min_tflite_agreement, eval_percent=eval_percent,
+                                                  model=model, eval_percent=eval_percent,
                                                   max_image_pixels=max_image_pixels, warm_start=warm_start,
-                                                  tflite_variants=list(tflite_variants)))
+                                                  tflite_variants=list(tflite_variants), strict=strict,
+                                                  max_class_drift=max_class_drift))
+    # everything after ingestion runs only when the data, settings or code changed since the champion
     with tfx.dsl.Cond(retrain_gate.outputs["decision"].future()[0].custom_property(RETRAIN_PROPERTY) == 1):
+        statistics_gen = tfx.components.StatisticsGen(
+            examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
+            stats_options=tfdv.StatsOptions(desired_batch_size=configs.STATS_BATCH_SIZE,
+                                            enable_semantic_domain_stats=True))  # image-format histogram
+        example_validator = tfx.components.ExampleValidator(statistics=statistics_gen.outputs["statistics"],
+                                                            schema=schema_gen.outputs["schema"])
+        data_gate = DataGate(examples=example_gen.outputs["examples"],
+                             anomalies=example_validator.outputs["anomalies"],
+                             baseline_path=os.path.join(state_root, "DataGate", configs.CLASS_BALANCE_BASELINE),
+                             max_class_drift=max_class_drift, strict=int(strict),
+                             schema_file=schema_file, data_root=data_root)
         stages = _training_stages(
             example_gen, schema_gen, data_gate, retrain_gate, serving_dir=serving_dir, state_root=state_root,
             image_spec=image_spec, training=training, model=model, epochs=epochs, warm_start=warm_start,
@@ -99,7 +98,7 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: Union[
                         "min_tflite_agreement": min_tflite_agreement})
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name, pipeline_root=pipeline_root,
-        components=[example_gen, schema_gen, statistics_gen, example_validator, data_gate, retrain_gate, *stages],
+        components=[example_gen, schema_gen, retrain_gate, statistics_gen, example_validator, data_gate, *stages],
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=list(beam_pipeline_args), enable_cache=enable_cache)
 
@@ -149,8 +148,9 @@ def _training_stages(example_gen, schema_gen, data_gate, retrain_gate, *, servin
 
 
 def settings_fingerprint(code_fingerprint: str, **settings) -> str:
-    """sha256 of the code fingerprint and every setting that shapes the trained model or its judgement,
-    fixed when the pipeline is built (the run-time parameters are added by the RetrainGate)."""
+    """sha256 of the code fingerprint and the settings that shape the trained model or the validation
+    of its data, fixed when the pipeline is built (epochs, a run-time parameter, is added by the
+    RetrainGate); the thresholds that judge the model are not among them."""
     def plain(value):
         if dataclasses.is_dataclass(value):
             return {k: plain(v) for k, v in dataclasses.asdict(value).items() if k != "epochs"}

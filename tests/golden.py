@@ -38,9 +38,9 @@ ZOO_CLASSES = ("3", "5", "8")
 WORSE = ("--epochs", "1", "--learning-rate", "1e-7", "--min-accuracy", "0.9999", "--min-class-accuracy", "0.99",
          "--tflite", "float32")
 
-STAGES = {"ImageFolderExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator", "ChampionModel",
-          "DataGate", "Transform", "Trainer", "LiteModels", "Evaluator", "Pusher"}
-ALWAYS_RUN = {"ChampionModel", "DataGate"}   # read state outside the pipeline: never reused
+STAGES = {"ImageFolderExampleGen", "ImportSchemaGen", "RetrainGate", "StatisticsGen", "ExampleValidator",
+          "ChampionModel", "DataGate", "Transform", "Trainer", "LiteModels", "Evaluator", "Pusher"}
+ALWAYS_RUN = {"ChampionModel", "DataGate", "RetrainGate"}   # read state outside the pipeline: never reused
 
 
 @dataclass

@@ -1,4 +1,5 @@
 """Which stages a local run may reuse: keyed by the project's code and schema, never the stateful ones."""
+import inspect
 import shutil
 
 from tfx import v1 as tfx
@@ -26,7 +27,7 @@ def test_every_stage_is_keyed_by_the_project_fingerprint_and_the_stateful_ones_a
     assert {name: node.parameters.parameters[caching.PROJECT_FINGERPRINT_KEY].field_value.string_value
             for name, node in nodes.items()} == {name: "f1" for name in nodes}
     always_run = {name for name, node in nodes.items() if not node.execution_options.caching_options.enable_cache}
-    assert always_run == {"ChampionModel", "DataGate"}
+    assert always_run == {"ChampionModel", "DataGate", "RetrainGate"}
     assert {"Trainer", "Transform", "ImageFolderExampleGen", "LiteModels", "Evaluator"} <= set(nodes) - always_run
 
 
@@ -49,3 +50,31 @@ def test_the_fingerprint_covers_the_code_that_runs_in_the_stages():
     assert {"models/model.py", "models/preprocessing.py", "models/trainer.py", "components/lite_models.py",
             "components/image_example_gen/executor.py"} <= set(names)
     assert len(names) == len(set(names))
+
+
+def test_the_conditions_input_is_the_key_tfx_gives_it_and_the_launcher_calls_the_wrapped_function(tmp_path):
+    """Pins what decision_outside_cache_keys relies on: every stage after the RetrainGate has its
+    decision under CONDITION_INPUT_KEY, and TFX's launcher computes cache keys through
+    cache_utils.get_cache_context, by module attribute, with input_artifacts= as a keyword."""
+    from tfx.orchestration.portable import cache_utils, launcher
+    nodes = _compiled(tmp_path)
+    conditioned = {name for name, node in nodes.items() if caching.CONDITION_INPUT_KEY in node.inputs.inputs}
+    assert {"StatisticsGen", "Transform", "Trainer", "Evaluator", "Pusher"} <= conditioned
+    assert "input_artifacts" in inspect.signature(cache_utils.get_cache_context).parameters
+    source = inspect.getsource(launcher)
+    assert "cache_utils.get_cache_context(" in source and "input_artifacts=input_artifacts" in source
+
+
+def test_the_cache_key_leaves_out_the_retrain_decision_and_nothing_else():
+    from tfx.orchestration.portable import cache_utils
+    seen = []
+    original = cache_utils.get_cache_context
+    cache_utils.get_cache_context = lambda *args, input_artifacts=None, **kwargs: seen.append(input_artifacts)
+    try:
+        with caching.decision_outside_cache_keys():
+            cache_utils.get_cache_context(None, input_artifacts={caching.CONDITION_INPUT_KEY: [1], "examples": [2],
+                                                                 "decision": [3]})
+        assert cache_utils.get_cache_context.__name__ == "<lambda>"  # restored after the block
+    finally:
+        cache_utils.get_cache_context = original
+    assert seen == [{"examples": [2], "decision": [3]}]

@@ -119,9 +119,23 @@ def test_the_golden_run_prints_each_stage_start_and_end_with_its_key_figure(gold
 
 # --- Scenarios: which stages run again ------------------------------------------------------------------
 
-def test_an_unchanged_rerun_reuses_every_stage_and_keeps_serving_the_same_model(golden):
+def test_a_rerun_on_what_the_champion_was_trained_on_ends_unchanged_after_ingestion(golden):
     serving_before = _tree_digest(golden.workspace.serving_dir)
-    rerun = golden.workspace.run()
+    rerun = golden.workspace.run("--min-accuracy", "0.9999")  # a threshold judges; it shapes nothing trained
+    assert rerun.code == 0, rerun.summary["error"]
+    assert rerun.summary["status"] == "unchanged" and not rerun.summary["pushed"]
+    assert rerun.ran == {"RetrainGate"} and rerun.reused == {"ImageFolderExampleGen", "ImportSchemaGen"}
+    version = promotion.champion(golden.workspace.serving_dir)["version"]
+    reason = f"data, settings and code are those champion version {version} was trained on"
+    assert f"RetrainGate finished in " in rerun.out and f"unchanged: {reason}" in rerun.out
+    assert "Trainer skipped (its condition was not met)" in rerun.out
+    assert rerun.summary["retrain"]["reason"].startswith(reason)
+    assert _tree_digest(golden.workspace.serving_dir) == serving_before
+
+
+def test_an_unchanged_rerun_with_retrain_always_reuses_every_stage_and_keeps_serving_the_same_model(golden):
+    serving_before = _tree_digest(golden.workspace.serving_dir)
+    rerun = golden.workspace.run("--retrain-always")
     assert rerun.code == 0, rerun.summary["error"]
     assert rerun.reused == REUSABLE and rerun.ran == ALWAYS_RUN | {"Evaluator", "Pusher"}
     lines = [line.split("] ", 1)[1] for line in rerun.out.splitlines() if line.startswith("[")]
@@ -222,7 +236,9 @@ def test_a_rollback_pins_the_champion_so_a_blessed_run_holds_until_unpinned(afte
     champion = promotion.champion(serving_dir)
     assert champion["version"] == rolled_back["version"] and champion["pinned"]
 
-    held = after_worse.run()  # the golden settings: blessed, and it would replace the forced model
+    # the golden settings, on the data the pinned champion was trained on: unchanged, unless told to train
+    assert after_worse.run().summary["status"] == "unchanged"
+    held = after_worse.run("--retrain-always")  # then blessed, and it would replace the forced model
     assert held.code == 0, held.summary["error"]
     assert held.summary["status"] == "held" and held.summary["blessed"] and not held.summary["pushed"]
     assert f"held: the champion {promotion.champion_dir(serving_dir)} is pinned by a rollback" in held.out

@@ -25,7 +25,7 @@ STEPS = {"ImageFolderExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleVa
 ORDER = [("ImageFolderExampleGen", "StatisticsGen"), ("StatisticsGen", "ExampleValidator"),
          ("ExampleValidator", "DataGate"), ("DataGate", "Transform"), ("Transform", "Trainer"),
          ("Trainer", "Evaluator"), ("ChampionModel", "Evaluator"), ("Evaluator", "Pusher"), ("LiteModels", "Pusher"),
-         ("ImageFolderExampleGen", "RetrainGate"), ("RetrainGate", "Transform"), ("RetrainGate", "Trainer"),
+         ("ImageFolderExampleGen", "RetrainGate"), ("RetrainGate", "StatisticsGen"), ("RetrainGate", "Trainer"),
          ("RetrainGate", "Pusher")]
 
 
@@ -94,10 +94,11 @@ def test_the_pusher_runs_only_for_a_blessed_model_named_by_a_declared_input(kfp_
 
 
 def test_every_step_after_the_retrain_gate_runs_only_when_something_changed(kfp_spec):
-    """Transform and everything after it are conditioned on the gate's decision, each through an input
+    """Validation, Transform and everything after them are conditioned on the gate's decision, each through an input
     it really has (the driver evaluates a condition over the step's own inputs)."""
     conditioned = {name: task for name, task in kfp_spec.root.dag.tasks.items() if task.trigger_policy.condition}
-    assert set(conditioned) == {"Transform", "Trainer", "LiteModels", "ChampionModel", "Evaluator", "Pusher"}
+    assert set(conditioned) == {"StatisticsGen", "ExampleValidator", "DataGate", "Transform", "Trainer", "LiteModels",
+                                "ChampionModel", "Evaluator", "Pusher"}
     for name, task in conditioned.items():
         if name == "Pusher":
             continue
@@ -117,7 +118,7 @@ def test_run_time_parameters_exist_and_reach_their_steps(kfp_spec):
     assert uses == {("ImageFolderExampleGen", "input_base"): "data_root", ("DataGate", "data_root"): "data_root",
                     ("Evaluator", "min_accuracy"): "min_accuracy", ("Pusher", "min_accuracy"): "min_accuracy",
                     ("Trainer", "epochs"): "epochs", ("RetrainGate", "epochs"): "epochs",
-                    ("RetrainGate", "min_accuracy"): "min_accuracy", ("RetrainGate", "retrain_always"): "retrain_always"}
+                    ("RetrainGate", "retrain_always"): "retrain_always"}
 
 
 def test_the_trainer_alone_requests_gpus_and_memory(kfp_spec, executors):

@@ -1,11 +1,14 @@
 """The compiled pipeline as open-source KFP v2 runs it: the image built here (bin/image), then every
-step of the compiled spec in a container of it (kubeflow_runner run-local), on the embedded digits.
+step of the compiled spec in a container of it (kubeflow_runner run-local), on the embedded digits,
+its artifacts in an S3 server on loopback as a cluster's are in its object store.
 
 The test starts the container engine itself (bin/docker-up) and fails, not skips, without one."""
+import hashlib
 import json
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
 import yaml
@@ -16,8 +19,8 @@ from pipeline.kubeflow import local_run as kfp_local
 from tests.golden import DIGITS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STEPS_WITH_INPUTS = {"StatisticsGen", "ExampleValidator", "DataGate", "Transform", "Trainer", "LiteModels",
-                     "Evaluator", "Pusher"}
+STEPS_WITH_INPUTS = {"RetrainGate", "StatisticsGen", "ExampleValidator", "DataGate", "Transform", "Trainer",
+                     "LiteModels", "ChampionModel", "Evaluator", "Pusher"}
 # The test is about the containers, not the recipe (tests/golden.py trains that): a subset of the digits,
 # one epoch, and no accuracy bar, so the model is blessed and the Pusher runs.
 PER_CLASS = {"train": 30, "test": 10}
@@ -37,10 +40,23 @@ def image():
 
 
 def _run_local(volume, image, *flags):
+    started = time.time()
     code = kubeflow_runner.main(["run-local", "--image", image, "--volume", str(volume), "--gpus", "0", *flags])
     (run_dir,) = sorted((volume / "kfp-local").iterdir(), key=os.path.getmtime)[-1:]
     with open(run_dir / "run.json") as f:
-        return code, json.load(f)
+        return code, {**json.load(f), "wall_seconds": time.time() - started}
+
+
+def _tree_digest(folder) -> str:
+    digest = hashlib.sha256()
+    for root, dirs, files in sorted(os.walk(folder)):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            digest.update(os.path.relpath(path, folder).encode())
+            with open(path, "rb") as f:
+                digest.update(f.read())
+    return digest.hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +74,14 @@ def volume(tmp_path_factory):
 def first_run(image, volume):
     # --warm-start: the Trainer takes the ChampionModel step's output, empty on a first run, as its base_model
     return _run_local(volume, image, "--run-epochs", "1", "--run-min-accuracy", "0", "--warm-start")
+
+
+@pytest.fixture(scope="module")
+def unchanged_run(first_run, image, volume):
+    """The same images, settings and code again, with a bar no model meets: nothing is trained."""
+    serving_before = _tree_digest(volume / "serving")
+    code, record = _run_local(volume, image, "--run-epochs", "1", "--run-min-accuracy", "0.9999", "--warm-start")
+    return code, record, serving_before
 
 
 @pytest.mark.e2e
@@ -81,9 +105,9 @@ def test_the_image_holds_the_project_and_every_class_the_spec_names(image, tmp_p
 def test_every_step_runs_in_a_container_and_the_model_is_pushed(first_run, volume):
     code, record = first_run
     assert code == 0, record["error"]
-    assert [step["status"] for step in record["steps"]] == ["succeeded"] * 11
-    assert {step["step"] for step in record["steps"]} == {
-        "ImageFolderExampleGen", "ImportSchemaGen", "ChampionModel", *STEPS_WITH_INPUTS}
+    assert [step["status"] for step in record["steps"]] == ["succeeded"] * 12
+    assert {step["step"] for step in record["steps"]} == {"ImageFolderExampleGen", "ImportSchemaGen", *STEPS_WITH_INPUTS}
+    assert record["status"] == "pushed"
     serving = volume / "serving" / "image_cnn"
     with open(serving / "champion.json") as f:
         version = json.load(f)["version"]
@@ -149,3 +173,38 @@ def test_without_the_project_entrypoint_tfx_fails_on_the_inputs_as_kfp_hands_the
         capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert "No module named 'system'" in result.stderr
+
+
+@pytest.mark.e2e
+def test_every_artifact_is_in_the_object_store_and_reaches_the_next_step_whole(first_run):
+    """Every URI a step was handed or reported is minio://, as on a cluster whose pipeline root is KFP's
+    default store; the model folder (TFX's Format-Serving/) makes the round trip through the store: each
+    step after the Trainer downloads as many files as the Trainer uploaded."""
+    _, record = first_run
+    uris = [uri for step in record["steps"] for side in ("inputs", "outputs") for uri in step[side].values()]
+    assert uris and all(uri.startswith("minio://mlpipeline/v2/artifacts/image-cnn/") for uri in uris), uris
+    steps = {step["step"]: step for step in record["steps"]}
+    model_files = steps["Trainer"]["uploaded_files"]["model"]
+    assert model_files > 0
+    for consumer in ("LiteModels", "Evaluator", "Pusher"):
+        assert steps[consumer]["downloaded_files"]["model"] == model_files, consumer
+    with open(steps["Trainer"]["log"]) as f:
+        log = f.read()
+    assert "kfp_entrypoint: output 'model' written to /minio/mlpipeline/v2/artifacts/image-cnn/" in log
+    assert "; reported as minio://mlpipeline/v2/artifacts/image-cnn/" in log
+
+
+@pytest.mark.e2e
+def test_a_run_on_what_the_champion_was_trained_on_trains_nothing_and_leaves_serving_as_it_was(
+        first_run, unchanged_run, volume):
+    code, record, serving_before = unchanged_run
+    assert code == 0, record["error"]
+    assert record["status"] == "unchanged"
+    assert "data, settings and code are those champion version" in record["reason"]
+    statuses = {step["step"]: step["status"] for step in record["steps"]}
+    assert {step for step, status in statuses.items() if status == "succeeded"} == {
+        "ImageFolderExampleGen", "ImportSchemaGen", "RetrainGate"}
+    assert statuses["Trainer"] == statuses["Pusher"] == "not_triggered"
+    assert _tree_digest(volume / "serving") == serving_before
+    assert record["wall_seconds"] < first_run[1]["wall_seconds"] / 3, (record["wall_seconds"],
+                                                                       first_run[1]["wall_seconds"])

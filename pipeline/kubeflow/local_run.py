@@ -355,9 +355,27 @@ class Run:
         step["status"] = "succeeded"
         step["inputs"] = {name: lst["artifacts"][0]["uri"] for name, lst in inputs["inputs"]["artifacts"].items()}
         step["outputs"] = {name: artifact["uri"] for name, artifact in outputs.items()}
+        step["metadata"] = {name: artifact.get("metadata") or {} for name, artifact in outputs.items()}
         read_back[task_name] = self._read_back(outputs)
         self._log(f"{task_name} finished in {step['seconds']:.1f}s")
         return ""
+
+
+def outcome(record: List[Dict[str, Any]], error: str = "") -> Dict[str, str]:
+    """The run's status as a local run names it, and why, from what its steps reported."""
+    steps = {step["step"]: step for step in record}
+    decision = (steps.get("RetrainGate", {}).get("metadata") or {}).get("decision") or {}
+    if error:
+        return {"status": "failed", "reason": error.splitlines()[0]}
+    if decision.get("retrain") == 0:
+        return {"status": "unchanged", "reason": decision.get("reason", "")}
+    pushed = (steps.get("Pusher", {}).get("metadata") or {}).get("pushed_model") or {}
+    if pushed.get("pushed") == 1:
+        return {"status": "pushed", "reason": f"version {int(pushed['pushed_version'])} is the champion"}
+    if pushed.get("already_serving") == 1 or pushed.get("held") == 1:
+        status = "already_serving" if pushed.get("already_serving") == 1 else "held"
+        return {"status": status, "reason": f"version {int(pushed['pushed_version'])} stays the champion"}
+    return {"status": "not_blessed", "reason": "the Evaluator did not bless the model; the Pusher did not run"}
 
 
 def check_engine(docker: str = "docker") -> None:
