@@ -208,3 +208,24 @@ def test_a_run_on_what_the_champion_was_trained_on_trains_nothing_and_leaves_ser
     assert _tree_digest(volume / "serving") == serving_before
     assert record["wall_seconds"] < first_run[1]["wall_seconds"] / 3, (record["wall_seconds"],
                                                                        first_run[1]["wall_seconds"])
+
+
+@pytest.mark.e2e
+def test_without_the_project_entrypoint_tfx_cannot_write_its_output_to_the_object_store(first_run, image):
+    """What broke first once the artifacts were in an object store: TFX's own entrypoint, handed the
+    step's ExecutorInput with its minio:// URIs as KFP hands it, cannot write there (TensorFlow has no
+    minio filesystem). ImportSchemaGen has no inputs, so no type needs restoring first."""
+    _, record = first_run
+    (step,) = [s for s in record["steps"] if s["step"] == "ImportSchemaGen"]
+    run_dir = os.path.dirname(step["log"])
+    with open(os.path.join(run_dir, "ImportSchemaGen", "executor_input.json")) as f:
+        executor_input = json.load(f)
+    with open(os.path.join(run_dir, "pipeline.yaml")) as f:
+        spec = next(yaml.safe_load_all(f))
+    container = spec["deploymentSpec"]["executors"]["ImportSchemaGen_executor"]["container"]
+    result = subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", "--entrypoint", "python", image, "-m",
+         kfp_compile.TFX_ENTRYPOINT, *kfp_local.substitute(container["args"], executor_input)],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "File system scheme 'minio' not implemented" in result.stderr, result.stderr[-2000:]
