@@ -17,12 +17,20 @@ its decision, which TFX adds to each of them as an input (`_RetrainGate.decision
 new decision artifact every run, so every stage's cache key would change every run and nothing would
 be reused. The decision only says whether a stage runs, never what it computes, so it is left out of
 the cache keys (decision_outside_cache_keys).
+
+The Pusher runs under two nested conditions: the gate's decision, then the Evaluator's blessing. TFX
+evaluates a node's conditions in the order of a protobuf map, which varies from process to process;
+when the gate skipped the Evaluator, evaluating the blessing first dereferences a missing artifact,
+and TFX records a failed Pusher. conditions_in_nesting_order evaluates the outer condition first, so a
+false one skips the node before the inner one is read, as the compiled Kubeflow spec's `&&` does.
 """
 import contextlib
 import hashlib
+import re
 
 from tfx.dsl.compiler import compiler
 from tfx.orchestration.portable import cache_utils
+from tfx.orchestration.portable.input_resolution import node_inputs_resolver
 from tfx.proto.orchestration import pipeline_pb2
 
 from components.evaluation import ChampionModel
@@ -82,3 +90,35 @@ def decision_outside_cache_keys():
         yield
     finally:
         cache_utils.get_cache_context = original
+
+
+def _nesting_depth(condition_id: str) -> int:
+    """TFX numbers a node's conditions cond_1, cond_2, … from the outermost Cond in."""
+    found = re.fullmatch(r"cond_(\d+)", condition_id)
+    if not found:
+        raise RuntimeError(f"a condition named {condition_id!r}: TFX names them cond_<n>; components/caching.py "
+                           f"needs adapting to this TFX")
+    return int(found.group(1))
+
+
+@contextlib.contextmanager
+def conditions_in_nesting_order():
+    """While it lasts, TFX evaluates each node's conditions outermost first.
+
+    Wraps tfx.orchestration.portable.input_resolution.node_inputs_resolver._filter_conditionals (private:
+    TFX offers no public way), which takes the artifact maps and a mapping of condition id to condition
+    and iterates its items (tests/test_caching.py pins both)."""
+    original = getattr(node_inputs_resolver, "_filter_conditionals", None)
+    if original is None:
+        raise RuntimeError("tfx's node_inputs_resolver._filter_conditionals is gone from this TFX: nested "
+                           "conditions need components/caching.py adapted to it")
+
+    def filter_conditionals(artifact_maps, conditionals):
+        ordered = dict(sorted(conditionals.items(), key=lambda item: _nesting_depth(item[0])))
+        return original(artifact_maps, ordered)
+
+    node_inputs_resolver._filter_conditionals = filter_conditionals  # pylint: disable=protected-access
+    try:
+        yield
+    finally:
+        node_inputs_resolver._filter_conditionals = original  # pylint: disable=protected-access

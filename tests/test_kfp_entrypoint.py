@@ -1,6 +1,7 @@
 """Each way open-source KFP v2 hands TFX its inputs, on its own: what TFX's entrypoint does with it
-unaided, and what the project's entrypoint (pipeline.kubeflow.entrypoint.py) makes of it. Then the
-driver's side (pipeline/kfp_local.py): inputs read back, the CEL trigger condition, the task order."""
+unaided, and what the project's entrypoint (pipeline/kubeflow/entrypoint.py) makes of it: types and
+local paths. Then the launcher's and driver's side (pipeline/kubeflow/launcher.py, object_store.py,
+local_run.py): URI mapping, the store's copies, inputs read back, the CEL condition, the task order."""
 import json
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_entrypoint_utils
 from tfx.types import standard_artifacts
 
 from pipeline.kubeflow import entrypoint as kfp_entrypoint
+from pipeline.kubeflow import launcher, object_store
 from pipeline.kubeflow import local_run as kfp_local
 
 EXAMPLES_SCHEMA = "title: tfx.Examples\ntype: object\n"
@@ -184,3 +186,80 @@ def test_independent_steps_run_together_and_after_a_failure_no_step_starts(tmp_p
     assert sorted(lines[:2]) == ["start a", "start b"]  # together: both started before either ended
     assert lines[2:] == ["end b", "end a"]  # c never started; a was waited for
     assert [(step["step"], step["status"]) for step in run.record] == [("a", "succeeded"), ("b", "failed")]
+
+
+@pytest.mark.parametrize("uri, local", [("minio://mlpipeline/v2/a/b", "/minio/mlpipeline/v2/a/b"),
+                                        ("s3://bucket/k", "/s3/bucket/k"), ("gs://bucket/k", "/gcs/bucket/k"),
+                                        ("/mnt/volume/k", None), ("file:///k", None)])
+def test_local_path_for_uri_is_the_launchers(uri, local):
+    assert launcher.local_path_for_uri(uri) == local
+    if local:
+        assert launcher.remote_uri_for_local_path(local) == uri
+
+
+def test_the_entrypoint_hands_tfx_local_paths_and_reports_the_remote_uris_back(tmp_path, monkeypatch):
+    """Inputs and outputs under minio:// become /minio/... for TFX; an input with no objects gets its
+    folder back; afterwards the executor output names the remote URIs again, and says which empty
+    folders the launcher will not upload."""
+    monkeypatch.setattr(launcher, "LOCAL_ROOTS", {"minio://": f"{tmp_path}/minio/"})
+    present = tmp_path / "minio" / "b" / "run" / "examples"
+    present.mkdir(parents=True)
+    executor_input = {
+        "inputs": {"artifacts": {"examples": {"artifacts": [{"uri": "minio://b/run/examples"}]},
+                                 "base_model": {"artifacts": [{"uri": "minio://b/run/empty"}]}}},
+        "outputs": {"artifacts": {"model": {"artifacts": [{"uri": "minio://b/run/model"}]}},
+                    "outputFile": str(tmp_path / "output_metadata.json")}}
+    remote_of, lines = kfp_entrypoint.localize_uris(executor_input)
+    assert executor_input["inputs"]["artifacts"]["examples"]["artifacts"][0]["uri"] == str(present)
+    assert (tmp_path / "minio" / "b" / "run" / "empty").is_dir()
+    assert lines == [f"input 'base_model': no objects under minio://b/run/empty (an empty artifact); made its "
+                     f"folder {tmp_path}/minio/b/run/empty"]
+    model = tmp_path / "minio" / "b" / "run" / "model"
+    (model / "Format-Serving" / "assets").mkdir(parents=True)
+    (model / "Format-Serving" / "saved_model.pb").write_bytes(b"x")
+    with open(executor_input["outputs"]["outputFile"], "w") as f:  # as TFX's entrypoint writes it
+        json.dump({"artifacts": {"model": {"artifacts": [{"uri": str(model), "metadata": {"a": 1}}]}}}, f)
+    lines = kfp_entrypoint.restore_remote_uris(executor_input["outputs"]["outputFile"], remote_of)
+    with open(executor_input["outputs"]["outputFile"]) as f:
+        assert json.load(f) == {"artifacts": {"model": {"artifacts": [{"uri": "minio://b/run/model",
+                                                                       "metadata": {"a": 1}}]}}}
+    assert lines == [f"output 'model' written to {model}; reported as minio://b/run/model",
+                     "output 'model': 1 empty folder(s) will not reach the store (the launcher uploads files "
+                     "only): Format-Serving/assets"]
+
+
+def test_a_path_uri_is_left_as_it_is_and_said_so():
+    executor_input = {"inputs": {"artifacts": {"x": {"artifacts": [{"uri": "/mnt/v/x"}]}}}, "outputs": {}}
+    remote_of, lines = kfp_entrypoint.localize_uris(executor_input)
+    assert remote_of == {} and executor_input["inputs"]["artifacts"]["x"]["artifacts"][0]["uri"] == "/mnt/v/x"
+    assert lines == ["input 'x' at '/mnt/v/x' has no object-store scheme; left as it is (the launcher neither "
+                     "downloads nor uploads it)"]
+
+
+def test_the_store_copies_files_only_by_prefix_and_refuses_a_key_that_escapes(tmp_path):
+    """DownloadBlob lists the prefix and skips a sibling that only shares its start; UploadBlob uploads
+    files, so an empty folder does not make the trip."""
+    source = tmp_path / "source"
+    (source / "Format-Serving" / "variables").mkdir(parents=True)
+    (source / "Format-Serving" / "assets").mkdir()
+    (source / "Format-Serving" / "saved_model.pb").write_bytes(b"graph")
+    (source / "Format-Serving" / "variables" / "variables.index").write_bytes(b"index")
+    with object_store.S3Server(buckets=["mlpipeline"]) as server:
+        store = object_store.Store(server.client())
+        assert store.upload_blob(str(source), "minio://mlpipeline/run/model") == 2
+        assert store.upload_blob(str(source / "Format-Serving" / "saved_model.pb"),
+                                 "minio://mlpipeline/run/model_run/x") == 1  # a sibling sharing the prefix
+        assert store.download_blob("minio://mlpipeline/run/model", str(tmp_path / "copy")) == 2
+        assert store.download_blob("minio://mlpipeline/run/nothing", str(tmp_path / "none")) == 0
+    copied = sorted(str(p.relative_to(tmp_path / "copy")) for p in (tmp_path / "copy").rglob("*") if p.is_file())
+    assert copied == ["Format-Serving/saved_model.pb", "Format-Serving/variables/variables.index"]
+    assert not (tmp_path / "copy" / "Format-Serving" / "assets").exists() and not (tmp_path / "none").exists()
+    with pytest.raises(object_store.ObjectStoreError, match="path traversal"):
+        object_store.sanitize_download_path(str(tmp_path), "run/model", "run/model/../../etc/passwd")
+
+
+@pytest.mark.parametrize("root, message", [("/mnt/image-cnn/pipeline", "is a path"),
+                                           ("mem://bucket/root", "refuses mem://"), ("minio:///root", "names no bucket")])
+def test_a_pipeline_root_the_launcher_refuses_is_named(root, message):
+    with pytest.raises(ValueError, match=message):
+        launcher.check_pipeline_root(root)
