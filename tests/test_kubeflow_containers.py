@@ -59,6 +59,16 @@ def _tree_digest(folder) -> str:
     return digest.hexdigest()
 
 
+def _handed_over(record, step_name):
+    """The ExecutorInput the step was handed in the run, and the run's compiled pipeline spec."""
+    (step,) = [s for s in record["steps"] if s["step"] == step_name]
+    run_dir = os.path.dirname(step["log"])
+    with open(os.path.join(run_dir, step_name, "executor_input.json")) as f:
+        executor_input = json.load(f)
+    with open(os.path.join(run_dir, "pipeline.yaml")) as f:
+        return executor_input, next(yaml.safe_load_all(f))  # the pipeline spec; the platform spec follows
+
+
 @pytest.fixture(scope="module")
 def volume(tmp_path_factory):
     volume = tmp_path_factory.mktemp("volume")
@@ -141,13 +151,7 @@ def test_the_pushers_condition_reads_the_evaluators_blessing_as_the_driver_hands
     """The compiled condition, evaluated with CEL on the ExecutorInput the Pusher really got: true for
     the blessing the Evaluator wrote in its container, false once that blessing says not blessed
     (a run that skips the step is kfp_local's unit test: tests/test_kubeflow.py)."""
-    _, record = first_run
-    (pusher,) = [s for s in record["steps"] if s["step"] == "Pusher"]
-    run_dir = os.path.dirname(pusher["log"])
-    with open(os.path.join(run_dir, "Pusher", "executor_input.json")) as f:
-        executor_input = json.load(f)
-    with open(os.path.join(run_dir, "pipeline.yaml")) as f:
-        spec = next(yaml.safe_load_all(f))  # the pipeline spec; the platform spec follows
+    executor_input, spec = _handed_over(first_run[1], "Pusher")
     condition = spec["root"]["dag"]["tasks"]["Pusher"]["triggerPolicy"]["condition"]
     assert kfp_local.condition_holds(condition, executor_input)
     blessings = [a for artifacts in executor_input["inputs"]["artifacts"].values() for a in artifacts["artifacts"]
@@ -215,13 +219,7 @@ def test_without_the_project_entrypoint_tfx_cannot_write_its_output_to_the_objec
     """What broke first once the artifacts were in an object store: TFX's own entrypoint, handed the
     step's ExecutorInput with its minio:// URIs as KFP hands it, cannot write there (TensorFlow has no
     minio filesystem). ImportSchemaGen has no inputs, so no type needs restoring first."""
-    _, record = first_run
-    (step,) = [s for s in record["steps"] if s["step"] == "ImportSchemaGen"]
-    run_dir = os.path.dirname(step["log"])
-    with open(os.path.join(run_dir, "ImportSchemaGen", "executor_input.json")) as f:
-        executor_input = json.load(f)
-    with open(os.path.join(run_dir, "pipeline.yaml")) as f:
-        spec = next(yaml.safe_load_all(f))
+    executor_input, spec = _handed_over(first_run[1], "ImportSchemaGen")
     container = spec["deploymentSpec"]["executors"]["ImportSchemaGen_executor"]["container"]
     result = subprocess.run(
         ["docker", "run", "--rm", "--network", "none", "--entrypoint", "python", image, "-m",
