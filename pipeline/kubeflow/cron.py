@@ -23,10 +23,11 @@ def check(expression: str) -> str:
     from croniter import croniter
     fields = expression.split()
     if len(fields) == 5:
+        read_as = ", ".join(f"{name} {value}" for name, value in zip(FIELDS, fields))
         raise CronError(
-            f"cron {expression!r} has 5 fields; Kubeflow Pipelines reads cron with seconds first, so it would "
-            f"run at second {fields[0]} of minute {fields[1]}, hour {fields[2]}: not what a 5-field cron means. "
-            f"For minute {fields[0]}, hour {fields[1]}, write the 6 fields {'0 ' + expression!r}")
+            f"cron {expression!r} has 5 fields; Kubeflow Pipelines reads cron with seconds first, so it would read "
+            f"it as {read_as}: not what a 5-field cron means. For minute {fields[0]}, hour {fields[1]}, write the "
+            f"6 fields {'0 ' + expression!r}")
     if len(fields) != 6:
         raise CronError(f"cron {expression!r} has {len(fields)} fields; Kubeflow Pipelines wants 6: "
                         f"{', '.join(FIELDS)} (e.g. '0 0 3 * * *' for 03:00 every day)")
