@@ -29,7 +29,8 @@ import hashlib
 import re
 
 from tfx.dsl.compiler import compiler
-from tfx.orchestration.portable import cache_utils
+from tfx.dsl.compiler import constants
+from tfx.orchestration.portable import cache_utils, runtime_parameter_utils
 from tfx.orchestration.portable.input_resolution import node_inputs_resolver
 from tfx.proto.orchestration import pipeline_pb2
 
@@ -53,11 +54,14 @@ def project_fingerprint(schema_file: str) -> str:
     return digest.hexdigest()
 
 
-def compile_for_local_run(pipeline, fingerprint: str) -> pipeline_pb2.Pipeline:
+def compile_for_local_run(pipeline, fingerprint: str, run_id: str = "") -> pipeline_pb2.Pipeline:
     """The pipeline's IR for LocalDagRunner.run_with_ir: every stage keyed by the project fingerprint,
-    the ALWAYS_RUN stages never reused."""
+    the ALWAYS_RUN stages never reused, and, when given, run_id as TFX's pipeline run id (LocalDagRunner
+    would otherwise take the time it starts, which the runner cannot know for sure afterwards)."""
     always_run = {component.id for component in pipeline.components if isinstance(component, ALWAYS_RUN)}
     ir = compiler.Compiler().compile(pipeline)
+    if run_id:
+        runtime_parameter_utils.substitute_runtime_parameter(ir, {constants.PIPELINE_RUN_ID_PARAMETER_NAME: run_id})
     for node in ir.nodes:
         stage = node.pipeline_node
         stage.parameters.parameters[PROJECT_FINGERPRINT_KEY].field_value.string_value = fingerprint

@@ -35,6 +35,9 @@ ACCURACY = "sparse_categorical_accuracy"
 CANDIDATE, BASELINE = "candidate", "champion"
 CHAMPION_VERSION_PROPERTY = "champion_version"  # 0: there is no champion
 CHAMPION_SKIPPED_PROPERTY = "champion_skipped"  # on the evaluation: why the champion was not compared
+# on the evaluation: the champion version serving when the run looked (0: none), compared or not; the
+# Pusher publishes only if it still serves (components/promotion.py publish_if_still_champion)
+COMPARED_WITH_PROPERTY = "champion_version_seen"
 MIN_ACCURACY_KEY = "min_accuracy"
 
 
@@ -123,6 +126,8 @@ class _Executor(evaluator_executor.Executor):
         evaluation_artifact = output_dict[standard_component_specs.EVALUATION_KEY][0]
         if skipped:
             evaluation_artifact.set_string_custom_property(CHAMPION_SKIPPED_PROPERTY, skipped)
+        evaluation_artifact.set_int_custom_property(
+            COMPARED_WITH_PROPERTY, baseline[0].get_int_custom_property(CHAMPION_VERSION_PROPERTY) if baseline else 0)
         evaluation = read_evaluation(evaluation_artifact.uri,
                                      read_labels(os.path.join(examples.uri, features.LABELS_FILENAME)))
         blessed = output_dict[standard_component_specs.BLESSING_KEY][0].get_int_custom_property("blessed") == 1

@@ -17,15 +17,23 @@ from components.artifacts import RetrainDecision, TFLiteModels, serving_model_pa
 from components.lite_models import QUALITY_FILENAME, read_quality
 from components.progress import key_figure
 from components.retrain_gate import RUN_FINGERPRINT_PROPERTY
-from components.evaluation import promotion_metrics, read_evaluation
+from components.evaluation import COMPARED_WITH_PROPERTY, promotion_metrics, read_evaluation
 from models import features
 from models.labels import read_labels
 
 PUSHED_PROPERTY, VERSION_PROPERTY, DESTINATION_PROPERTY = "pushed", "pushed_version", "pushed_destination"
 ALREADY_SERVING_PROPERTY = "already_serving"  # 1: the champion is this very model; nothing was pushed
 HELD_PROPERTY = "held"  # 1: the champion is pinned (a rollback); nothing was pushed
+SUPERSEDED_PROPERTY = "superseded"  # 1: another version became the champion after the comparison
 TFLITE_DIR = "tflite"
 THRESHOLDS = ("min_accuracy", "max_accuracy_drop", "min_class_accuracy")
+
+
+def superseded_line(compared_with: int, champion_version: int) -> str:
+    """One line naming the version the model was compared with and the one that serves instead."""
+    compared = f"champion version {compared_with}" if compared_with else "no champion"
+    return (f"superseded: this model was compared with {compared}, but version {champion_version} became the "
+            f"champion since; nothing pushed (a new run compares with it)")
 
 
 def model_content(model_path: str, entry: Dict[str, Any], lite_models_uri: str = ""
@@ -49,6 +57,9 @@ def model_content(model_path: str, entry: Dict[str, Any], lite_models_uri: str =
 class ModelPusherSpec(types.ComponentSpec):
     PARAMETERS = {
         "serving_dir": ExecutionParameter(type=str),
+        # the orchestrator's id of this run when it hands it over as a value (on Kubeflow: the KFP run's
+        # id, from the driver's {{$.pipeline_job_uuid}}); empty: TFX's pipeline run id (local runs)
+        "run_id": ExecutionParameter(type=str, optional=True),
         # recorded with the promotion; separate values, so that a run-time parameter can be one
         **{name: ExecutionParameter(type=float) for name in THRESHOLDS},
     }
@@ -75,7 +86,8 @@ class Executor(base_executor.BaseExecutor):
         examples = artifact_utils.get_single_instance(input_dict["examples"])
         evaluation = read_evaluation(artifact_utils.get_single_instance(input_dict["evaluation"]).uri,
                                      read_labels(os.path.join(examples.uri, features.LABELS_FILENAME)))
-        entry = {"action": "blessed", "run_id": self._context.pipeline_run_id if self._context else None,
+        run_id = exec_properties.get("run_id") or (self._context.pipeline_run_id if self._context else None)
+        entry = {"action": "blessed", "run_id": run_id,
                  "metrics": promotion_metrics(evaluation),
                  "thresholds": {name: float(exec_properties[name]) for name in THRESHOLDS},
                  "data_fingerprint": features.read_ingest_report(examples.uri)["data_fingerprint"],
@@ -93,12 +105,17 @@ class Executor(base_executor.BaseExecutor):
             key_figure(f"version {version} already serves this model; nothing pushed")
         else:
             lite_models = artifact_utils.get_single_instance(input_dict["lite_models"])
-            version, held = promotion.publish_unless_pinned(serving_dir, *model_content(model_path, entry,
-                                                                                         lite_models.uri))
-            pushed.set_int_custom_property(PUSHED_PROPERTY, 0 if held else 1)
-            pushed.set_int_custom_property(HELD_PROPERTY, int(held))
-            key_figure(f"version {version} is pinned (a rollback); held, nothing pushed" if held
-                       else f"version {version} is the champion")
+            compared_with = artifact_utils.get_single_instance(input_dict["evaluation"]).get_int_custom_property(
+                COMPARED_WITH_PROPERTY)
+            version, outcome = promotion.publish_if_still_champion(
+                serving_dir, *model_content(model_path, entry, lite_models.uri), compared_with=compared_with)
+            pushed.set_int_custom_property(PUSHED_PROPERTY, int(outcome == promotion.PUBLISHED))
+            pushed.set_int_custom_property(HELD_PROPERTY, int(outcome == promotion.HELD))
+            pushed.set_int_custom_property(SUPERSEDED_PROPERTY, int(outcome == promotion.SUPERSEDED))
+            pushed.set_int_custom_property(COMPARED_WITH_PROPERTY, compared_with)
+            key_figure({promotion.PUBLISHED: f"version {version} is the champion",
+                        promotion.HELD: f"version {version} is pinned (a rollback); held, nothing pushed",
+                        promotion.SUPERSEDED: superseded_line(compared_with, version)}[outcome])
         pushed.set_int_custom_property(VERSION_PROPERTY, version)
         pushed.set_string_custom_property(DESTINATION_PROPERTY, promotion.version_dir(serving_dir, version))
 
@@ -109,9 +126,9 @@ class ModelPusher(base_component.BaseComponent):
 
     def __init__(self, *, model: types.BaseChannel, model_blessing: types.BaseChannel,
                  evaluation: types.BaseChannel, examples: types.BaseChannel, lite_models: types.BaseChannel,
-                 decision: types.BaseChannel, serving_dir: str, thresholds: Dict[str, Any]):
+                 decision: types.BaseChannel, serving_dir: str, thresholds: Dict[str, Any], run_id: str = ""):
         """thresholds: each of THRESHOLDS, a float or a RuntimeParameter of type float."""
         super().__init__(spec=ModelPusherSpec(
             model=model, model_blessing=model_blessing, evaluation=evaluation, examples=examples,
-            lite_models=lite_models, decision=decision, serving_dir=serving_dir, **{name: thresholds[name] for name in THRESHOLDS},
+            lite_models=lite_models, decision=decision, serving_dir=serving_dir, run_id=run_id or None, **{name: thresholds[name] for name in THRESHOLDS},
             pushed_model=types.Channel(type=standard_artifacts.PushedModel)))

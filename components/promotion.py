@@ -18,6 +18,10 @@ Atomicity and the lock need a POSIX filesystem (a mounted volume on Kubeflow; NF
 
 A pinned champion (`promote rollback` pins the version it republishes; `promote unpin` releases it)
 is never replaced by a run: the Pusher then holds, records `held` in the log and publishes nothing.
+Nor is a champion the run never compared with: when another version became the champion between the
+run's ChampionModel step and its Pusher (another run, a rollback, a forced push), the Pusher records
+`superseded` and publishes nothing, so a model is only ever published over the one it was judged
+against.
 """
 import contextlib
 import fcntl
@@ -194,17 +198,34 @@ def is_pinned(serving_dir: str) -> bool:
     return bool((champion(serving_dir) or {}).get("pinned"))
 
 
-def publish_unless_pinned(serving_dir: str, write_content: Callable[[str], None],
-                          entry: Dict[str, Any]) -> Tuple[int, bool]:
-    """A run's publish: (new version, False); or, when the champion is pinned, (its version, True)
-    with `held` in the log and nothing published. One lock for both, so a pin never loses a race."""
+PUBLISHED, HELD, SUPERSEDED = "published", "held", "superseded"  # what a run's publish did
+
+
+def publish_if_still_champion(serving_dir: str, write_content: Callable[[str], None], entry: Dict[str, Any],
+                              compared_with: int) -> Tuple[int, str]:
+    """A run's publish, under the lock, only if the champion is still the version its model was
+    compared with (compared_with; 0: there was none):
+    - (new version, PUBLISHED);
+    - (the champion's version, SUPERSEDED) when another version became the champion since: nothing
+      is published, and the log says which version the model was compared with and which serves;
+    - (the champion's version, HELD) when the champion is pinned: nothing is published.
+    One lock for the check and the publish, so neither a pin nor another run's publish can slip in
+    between."""
     with serving_lock(serving_dir):
         pointer = champion(serving_dir)
-        if not (pointer and pointer.get("pinned")):
-            return _publish_locked(serving_dir, write_content, entry, pin=False), False
-        _append_log(serving_dir, {"time": _now(), **entry, "action": "held", "version": pointer["version"],
-                                  "reason": f"version {pointer['version']} is pinned (promote unpin releases it)"})
-        return pointer["version"], True
+        current = pointer["version"] if pointer else 0
+        if current != compared_with:
+            compared = f"version {compared_with}" if compared_with else "no champion"
+            _append_log(serving_dir, {"time": _now(), **entry, "action": SUPERSEDED, "version": current,
+                                      "compared_with": compared_with,
+                                      "reason": f"compared with {compared}, but version {current} became the "
+                                                f"champion since"})
+            return current, SUPERSEDED
+        if pointer and pointer.get("pinned"):
+            _append_log(serving_dir, {"time": _now(), **entry, "action": HELD, "version": current,
+                                      "reason": f"version {current} is pinned (promote unpin releases it)"})
+            return current, HELD
+        return _publish_locked(serving_dir, write_content, entry, pin=False), PUBLISHED
 
 
 def unpin(serving_dir: str) -> int:

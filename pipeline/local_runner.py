@@ -4,7 +4,9 @@ Outputs under --output-dir: serving/<model>/<version>/ (pushed models), last_run
 runs/<run id>.json, pipeline/ (every stage's artifacts) and metadata.sqlite (ML Metadata).
 """
 import argparse
+import contextlib
 import datetime
+import fcntl
 import json
 import logging
 import os
@@ -17,6 +19,7 @@ from pipeline.quiet import library_output_to, quiet_logs
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUTPUT_DIR = os.path.join(REPO_ROOT, "outputs")
 LIBRARY_LOG = "last_run.log"  # in --output-dir: what the libraries wrote to stderr, unless --verbose
+RUN_LOCK = ".run.lock"  # in --output-dir: held by the run using it (one_run_at_a_time)
 
 
 def serving_dir_of(output_dir: str) -> str:
@@ -141,8 +144,36 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"error: data root {args.data_root!r} does not exist or is not a folder", file=sys.stderr)
         return 2
     os.makedirs(args.output_dir, exist_ok=True)
-    with library_output_to(None if args.verbose else os.path.join(args.output_dir, LIBRARY_LOG)):
+    with one_run_at_a_time(args.output_dir), \
+            library_output_to(None if args.verbose else os.path.join(args.output_dir, LIBRARY_LOG)):
         return _run(args)
+
+
+@contextlib.contextmanager
+def one_run_at_a_time(output_dir: str):
+    """Holds the output dir's run lock (flock) for the whole run. ML Metadata's SQLite file, stage
+    reuse, the class-balance baseline, the checkpoints, last_run.json and schema.pbtxt belong to one
+    run at a time: a second run on the same output dir waits, naming the run it waits for, and then
+    runs against what the first one left. The lock goes with the process, even when it is killed."""
+    path = os.path.join(output_dir, RUN_LOCK)
+    with open(path, "a+") as lock:
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another run"
+            print(f"waiting: {holder} is using {output_dir}; this run starts when it ends", flush=True)
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"the run started {datetime.datetime.now().isoformat(timespec='seconds')} by process "
+                   f"{os.getpid()}\n")
+        lock.flush()
+        try:
+            yield
+        finally:
+            lock.truncate(0)
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
 
 def download_imagenet_weights(settings) -> None:
@@ -183,6 +214,7 @@ def _run(args: argparse.Namespace) -> int:
         return 2
 
     started = time.time()
+    run_id = datetime.datetime.fromtimestamp(started).isoformat()  # TFX's run id, as LocalDagRunner makes it
     progress = StageProgress(started)
     progress.attach()
     print(f"Pipeline {configs.PIPELINE_NAME}: data {args.data_root} -> outputs {args.output_dir}", flush=True)
@@ -190,13 +222,13 @@ def _run(args: argparse.Namespace) -> int:
     try:
         with caching.decision_outside_cache_keys(), caching.conditions_in_nesting_order():
             tfx.orchestration.LocalDagRunner().run_with_ir(
-                caching.compile_for_local_run(image_cnn_pipeline, code_fingerprint))
+                caching.compile_for_local_run(image_cnn_pipeline, code_fingerprint, run_id))
     except Exception as caught:  # reported in last_run.json and below, then the exit code says failed
         error = caught
     finally:
         progress.detach()  # a caller running the pipeline again gets one line per stage, not two
-    run_id, nodes = run_summary.latest_run(metadata_path, configs.PIPELINE_NAME, since=started)
-    summary = run_summary.summarize(nodes, run_id=run_id or datetime.datetime.fromtimestamp(started).isoformat(),
+    nodes = run_summary.run_nodes(metadata_path, configs.PIPELINE_NAME, run_id)
+    summary = run_summary.summarize(nodes, run_id=run_id,
                                     data_root=args.data_root, output_dir=args.output_dir,
                                     schema_file=args.schema, started=started, error=error,
                                     thresholds={"min_accuracy": args.min_accuracy,
@@ -240,6 +272,8 @@ def print_outcome(summary: dict, last_run_path: str) -> None:
         print(f"  threshold not met: {failure}")
     if summary["status"] == "unchanged":
         print(f"unchanged: {summary['retrain']['reason']}")
+    elif summary["status"] == "superseded":
+        print(summary["superseded"])
     elif summary["status"] == "pushed":
         print(f"pushed: {summary['pushed_paths']['saved_model']}")
     elif summary["status"] == "already_serving":

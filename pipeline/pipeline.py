@@ -46,7 +46,8 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: Union[
                     schema_file_in_pipeline: Optional[str] = None,
                     state_root: Optional[str] = None,
                     code_fingerprint: str = "",
-                    retrain_always: Union[int, RuntimeParameter] = 0) -> tfx.dsl.Pipeline:
+                    retrain_always: Union[int, RuntimeParameter] = 0,
+                    run_id: str = "") -> tfx.dsl.Pipeline:
     """data_root, min_accuracy, epochs (default: training.epochs) and retrain_always may be
     RuntimeParameters, set per run on Kubeflow. schema_file is read here; schema_file_in_pipeline is
     where the steps find it (default: the same path). warm_start: the Trainer starts from the
@@ -55,7 +56,9 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: Union[
     class-balance baseline and the Trainer's checkpoints; on Kubeflow the pipeline root is an object
     store and the state root a mounted volume. code_fingerprint: the code the run's settings are
     keyed with (components.caching.project_fingerprint); with the settings it decides, in the
-    RetrainGate, whether a run whose data is the champion's trains at all."""
+    RetrainGate, whether a run whose data is the champion's trains at all. run_id: how the Pusher
+    learns the run's id when the orchestrator hands it over as a value (Kubeflow: a placeholder its
+    driver fills); empty, it takes TFX's pipeline run id."""
     for name, value in (("max_class_drift", max_class_drift), ("max_tflite_accuracy_drop", max_tflite_accuracy_drop),
                         ("min_tflite_agreement", min_tflite_agreement), ("min_accuracy", min_accuracy)):
         check_fraction(name, value)
@@ -92,7 +95,7 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: Union[
         stages = _training_stages(
             example_gen, schema_gen, data_gate, retrain_gate, serving_dir=serving_dir, state_root=state_root,
             image_spec=image_spec, training=training, model=model, epochs=epochs, warm_start=warm_start,
-            num_classes=len(class_names), tflite_variants=tflite_variants,
+            num_classes=len(class_names), tflite_variants=tflite_variants, run_id=run_id,
             thresholds={"min_accuracy": min_accuracy, "max_accuracy_drop": max_accuracy_drop,
                         "min_class_accuracy": min_class_accuracy, "max_tflite_accuracy_drop": max_tflite_accuracy_drop,
                         "min_tflite_agreement": min_tflite_agreement})
@@ -105,7 +108,8 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: Union[
 
 def _training_stages(example_gen, schema_gen, data_gate, retrain_gate, *, serving_dir: str, state_root: str,
                      image_spec: ImageSpec, training: TrainingConfig, model: ModelConfig, epochs, warm_start: bool,
-                     num_classes: int, tflite_variants: Sequence[str], thresholds: Dict[str, Any]) -> List[Any]:
+                     num_classes: int, tflite_variants: Sequence[str], thresholds: Dict[str, Any],
+                     run_id: str) -> List[Any]:
     """Transform, the champion, Trainer, LiteModels, Evaluator and the Pusher (under the blessing)."""
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
@@ -141,7 +145,7 @@ def _training_stages(example_gen, schema_gen, data_gate, retrain_gate, *, servin
             model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
             evaluation=evaluator.outputs["evaluation"], examples=example_gen.outputs["examples"],
             lite_models=lite_models.outputs["lite_models"], decision=retrain_gate.outputs["decision"],
-            serving_dir=serving_dir,
+            serving_dir=serving_dir, run_id=run_id,
             thresholds={name: thresholds[name] for name in ("min_accuracy", "max_accuracy_drop",
                                                             "min_class_accuracy")}).with_id("Pusher")
     return [transform, trainer, lite_models, champion, evaluator, pusher]

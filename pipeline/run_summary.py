@@ -13,7 +13,8 @@ from components.evaluation import CHAMPION_SKIPPED_PROPERTY, read_evaluation
 from components.artifacts import serving_model_path
 from components.lite_models import read_quality
 from components.model_pusher import (ALREADY_SERVING_PROPERTY, DESTINATION_PROPERTY, HELD_PROPERTY, PUSHED_PROPERTY,
-                                     TFLITE_DIR)
+                                     SUPERSEDED_PROPERTY, TFLITE_DIR, superseded_line)
+from components.evaluation import COMPARED_WITH_PROPERTY
 from components.retrain_gate import REASON_PROPERTY, RETRAIN_PROPERTY
 from components.validation_gate import read_anomalies
 from models import features
@@ -34,16 +35,14 @@ def _node_outputs(store: metadata_store.MetadataStore, execution_id: int) -> Dic
     return outputs
 
 
-def latest_run(metadata_path: str, pipeline_name: str, since: float) -> Tuple[Optional[str], Dict[str, Dict[str, Any]]]:
-    """(TFX's pipeline run id, {node id: {'seconds', 'state', 'outputs'}}) for the newest run of the
-    pipeline started after `since` (epoch seconds); (None, {}) when the run recorded nothing, so an
-    older run is never reported as this one."""
+def run_nodes(metadata_path: str, pipeline_name: str, run_id: str) -> Dict[str, Dict[str, Any]]:
+    """{node id: {'seconds', 'state', 'outputs'}} of the pipeline run with this TFX run id (the one
+    the runner gave it), or {} when the run recorded nothing: never another run's."""
     store = metadata_store.MetadataStore(metadata_store_pb2.ConnectionConfig(
         sqlite=metadata_store_pb2.SqliteMetadataSourceConfig(filename_uri=metadata_path)))
-    runs = [r for r in store.get_contexts_by_type("pipeline_run") if r.create_time_since_epoch >= since * 1000]
-    if not runs:
-        return None, {}
-    run = max(runs, key=lambda c: c.create_time_since_epoch)
+    run = store.get_context_by_type_and_name("pipeline_run", run_id)
+    if run is None:
+        return {}
     run_execution_ids = {e.id for e in store.get_executions_by_context(run.id)}
     nodes = {}
     prefix = f"{pipeline_name}."
@@ -59,7 +58,7 @@ def latest_run(metadata_path: str, pipeline_name: str, since: float) -> Tuple[Op
             "state": metadata_store_pb2.Execution.State.Name(execution.last_known_state),
             "outputs": _node_outputs(store, execution.id),
         }
-    return run.name, nodes
+    return nodes
 
 
 def _single(node: Optional[Dict[str, Any]], key: str):
@@ -141,12 +140,19 @@ def summarize(nodes: Dict[str, Dict[str, Any]], *, run_id: str, data_root: str, 
     already_serving = pushed is not None and pushed.custom_properties[ALREADY_SERVING_PROPERTY].int_value == 1
     held = pushed is not None and HELD_PROPERTY in pushed.custom_properties and \
         pushed.custom_properties[HELD_PROPERTY].int_value == 1
+    superseded = pushed is not None and SUPERSEDED_PROPERTY in pushed.custom_properties and \
+        pushed.custom_properties[SUPERSEDED_PROPERTY].int_value == 1
+    if superseded:
+        champion_version = int(os.path.basename(pushed.custom_properties[DESTINATION_PROPERTY].string_value))
+        summary["superseded"] = superseded_line(pushed.custom_properties[COMPARED_WITH_PROPERTY].int_value,
+                                                champion_version)
     if pushed is not None and (pushed.custom_properties[PUSHED_PROPERTY].int_value == 1 or already_serving or held):
         version_dir = pushed.custom_properties[DESTINATION_PROPERTY].string_value
         summary["pushed"] = not (already_serving or held)
         summary["pushed_paths"] = {"saved_model": version_dir, "tflite": os.path.join(version_dir, TFLITE_DIR),
                                    "labels": os.path.join(version_dir, features.LABELS_FILENAME)}
     if not error:
-        summary["status"] = ("unchanged" if unchanged else "pushed" if summary["pushed"] else "already_serving" if already_serving
+        summary["status"] = ("unchanged" if unchanged else "superseded" if superseded else
+                             "pushed" if summary["pushed"] else "already_serving" if already_serving
                              else "held" if held else "not_blessed")
     return summary

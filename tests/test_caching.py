@@ -1,7 +1,5 @@
 """Which stages a local run may reuse: keyed by the project's code and schema, never the stateful ones."""
 import inspect
-import json
-import os
 import shutil
 
 import pytest
@@ -82,37 +80,6 @@ def test_the_cache_key_leaves_out_the_retrain_decision_and_nothing_else():
     finally:
         cache_utils.get_cache_context = original
     assert seen == [{"examples": [2], "decision": [3]}]
-
-
-def test_a_run_on_unchanged_images_trains_nothing_and_one_changed_image_trains_and_pushes(tmp_path):
-    """The RetrainGate on a small folder of its own: a first run pushes; the same images again end
-    `unchanged` after ingestion, with no Trainer and nothing pushed; one image rewritten, and the run
-    trains and pushes a new version."""
-    from components import promotion
-    from pipeline import local_runner
-    from tests.conftest import make_class_folder, write_image
-    data_root, output_dir = str(tmp_path / "data"), str(tmp_path / "out")
-    files = make_class_folder(data_root, per_class=10)
-    flags = ["--data-root", data_root, "--output-dir", output_dir, "--image-size", "16", "16", "--channels", "3",
-             "--epochs", "1", "--min-accuracy", "0", "--max-accuracy-drop", "1", "--tflite", "float32"]
-
-    def run():
-        assert local_runner.main(flags) == 0
-        with open(os.path.join(output_dir, "last_run.json")) as f:
-            return json.load(f)
-
-    serving_dir = local_runner.serving_dir_of(output_dir)
-    first = run()
-    assert first["status"] == "pushed"
-    unchanged = run()
-    assert unchanged["status"] == "unchanged" and not unchanged["pushed"]
-    assert "Trainer" not in unchanged["stage_seconds"] and "Transform" not in unchanged["stage_seconds"]
-    assert promotion.versions(serving_dir) == [promotion.champion(serving_dir)["version"]]
-    write_image(files["red"][0], (90, 200, 30), (20, 24), seed=12345)  # same name, other pixels
-    changed = run()
-    assert changed["status"] == "pushed", changed.get("error")
-    assert changed["retrain"]["reason"].startswith("the data changed since champion version")
-    assert "Trainer" in changed["stage_seconds"] and len(promotion.versions(serving_dir)) == 2
 
 
 def test_the_pushers_conditions_are_numbered_from_the_outermost_and_evaluated_so(tmp_path):

@@ -384,3 +384,12 @@ def test_the_fake_kfp_api_parses_cron_as_kfp_does(cron, accepted):
         status, answer = kfp.handle("POST", f"{API}/recurringruns", {},
                                     {"display_name": "x", "trigger": {"cron_schedule": {"cron": cron}}})
     assert (status == 200) is accepted, answer
+
+
+def test_the_pusher_records_the_kfp_runs_own_id_as_the_driver_fills_it(kfp_documents):
+    """The Pusher's run_id is the driver's {{$.pipeline_job_uuid}}: its promotion line names the KFP
+    run, and run-local's driver fills it with its own run id as KFP's does (driver/resolve.go)."""
+    spec = kfp_documents[0]
+    assert _constant(spec, "Pusher", "run_id") == "{{$.pipeline_job_uuid}}"
+    values = kfp_local.parameter_values(spec["root"]["dag"]["tasks"]["Pusher"], {"min_accuracy": 0.9}, "run-7")
+    assert values["run_id"] == "run-7" and values["serving_dir"] == "/mnt/models/serving/image_cnn"

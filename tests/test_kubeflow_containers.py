@@ -122,6 +122,9 @@ def test_every_step_runs_in_a_container_and_the_model_is_pushed(first_run, volum
     with open(serving / "champion.json") as f:
         version = json.load(f)["version"]
     assert (serving / str(version) / "saved_model.pb").exists()
+    with open(serving / "promotions.jsonl") as f:
+        (promotion,) = [json.loads(line) for line in f]
+    assert (promotion["version"], promotion["run_id"]) == (version, record["run_id"])  # the KFP run's own id
 
 
 @pytest.mark.e2e

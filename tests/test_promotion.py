@@ -134,14 +134,35 @@ def test_a_rollback_pins_the_champion_a_run_then_holds_and_unpin_releases_it(tmp
     promotion.publish(serving, _write_model("bad"), {"action": "blessed", "run_id": "r2"})
     pinned = promotion.rollback(serving, good, "r2 misbehaves")
     assert promotion.is_pinned(serving)
-    version, held = promotion.publish_unless_pinned(serving, _write_model("next"), {"action": "blessed", "run_id": "r3"})
-    assert (version, held) == (pinned, True)
+    version, outcome = promotion.publish_if_still_champion(serving, _write_model("next"),
+                                                           {"action": "blessed", "run_id": "r3"}, compared_with=pinned)
+    assert (version, outcome) == (pinned, promotion.HELD)
     assert promotion.champion(serving)["version"] == pinned and promotion.versions(serving)[-1] == pinned
     assert promotion.promotion_log(serving)[-1] == {**promotion.promotion_log(serving)[-1], "action": "held",
                                                     "run_id": "r3", "version": pinned}
     assert promotion.unpin(serving) == pinned and not promotion.is_pinned(serving)
-    version, held = promotion.publish_unless_pinned(serving, _write_model("next"), {"action": "blessed", "run_id": "r4"})
-    assert not held and version > pinned and promotion.champion(serving)["version"] == version
+    version, outcome = promotion.publish_if_still_champion(serving, _write_model("next"),
+                                                           {"action": "blessed", "run_id": "r4"}, compared_with=pinned)
+    assert outcome == promotion.PUBLISHED and version > pinned and promotion.champion(serving)["version"] == version
+
+
+@pytest.mark.parametrize("compared_with", ["none", "older"])
+def test_a_model_compared_with_another_champion_than_the_one_serving_is_not_published(tmp_path, compared_with):
+    """Between a run's ChampionModel step and its Pusher, another version became the champion: the
+    run publishes nothing, and the log names the run, the version it was compared with and the one
+    that serves. 'none': the run saw no champion at all."""
+    serving = str(tmp_path / "serving")
+    older = promotion.publish(serving, _write_model("older"), {"action": "blessed", "run_id": "r1"}) \
+        if compared_with == "older" else 0
+    newer = promotion.publish(serving, _write_model("newer"), {"action": "forced", "run_id": "r2"})
+    version, outcome = promotion.publish_if_still_champion(serving, _write_model("late"),
+                                                           {"action": "blessed", "run_id": "r3"}, compared_with=older)
+    assert (version, outcome) == (newer, promotion.SUPERSEDED)
+    assert promotion.champion(serving)["version"] == newer and promotion.versions(serving)[-1] == newer
+    last = promotion.promotion_log(serving)[-1]
+    assert (last["action"], last["run_id"], last["version"], last["compared_with"]) == ("superseded", "r3", newer, older)
+    said = f"version {older}" if older else "no champion"
+    assert last["reason"] == f"compared with {said}, but version {newer} became the champion since"
 
 
 @pytest.mark.parametrize("name, content, message", [

@@ -26,6 +26,8 @@ BEAM_TARGETS = ("direct", "dataflow", "flink", "spark")
 RUN_PARAMETERS = {"data_root": str, "min_accuracy": float, "epochs": int, "retrain_always": int}
 TFX_ENTRYPOINT = "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"
 PROJECT_ENTRYPOINT = "pipeline.kubeflow.entrypoint"  # pipeline/kubeflow/Dockerfile's ENTRYPOINT too
+# A parameter whose constant is this is given the KFP run's id by the driver (driver/resolve.go).
+KFP_RUN_ID = "{{$.pipeline_job_uuid}}"
 
 
 class UsageError(ValueError):
@@ -101,7 +103,7 @@ def build_pipeline(args: argparse.Namespace):
     pipeline = wiring.create_pipeline(
         pipeline_name=configs.PIPELINE_NAME, pipeline_root=args.pipeline_root, state_root=args.state_root,
         data_root=parameters["data_root"], epochs=parameters["epochs"], retrain_always=parameters["retrain_always"],
-        code_fingerprint=caching.project_fingerprint(args.schema),
+        code_fingerprint=caching.project_fingerprint(args.schema), run_id=KFP_RUN_ID,
         serving_dir=os.path.join(args.serving_root, configs.MODEL_NAME), schema_file=args.schema,
         schema_file_in_pipeline=args.schema_in_pipeline or schema_path_in_image(args.schema), **settings,
         beam_pipeline_args=beam_args(args))

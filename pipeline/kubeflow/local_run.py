@@ -76,21 +76,24 @@ def as_read_back(artifact: Dict[str, Any], artifact_id: int, mode: str) -> Dict[
     return {"name": str(artifact_id), "uri": artifact["uri"], "type": artifact_type, "metadata": metadata}
 
 
-def parameter_values(task: Dict[str, Any], run_parameters: Dict[str, Any]) -> Dict[str, Any]:
+def parameter_values(task: Dict[str, Any], run_parameters: Dict[str, Any], run_id: str = "") -> Dict[str, Any]:
+    """The task's parameters as the driver resolves them (resolve.go): the run's values, constants, and
+    the run's id for a constant that is exactly {{$.pipeline_job_uuid}}."""
     values = {}
     for name, source in task.get("inputs", {}).get("parameters", {}).items():
         if "componentInputParameter" in source:
             values[name] = run_parameters[source["componentInputParameter"]]
         elif "runtimeValue" in source:
-            values[name] = source["runtimeValue"]["constant"]
+            constant = source["runtimeValue"]["constant"]
+            values[name] = run_id if constant == "{{$.pipeline_job_uuid}}" else constant
         else:
             raise StepFailed(f"parameter {name!r}: only pipeline parameters and constants are supported, got {source}")
     return values
 
 
 def executor_input(task_name: str, spec: Dict[str, Any], run_root: str, run_parameters: Dict[str, Any],
-                   read_back: Dict[str, Dict[str, Dict[str, Any]]]) -> Dict[str, Any]:
-    """The ExecutorInput the driver builds for one task."""
+                   read_back: Dict[str, Dict[str, Dict[str, Any]]], run_id: str = "") -> Dict[str, Any]:
+    """The ExecutorInput the driver builds for one task of the run run_id."""
     task = spec["root"]["dag"]["tasks"][task_name]
     component = spec["components"][task["componentRef"]["name"]]
     artifacts = {}
@@ -101,7 +104,7 @@ def executor_input(task_name: str, spec: Dict[str, Any], run_root: str, run_para
     outputs = {name: {"artifacts": [{"name": name, "uri": f"{task_root}/{name}", "type": output["artifactType"],
                                      **({"metadata": output["metadata"]} if "metadata" in output else {})}]}
                for name, output in component.get("outputDefinitions", {}).get("artifacts", {}).items()}
-    return {"inputs": {"parameterValues": parameter_values(task, run_parameters), "artifacts": artifacts},
+    return {"inputs": {"parameterValues": parameter_values(task, run_parameters, run_id), "artifacts": artifacts},
             "outputs": {"artifacts": outputs, "outputFile": launcher.task_output_file(task_root)}}
 
 
@@ -303,7 +306,7 @@ class Run:
             step.update(status="not_triggered", condition=f"upstream {not_run} did not run")
             self._log(f"{task_name} not triggered: {not_run} did not run")
             return None
-        inputs = executor_input(task_name, self.spec, self.run_root, self.parameters, read_back)
+        inputs = executor_input(task_name, self.spec, self.run_root, self.parameters, read_back, self.run_id)
         condition = self.spec["root"]["dag"]["tasks"][task_name].get("triggerPolicy", {}).get("condition")
         if condition and not condition_holds(condition, inputs):
             step.update(status="not_triggered", condition=condition)
@@ -372,6 +375,10 @@ def outcome(record: List[Dict[str, Any]], error: str = "") -> Dict[str, str]:
     pushed = (steps.get("Pusher", {}).get("metadata") or {}).get("pushed_model") or {}
     if pushed.get("pushed") == 1:
         return {"status": "pushed", "reason": f"version {int(pushed['pushed_version'])} is the champion"}
+    if pushed.get("superseded") == 1:
+        from components.model_pusher import superseded_line  # pylint: disable=import-outside-toplevel
+        return {"status": "superseded", "reason": superseded_line(int(pushed.get("champion_version_seen", 0)),
+                                                                  int(pushed["pushed_version"]))}
     if pushed.get("already_serving") == 1 or pushed.get("held") == 1:
         status = "already_serving" if pushed.get("already_serving") == 1 else "held"
         return {"status": status, "reason": f"version {int(pushed['pushed_version'])} stays the champion"}
