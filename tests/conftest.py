@@ -50,9 +50,10 @@ def image_folder(tmp_path):
 
 # pytest-xdist hands whole files to the workers in collection order (pytest.ini: --dist loadfile
 # --no-loadscope-reorder), so the longest file, the golden run and its scenarios, starts at once on one
-# worker and the container run (its image build) on the other; the files that read the golden run come
-# last, so they do not hold a worker waiting for it to be made.
-FIRST_FILES = ("test_e2e.py", "test_kubeflow_containers.py")
+# worker and the container run (its image build) on the other, then the overlapping runs (the next
+# longest) on whichever frees first; the files that read the golden run come last, so they do not hold
+# a worker waiting for it to be made.
+FIRST_FILES = ("test_e2e.py", "test_kubeflow_containers.py", "test_overlapping_runs.py")
 LAST_FILES = ("test_golden_artifacts.py",)
 
 
