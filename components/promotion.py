@@ -32,6 +32,8 @@ import time
 import uuid
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
+from models import files
+
 CHAMPION_FILENAME = "champion.json"
 LOG_FILENAME = "promotions.jsonl"
 RECORD_FILENAME = "promotion.json"
@@ -118,15 +120,6 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def _write_atomically(path: str, text: str) -> None:
-    temporary = f"{path}.{uuid.uuid4().hex}.tmp"
-    with open(temporary, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
-
-
 @contextlib.contextmanager
 def serving_lock(serving_dir: str) -> Iterator[None]:
     """Held by one publisher at a time, across processes and machines sharing the folder."""
@@ -191,7 +184,7 @@ def _publish_locked(serving_dir: str, write_content: Callable[[str], None], entr
 
 
 def _write_pointer(serving_dir: str, pointer: Dict[str, Any]) -> None:
-    _write_atomically(os.path.join(serving_dir, CHAMPION_FILENAME), json.dumps(pointer) + "\n")
+    files.write_atomically(os.path.join(serving_dir, CHAMPION_FILENAME), json.dumps(pointer) + "\n")
 
 
 def is_pinned(serving_dir: str) -> bool:

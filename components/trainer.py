@@ -6,7 +6,6 @@ import json
 import os
 from typing import Any, Dict, Optional
 
-import tensorflow as tf
 from tfx import types
 from tfx import v1 as tfx
 from tfx.components.trainer import executor as trainer_executor
@@ -16,6 +15,7 @@ from tfx.types import standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ExecutionParameter
 
 from components.progress import key_figure
+from models import files
 
 EPOCHS_KEY = "epochs"
 
@@ -27,20 +27,13 @@ def steady_images_per_s(epochs) -> float:
     return rates[len(rates) // 2]
 
 
-def _read_json(path: str):
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f)
-
-
 def training_figure(model_run_dir: str) -> str:
     """'155,782 parameters, 15 epochs, 900 images/s' from what run_fn wrote ('' when it wrote nothing), and
     with --warm-start what training started from, with --backbone its weights and fine-tuning epochs, with
     --quantization-aware its fine-tuning epochs."""
     from models.model import read_facts
     from models.trainer import THROUGHPUT_FILENAME
-    model, epochs = read_facts(model_run_dir), _read_json(os.path.join(model_run_dir, THROUGHPUT_FILENAME))
+    model, epochs = read_facts(model_run_dir), files.read_json(os.path.join(model_run_dir, THROUGHPUT_FILENAME))
     parts = [f"{model['parameters']:,} parameters"] if model else []
     if epochs:  # written by the chief's ThroughputLogger
         parts.append(f"{len(epochs)} epoch{'' if len(epochs) == 1 else 's'}, {steady_images_per_s(epochs):.0f} images/s")

@@ -21,7 +21,7 @@ from tfx.types import artifact_utils
 
 from components.image_example_gen import executor
 from components.progress import key_figure
-from models import features
+from models import features, files
 
 _LISTED_FILES = 20  # a message names at most this many files; last_run.json has them all
 GENERIC_ACCEPT_COMMAND = "python -m pipeline.schema --schema <schema file> --data-root <data root>"
@@ -113,11 +113,9 @@ def _read_baseline(path: str) -> Optional[Dict[str, int]]:
 
 
 def _write_baseline(path: str, counts: Dict[str, int]) -> None:
-    tf.io.gfile.makedirs(os.path.dirname(path))
-    with tf.io.gfile.GFile(path + ".tmp", "w") as f:
-        json.dump({"class_counts": counts,
-                   "accepted_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}, f)
-    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+    files.make_parent(path)
+    files.write_json(path, {"class_counts": counts,
+                            "accepted_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
 
 
 @tfx.dsl.components.component

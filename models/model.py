@@ -6,7 +6,6 @@ Blocks are plain functions whose layer names derive from a prefix; the head retu
 is used explicitly, see README "Keras".
 """
 import dataclasses
-import json
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -14,6 +13,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from models import backbone as applications
+from models import files
 
 ARCHITECTURES = ("residual", "classic")
 ATTENTIONS = ("se", "cbam", "none")
@@ -258,15 +258,11 @@ def write_facts(model: keras.Model, config: ModelConfig, folder: str, **more: An
     """<folder>/model.json: the network's parameter count and the config it was built from (and what
     else is given). The Trainer writes it beside its logs, for its progress line and the run report,
     and into the exported model, where a warm start checks that a champion has the same network."""
-    tf.io.gfile.makedirs(folder)
-    with tf.io.gfile.GFile(os.path.join(folder, FACTS_FILENAME), "w") as f:
-        json.dump({"parameters": int(model.count_params()), "config": dataclasses.asdict(config), **more}, f)
+    path = os.path.join(folder, FACTS_FILENAME)
+    files.make_parent(path)
+    files.write_json(path, {"parameters": int(model.count_params()), "config": dataclasses.asdict(config), **more})
 
 
 def read_facts(folder: str) -> Optional[Dict[str, Any]]:
     """What write_facts wrote into folder, or None when it holds no such file."""
-    path = os.path.join(folder, FACTS_FILENAME)
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f)
+    return files.read_json(os.path.join(folder, FACTS_FILENAME))

@@ -17,7 +17,8 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 
 from models import backbone as applications
 from models import export, features, lite, sources
-from models.distribution import save_on_chief, training_strategy
+from models import files
+from models.distribution import is_chief, save_on_chief, tf_config, training_strategy
 from models.labels import read_labels
 from models.model import ModelConfig, build_classifier, write_facts
 from models.preprocessing import ImageSpec
@@ -145,8 +146,9 @@ class ThroughputLogger(keras.callbacks.Callback):
     """Training images per second of every epoch (validation excluded), logged and written to
     <log_dir>/throughput.json."""
 
-    def __init__(self, global_batch: int, steps_per_epoch: int, log_dir: str):
+    def __init__(self, global_batch: int, steps_per_epoch: int, log_dir: str, write: bool = True):
         super().__init__()
+        self._write = write
         self._images = global_batch * steps_per_epoch
         self._path = os.path.join(log_dir, THROUGHPUT_FILENAME)
         self._epochs: List[Dict[str, float]] = []
@@ -162,9 +164,9 @@ class ThroughputLogger(keras.callbacks.Callback):
         seconds = self._last_batch_end - self._started
         self._epochs.append({"epoch": epoch, "seconds": round(seconds, 3), "images_per_s": round(self._images / seconds, 1)})
         logging.info("epoch %d: %.1f images/s", epoch, self._images / seconds)
-        tf.io.gfile.makedirs(os.path.dirname(self._path))
-        with tf.io.gfile.GFile(self._path, "w") as f:
-            json.dump(self._epochs, f)
+        if self._write:  # the chief's alone: another worker reads it, and would read a half-written file
+            files.make_parent(self._path)
+            files.write_json(self._path, self._epochs)
 
 
 PROFILED_STEPS = 10
@@ -188,7 +190,7 @@ def fit(model: keras.Model, train: tf.data.Dataset, validation: Optional[tf.data
     callbacks = [keras.callbacks.BackupAndRestore(backup_dir),
                  keras.callbacks.TensorBoard(log_dir=log_dir, profile_batch=profiled_batches(training, steps_per_epoch))]
     if global_batch:
-        callbacks.append(ThroughputLogger(global_batch, steps_per_epoch, log_dir))
+        callbacks.append(ThroughputLogger(global_batch, steps_per_epoch, log_dir, write=is_chief(tf_config())))
     if validation is not None and training.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=training.early_stopping_patience,
                                                        restore_best_weights=True, verbose=1))

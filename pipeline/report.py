@@ -17,6 +17,8 @@ import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from models import files
+
 REPORT_FILENAME = "report.html"
 THUMBNAILS_PER_CLASS = 8
 CONFUSED_PAIRS = 5
@@ -560,9 +562,7 @@ def render(summary: Dict[str, Any], run_dir: str) -> str:
     for section in SECTIONS:
         section(page, summary)
     path = os.path.join(run_dir, REPORT_FILENAME)
-    with open(path + ".tmp", "w") as f:
-        f.write(page.html(f"Run {summary.get('run_id')}: {summary.get('status')}"))
-    os.replace(path + ".tmp", path)
+    files.write_atomically(path, page.html(f"Run {summary.get('run_id')}: {summary.get('status')}"))
     return path
 
 

@@ -2,7 +2,7 @@
 import datetime
 import json
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import tensorflow as tf
 import tensorflow_data_validation as tfdv

@@ -13,6 +13,8 @@ import os
 import sys
 from typing import List, Optional, Tuple
 
+from models import files
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EMBEDDED_SCHEMA = os.path.join(REPO_ROOT, "schemas", "mnist-sample.pbtxt")
 CLASS_DOMAIN = "class_name"
@@ -69,9 +71,7 @@ def with_classes(schema, classes: List[str], retired: List[str] = ()):
 def write(schema, path: str) -> None:
     from google.protobuf import text_format
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        f.write(_HEADER.format(path=path) + text_format.MessageToString(schema))
-    os.replace(path + ".tmp", path)
+    files.write_atomically(path, _HEADER.format(path=path) + text_format.MessageToString(schema))
 
 
 def accept_classes(schema_path: str, data_root: str) -> Tuple[List[str], List[str]]:

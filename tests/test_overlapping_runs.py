@@ -82,7 +82,7 @@ def test_each_run_prints_and_records_its_own_figures_and_status(two_runs):
     for out, record, epochs in ((first_out, first, 1), (second_out, second, 2)):
         assert f"eval accuracy {record['evaluation']['accuracy']:.4f}; blessed: {record['blessed']}" in out
         assert f"status: {record['status']} in " in out
-        assert f"Trainer finished in " in out and f", {epochs} epoch" in out
+        assert "Trainer finished in " in out and f", {epochs} epoch" in out
         assert record["status"] == "pushed"  # each compared with the champion it saw, and blessed
     assert first["evaluation"]["champion_accuracy"] is None  # it saw no champion
     assert second["evaluation"]["champion_accuracy"] == pytest.approx(first["evaluation"]["accuracy"])

@@ -13,7 +13,7 @@ import json
 import os
 import re
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List
 
 from pipeline import configs
 
