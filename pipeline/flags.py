@@ -62,7 +62,7 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
                         help="share of the training images the Trainer holds out to watch each epoch and stop "
                              "early (0: train on all of them, no early stopping); default: "
                              "TrainingConfig.validation_percent (10)")
-    parser.add_argument("--warm-start", action="store_true",
+    parser.add_argument("--warm-start", action="store_true", default=None,
                         help="start from the champion's weights when it has the same network and classes "
                              "(otherwise from scratch, saying why); fewer epochs then reach its accuracy")
     parser.add_argument("--quantization-aware", type=at_least(1), nargs="?", const=configs.QUANTIZATION_AWARE_EPOCHS,
@@ -96,14 +96,15 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def add_data_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--eval-percent", type=int, default=configs.EVAL_PERCENT,
-                        help="eval share of a folder without train/ and test/ sub-folders")
-    parser.add_argument("--strict", action="store_true", help="fail the run if any file is rejected")
-    parser.add_argument("--retrain-always", action="store_true",
+    parser.add_argument("--eval-percent", type=int,
+                        help=f"eval share of a folder without train/ and test/ sub-folders (default {configs.EVAL_PERCENT})")
+    parser.add_argument("--strict", action="store_true", default=None, help="fail the run if any file is rejected")
+    parser.add_argument("--retrain-always", action="store_true", default=None,
                         help="train even when the data, settings and code are those the champion was trained on "
                              "(otherwise such a run ends `unchanged` after ingestion)")
-    parser.add_argument("--max-class-drift", type=float, default=configs.MAX_CLASS_DRIFT,
-                        help="largest change of a class's share of the images since the last accepted run")
+    parser.add_argument("--max-class-drift", type=float,
+                        help="largest change of a class's share of the images since the last accepted run "
+                             f"(default {configs.MAX_CLASS_DRIFT})")
     parser.add_argument("--max-image-pixels", type=at_least(1),
                         help="images with more pixels are rejected without being decoded (default 25000000)")
 
@@ -111,12 +112,14 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
 def add_threshold_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-accuracy", type=float,
                         help=f"eval accuracy a model needs to be blessed and pushed (default {configs.MIN_ACCURACY})")
-    parser.add_argument("--max-accuracy-drop", type=float, default=configs.MAX_ACCURACY_DROP,
-                        help="how far below the champion's accuracy (on this run's eval split) a model may be")
-    parser.add_argument("--min-class-accuracy", type=float, default=0.0,
-                        help="accuracy every class needs (0: no per-class floor)")
-    parser.add_argument("--max-tflite-accuracy-drop", type=float, default=configs.MAX_TFLITE_ACCURACY_DROP,
-                        help="a TFLite variant this far below the SavedModel's eval accuracy is not pushed")
+    parser.add_argument("--max-accuracy-drop", type=float,
+                        help="how far below the champion's accuracy (on this run's eval split) a model may be "
+                             f"(default {configs.MAX_ACCURACY_DROP})")
+    parser.add_argument("--min-class-accuracy", type=float,
+                        help="accuracy every class needs (default 0: no per-class floor)")
+    parser.add_argument("--max-tflite-accuracy-drop", type=float,
+                        help="a TFLite variant this far below the SavedModel's eval accuracy is not pushed "
+                             f"(default {configs.MAX_TFLITE_ACCURACY_DROP})")
     parser.add_argument("--tflite", nargs="+", metavar="VARIANT",
                         help="the TFLite files to make: float32, dynamic_range, float16, int8 (default: all; "
                              "float32 is always made, the others' sizes are given against it)")
@@ -137,8 +140,14 @@ def add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
         add(parser)
 
 
-# Flags without an argparse default, so that a preset can set them; their default when neither does.
-PRESETTABLE_DEFAULTS = {"min_accuracy": configs.MIN_ACCURACY, "min_tflite_agreement": configs.MIN_TFLITE_AGREEMENT}
+# No flag of add_pipeline_flags has an argparse default, so that a preset can set any of them (with_preset
+# fills only what is None); these are the defaults of those the configs do not default themselves, taken
+# when neither the user nor the preset gives a value.
+PRESETTABLE_DEFAULTS = {"min_accuracy": configs.MIN_ACCURACY, "min_tflite_agreement": configs.MIN_TFLITE_AGREEMENT,
+                        "max_accuracy_drop": configs.MAX_ACCURACY_DROP, "min_class_accuracy": 0.0,
+                        "max_tflite_accuracy_drop": configs.MAX_TFLITE_ACCURACY_DROP,
+                        "eval_percent": configs.EVAL_PERCENT, "max_class_drift": configs.MAX_CLASS_DRIFT,
+                        "strict": False, "warm_start": False, "retrain_always": False}
 
 
 def with_preset(args: argparse.Namespace) -> argparse.Namespace:

@@ -154,3 +154,29 @@ def test_backbone_flags_reach_the_configs_and_what_cannot_work_stops_the_run_nam
         assert local_runner.main(["--output-dir", str(tmp_path), *argv]) == 2
         assert capsys.readouterr().err.strip().startswith(f"error: {message}")
     assert not (tmp_path / "metadata.sqlite").exists()
+
+
+def test_a_preset_can_set_every_flag_and_none_is_ignored(monkeypatch):
+    """with_preset fills only the flags left unset (None): a flag with an argparse default would ignore
+    its preset value silently. Every flag of add_pipeline_flags is given a value by a preset here, and
+    every one must arrive."""
+    import argparse
+
+    def parser():
+        made = argparse.ArgumentParser()
+        flags.add_pipeline_flags(made)
+        return made
+    parsed = vars(parser().parse_args([]))
+    assert {name for name, value in parsed.items() if value is not None} == set()
+    preset = {name: f"from the preset: {name}" for name in parsed if name != "preset"}
+    monkeypatch.setitem(configs.PRESETS, "everything", preset)
+    applied = vars(flags.with_preset(parser().parse_args(["--preset", "everything"])))
+    assert {name for name, value in preset.items() if applied[name] != value} == set()
+
+
+def test_the_flags_a_preset_may_set_keep_their_documented_defaults_without_one():
+    args = local_runner.parse_args([])
+    assert (args.eval_percent, args.max_class_drift, args.max_accuracy_drop, args.min_class_accuracy,
+            args.max_tflite_accuracy_drop, args.strict, args.warm_start, args.retrain_always) == (
+        configs.EVAL_PERCENT, configs.MAX_CLASS_DRIFT, configs.MAX_ACCURACY_DROP, 0.0,
+        configs.MAX_TFLITE_ACCURACY_DROP, False, False, False)
