@@ -113,7 +113,6 @@ def _read_baseline(path: str) -> Optional[Dict[str, int]]:
 
 
 def _write_baseline(path: str, counts: Dict[str, int]) -> None:
-    files.make_parent(path)
     files.write_json(path, {"class_counts": counts,
                             "accepted_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
 

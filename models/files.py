@@ -17,8 +17,9 @@ def _remote(path: str) -> bool:
 
 def write_atomically(path: str, text: str) -> None:
     """path holds text, or what it held before: a reader never sees half of it. The text goes to a
-    temporary file of its own beside path (two writers never share one), is flushed to disk where
-    the file is local, then renamed over path."""
+    temporary file of its own beside path (two writers never share one; the folder is made if
+    missing), is flushed to disk where the file is local, then renamed over path."""
+    _make_parent(path)
     temporary = f"{path}.{uuid.uuid4().hex}.tmp"
     if _remote(path):
         import tensorflow as tf  # pylint: disable=import-outside-toplevel
@@ -56,8 +57,7 @@ def read_json(path: str, default: Any = None) -> Any:
         return json.load(f)
 
 
-def make_parent(path: str) -> None:
-    """The folder path goes into, made if missing."""
+def _make_parent(path: str) -> None:
     folder = os.path.dirname(path)
     if _remote(folder):
         import tensorflow as tf  # pylint: disable=import-outside-toplevel

@@ -258,9 +258,7 @@ def write_facts(model: keras.Model, config: ModelConfig, folder: str, **more: An
     """<folder>/model.json: the network's parameter count and the config it was built from (and what
     else is given). The Trainer writes it beside its logs, for its progress line and the run report,
     and into the exported model, where a warm start checks that a champion has the same network."""
-    path = os.path.join(folder, FACTS_FILENAME)
-    files.make_parent(path)
-    files.write_json(path, {"parameters": int(model.count_params()), "config": dataclasses.asdict(config), **more})
+    files.write_json(os.path.join(folder, FACTS_FILENAME), {"parameters": int(model.count_params()), "config": dataclasses.asdict(config), **more})
 
 
 def read_facts(folder: str) -> Optional[Dict[str, Any]]:

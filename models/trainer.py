@@ -165,7 +165,6 @@ class ThroughputLogger(keras.callbacks.Callback):
         self._epochs.append({"epoch": epoch, "seconds": round(seconds, 3), "images_per_s": round(self._images / seconds, 1)})
         logging.info("epoch %d: %.1f images/s", epoch, self._images / seconds)
         if self._write:  # the chief's alone: another worker reads it, and would read a half-written file
-            files.make_parent(self._path)
             files.write_json(self._path, self._epochs)
 
 

@@ -125,9 +125,8 @@ def run_filename(run_id: str) -> str:
 
 
 def write_summary(summary: dict, output_dir: str) -> str:
-    runs_dir = os.path.join(output_dir, "runs")
-    os.makedirs(runs_dir, exist_ok=True)
     from models import files
+    runs_dir = os.path.join(output_dir, "runs")
     text = json.dumps(summary, indent=2, sort_keys=False)
     files.write_atomically(os.path.join(runs_dir, run_filename(summary["run_id"])), text)
     last = os.path.join(output_dir, "last_run.json")

@@ -70,7 +70,6 @@ def with_classes(schema, classes: List[str], retired: List[str] = ()):
 
 def write(schema, path: str) -> None:
     from google.protobuf import text_format
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     files.write_atomically(path, _HEADER.format(path=path) + text_format.MessageToString(schema))
 
 
