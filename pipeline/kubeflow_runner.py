@@ -177,72 +177,83 @@ def print_next_runs(expression: str) -> None:
         print(f"  next run: {when.strftime('%Y-%m-%d %H:%M:%S')} UTC")
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+def _add_compile_flags(p: argparse.ArgumentParser, claim_flag: bool = True) -> None:
+    """What the pipeline is compiled with: target, images, roots, the shared pipeline flags, resources."""
     from pipeline import flags
+    p.add_argument("--target", choices=TARGETS, default="kfp",
+                   help="kfp: open-source Kubeflow Pipelines; vertex: Vertex AI Pipelines' PipelineJob")
+    p.add_argument("--image", default=DEFAULT_IMAGE, help="pipeline image (pipeline/kubeflow/Dockerfile)")
+    p.add_argument("--trainer-image", help="image of the Trainer step, e.g. the GPU variant (default: --image)")
+    _add_root_flags(p, claim_flag)
+    flags.add_pipeline_flags(p)  # the local runner's flags: the same definitions
+    p.add_argument("--gpus", type=int, default=1, help="GPUs the Trainer step requests (0: none)")
+    p.add_argument("--gpu-type", default="nvidia.com/gpu", help="the accelerator's resource name")
+    p.add_argument("--trainer-memory-gb", type=float, default=16.0)
+    p.add_argument("--trainer-cpus", type=float, default=4.0)
+    _add_beam_flags(p)
+
+
+def _add_root_flags(p: argparse.ArgumentParser, claim_flag: bool) -> None:
+    """The object-store pipeline root, and the volume with what outlives a run."""
+    if claim_flag:  # run-local's --volume is the host folder that stands for this claim
+        p.add_argument("--volume", default=DEFAULT_VOLUME, help="ReadWriteMany PersistentVolumeClaim mounted in every step")
+    p.add_argument("--mount-path", default=DEFAULT_MOUNT_PATH)
+    p.add_argument("--pipeline-root", default=DEFAULT_PIPELINE_ROOT,
+                   help="where the artifacts go: an object-store URI, minio://, s3:// or gs:// (KFP's "
+                        f"launcher refuses paths); default {DEFAULT_PIPELINE_ROOT}")
+    p.add_argument("--state-root", help="what outlives a run besides serving/ (class-balance baseline, "
+                                        "checkpoints), on the volume; default: <mount-path>/state")
+    p.add_argument("--serving-root", help="where serving/<model>/<version> is published; default: <mount-path>/serving")
+    p.add_argument("--data-root", help="default of the data_root run-time parameter; default: <mount-path>/data")
+    p.add_argument("--schema", default=os.path.join(SCHEMAS_DIR, "mnist-sample.pbtxt"),
+                   help="curated schema (read now for the class list; the steps read the image's copy)")
+    p.add_argument("--schema-in-pipeline", help="where the steps read the schema, if not in the image's schemas/")
+
+
+def _add_beam_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--beam-target", choices=BEAM_TARGETS, default="direct",
+                   help="where Beam steps run: in the step's pod, Dataflow, Flink or Spark")
+    p.add_argument("--beam-master", help="flink, spark: the Beam job server for that runner, host:port")
+    p.add_argument("--beam-worker-pool", help="flink, spark: the Beam SDK worker pool the runner sends work to, "
+                                              "host:port (the pipeline image, running its worker_pool_main)")
+    p.add_argument("--beam-sdk-image", help="dataflow: a worker image with the Beam SDK boot binary "
+                                            "(/opt/apache/beam/boot) and this project installed")
+    p.add_argument("--beam-arg", action="append", default=[], help="one more Beam argument (repeatable)")
+
+
+def _add_client_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", required=True, help="the KFP API endpoint, e.g. http://localhost:8080")
+    p.add_argument("--experiment", default=configs.PIPELINE_NAME)
+    p.add_argument("--package", help="a compiled .yaml to use instead of compiling now")
+    p.add_argument("--schedule-name", default=SCHEDULE_NAME)
+
+
+def _add_run_parameters(p: argparse.ArgumentParser) -> None:
+    from pipeline import flags
+    p.add_argument("--run-data-root", dest="run_data_root", help="data_root for this run (default: compiled)")
+    p.add_argument("--run-min-accuracy", dest="run_min_accuracy", type=float)
+    p.add_argument("--run-epochs", dest="run_epochs", type=flags.at_least(1))
+    p.add_argument("--run-retrain-always", dest="run_retrain_always", type=int, choices=(0, 1),
+                   help="1: train even if nothing changed since the champion (default: --retrain-always)")
+
+
+def _parser() -> argparse.ArgumentParser:
     from pipeline.kubeflow import local_run as kfp_local
     parser = argparse.ArgumentParser(prog="python -m pipeline.kubeflow_runner", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-
-    def add_compile_flags(p, claim_flag=True):
-        p.add_argument("--target", choices=TARGETS, default="kfp",
-                       help="kfp: open-source Kubeflow Pipelines; vertex: Vertex AI Pipelines' PipelineJob")
-        p.add_argument("--image", default=DEFAULT_IMAGE, help="pipeline image (pipeline/kubeflow/Dockerfile)")
-        p.add_argument("--trainer-image", help="image of the Trainer step, e.g. the GPU variant (default: --image)")
-        if claim_flag:  # run-local's --volume is the host folder that stands for this claim
-            p.add_argument("--volume", default=DEFAULT_VOLUME,
-                           help="ReadWriteMany PersistentVolumeClaim mounted in every step")
-        p.add_argument("--mount-path", default=DEFAULT_MOUNT_PATH)
-        p.add_argument("--pipeline-root", default=DEFAULT_PIPELINE_ROOT,
-                       help="where the artifacts go: an object-store URI, minio://, s3:// or gs:// (KFP's "
-                            f"launcher refuses paths); default {DEFAULT_PIPELINE_ROOT}")
-        p.add_argument("--state-root", help="what outlives a run besides serving/ (class-balance baseline, "
-                                            "checkpoints), on the volume; default: <mount-path>/state")
-        p.add_argument("--serving-root", help="where serving/<model>/<version> is published; default: <mount-path>/serving")
-        p.add_argument("--data-root", help="default of the data_root run-time parameter; default: <mount-path>/data")
-        p.add_argument("--schema", default=os.path.join(SCHEMAS_DIR, "mnist-sample.pbtxt"),
-                       help="curated schema (read now for the class list; the steps read the image's copy)")
-        p.add_argument("--schema-in-pipeline", help="where the steps read the schema, if not in the image's schemas/")
-        flags.add_pipeline_flags(p)  # the local runner's flags: the same definitions
-        p.add_argument("--gpus", type=int, default=1, help="GPUs the Trainer step requests (0: none)")
-        p.add_argument("--gpu-type", default="nvidia.com/gpu", help="the accelerator's resource name")
-        p.add_argument("--trainer-memory-gb", type=float, default=16.0)
-        p.add_argument("--trainer-cpus", type=float, default=4.0)
-        p.add_argument("--beam-target", choices=BEAM_TARGETS, default="direct",
-                       help="where Beam steps run: in the step's pod, Dataflow, Flink or Spark")
-        p.add_argument("--beam-master", help="flink, spark: the Beam job server for that runner, host:port")
-        p.add_argument("--beam-worker-pool", help="flink, spark: the Beam SDK worker pool the runner sends work to, "
-                                                  "host:port (the pipeline image, running its worker_pool_main)")
-        p.add_argument("--beam-sdk-image", help="dataflow: a worker image with the Beam SDK boot binary "
-                                                "(/opt/apache/beam/boot) and this project installed")
-        p.add_argument("--beam-arg", action="append", default=[], help="one more Beam argument (repeatable)")
-
-    def add_client_flags(p):
-        p.add_argument("--host", required=True, help="the KFP API endpoint, e.g. http://localhost:8080")
-        p.add_argument("--experiment", default=configs.PIPELINE_NAME)
-        p.add_argument("--package", help="a compiled .yaml to use instead of compiling now")
-
-    def add_run_parameters(p):
-        p.add_argument("--run-data-root", dest="run_data_root", help="data_root for this run (default: compiled)")
-        p.add_argument("--run-min-accuracy", dest="run_min_accuracy", type=float)
-        p.add_argument("--run-epochs", dest="run_epochs", type=flags.at_least(1))
-        p.add_argument("--run-retrain-always", dest="run_retrain_always", type=int, choices=(0, 1),
-                       help="1: train even if nothing changed since the champion (default: --retrain-always)")
-
     compile_parser = commands.add_parser("compile", help="write the compiled pipeline")
     compile_parser.add_argument("--output", required=True, help=".yaml (spec + volume mount) or .json (spec)")
-    add_compile_flags(compile_parser)
+    _add_compile_flags(compile_parser)
     submit_parser = commands.add_parser("submit", help="start one run now")
     submit_parser.add_argument("--run-name")
     schedule_parser = commands.add_parser("schedule", help="create or replace the recurring run")
     schedule_parser.add_argument("--cron", required=True, type=_check_cron,
                                  help='six fields, seconds first, as KFP reads them: "0 0 3 * * *" is 03:00 UTC daily')
-    unschedule_parser = commands.add_parser("unschedule", help="delete the recurring run")
-    for p in (submit_parser, schedule_parser, unschedule_parser):
-        add_client_flags(p)
-        p.add_argument("--schedule-name", default=SCHEDULE_NAME)
+    _add_client_flags(commands.add_parser("unschedule", help="delete the recurring run"))
     for p in (submit_parser, schedule_parser):
-        add_compile_flags(p)
-        add_run_parameters(p)
+        _add_client_flags(p)
+        _add_compile_flags(p)
+        _add_run_parameters(p)
     local_parser = commands.add_parser(
         "run-local", help="run the compiled pipeline here, each step in a container of --image, as open-source "
                           "KFP v2 runs it")
@@ -250,8 +261,30 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                               help="host folder that stands for the volume claim: the images go in DIR/data")
     local_parser.add_argument("--input-types", choices=kfp_local.INPUT_TYPE_MODES, default="system",
                               help="how input artifacts arrive: system.* titles (default) or empty instance schemas")
-    add_compile_flags(local_parser, claim_flag=False)
-    add_run_parameters(local_parser)
+    _add_compile_flags(local_parser, claim_flag=False)
+    _add_run_parameters(local_parser)
+    return parser
+
+
+def _resolve_roots(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """The roots under the mount path, and the refusals KFP would otherwise make later."""
+    from pipeline.kubeflow import launcher
+    args.state_root = args.state_root or os.path.join(args.mount_path, "state")
+    args.serving_root = args.serving_root or os.path.join(args.mount_path, "serving")
+    args.data_root = args.data_root or os.path.join(args.mount_path, "data")
+    if args.target == "vertex" and not args.pipeline_root.startswith("gs://"):
+        parser.error("--target vertex needs --pipeline-root gs://BUCKET/PATH")
+    try:
+        args.pipeline_root = launcher.check_pipeline_root(args.pipeline_root)
+    except ValueError as error:
+        parser.error(f"--pipeline-root: {error}")
+    if args.gpus < 0:
+        parser.error(f"--gpus must be >= 0, got {args.gpus}")
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    from pipeline import flags
+    parser = _parser()
     args = parser.parse_args(argv)
     if hasattr(args, "preset"):  # the commands that build the pipeline
         args = flags.with_preset(args)
@@ -260,18 +293,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         if args.image == DEFAULT_IMAGE:
             parser.error("run-local needs --image: the tag `make image` printed")
     if hasattr(args, "mount_path"):
-        args.state_root = args.state_root or os.path.join(args.mount_path, "state")
-        args.serving_root = args.serving_root or os.path.join(args.mount_path, "serving")
-        args.data_root = args.data_root or os.path.join(args.mount_path, "data")
-        if args.target == "vertex" and not args.pipeline_root.startswith("gs://"):
-            parser.error("--target vertex needs --pipeline-root gs://BUCKET/PATH")
-        from pipeline.kubeflow import launcher
-        try:
-            args.pipeline_root = launcher.check_pipeline_root(args.pipeline_root)
-        except ValueError as error:
-            parser.error(f"--pipeline-root: {error}")
-        if args.gpus < 0:
-            parser.error(f"--gpus must be >= 0, got {args.gpus}")
+        _resolve_roots(args, parser)
     return args
 
 
