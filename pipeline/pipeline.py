@@ -3,7 +3,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import tensorflow_data_validation as tfdv
 from tfx import v1 as tfx
@@ -48,52 +48,34 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: Union[
                     code_fingerprint: str = "",
                     retrain_always: Union[int, RuntimeParameter] = 0,
                     run_id: str = "") -> tfx.dsl.Pipeline:
-    """data_root, min_accuracy, epochs (default: training.epochs) and retrain_always may be
-    RuntimeParameters, set per run on Kubeflow. schema_file is read here; schema_file_in_pipeline is
-    where the steps find it (default: the same path). warm_start: the Trainer starts from the
-    champion's weights when its network and classes are this run's (models.warm_start).
-    state_root (default: pipeline_root) holds what outlives a run besides serving_dir: the
-    class-balance baseline and the Trainer's checkpoints; on Kubeflow the pipeline root is an object
-    store and the state root a mounted volume. code_fingerprint: the code the run's settings are
-    keyed with (components.caching.project_fingerprint); with the settings it decides, in the
-    RetrainGate, whether a run whose data is the champion's trains at all. run_id: how the Pusher
-    learns the run's id when the orchestrator hands it over as a value (Kubeflow: a placeholder its
-    driver fills); empty, it takes TFX's pipeline run id."""
+    """data_root, min_accuracy, epochs (default: training.epochs) and retrain_always may be Kubeflow
+    RuntimeParameters. schema_file is read here, schema_file_in_pipeline by the steps. state_root
+    (default: pipeline_root): the baseline and checkpoints, which outlive a run (on Kubeflow a volume,
+    the pipeline root an object store). code_fingerprint keys the RetrainGate's settings
+    (caching.project_fingerprint). run_id: the orchestrator's run id as a value (Kubeflow's
+    placeholder); empty, the Pusher takes TFX's."""
     for name, value in (("max_class_drift", max_class_drift), ("max_tflite_accuracy_drop", max_tflite_accuracy_drop),
                         ("min_tflite_agreement", min_tflite_agreement), ("min_accuracy", min_accuracy)):
         check_fraction(name, value)
-    schema_file_in_pipeline = schema_file_in_pipeline or schema_file
     state_root = state_root or pipeline_root
     epochs = training.epochs if epochs is None else epochs
-    curated = schema.load(schema_file)
-    class_names = schema.class_names(curated)
-    example_gen = ImageFolderExampleGen(input_base=data_root, eval_percent=eval_percent,
-                                        known_classes=class_names,
-                                        retired_classes=schema.retired_classes(curated),
-                                        max_image_pixels=max_image_pixels)
-    schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_file_in_pipeline)
+    class_names = schema.class_names(schema.load(schema_file))
+    example_gen, schema_gen = _ingestion(data_root, schema_file, schema_file_in_pipeline or schema_file,
+                                         eval_percent=eval_percent, max_image_pixels=max_image_pixels)
     retrain_gate = RetrainGate(
         examples=example_gen.outputs["examples"], serving_dir=serving_dir, epochs=epochs, retrain_always=retrain_always,
-        settings_fingerprint=settings_fingerprint(code_fingerprint, image_spec=image_spec, training=training,
-                                                  model=model, eval_percent=eval_percent,
-                                                  max_image_pixels=max_image_pixels, warm_start=warm_start,
-                                                  tflite_variants=list(tflite_variants), strict=strict,
-                                                  max_class_drift=max_class_drift))
+        settings_fingerprint=settings_fingerprint(
+            code_fingerprint, image_spec=image_spec, training=training, model=model, eval_percent=eval_percent,
+            max_image_pixels=max_image_pixels, warm_start=warm_start, tflite_variants=list(tflite_variants),
+            strict=strict, max_class_drift=max_class_drift))
     # everything after ingestion runs only when the data, settings or code changed since the champion
     with tfx.dsl.Cond(retrain_gate.outputs["decision"].future()[0].custom_property(RETRAIN_PROPERTY) == 1):
-        statistics_gen = tfx.components.StatisticsGen(
-            examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
-            stats_options=tfdv.StatsOptions(desired_batch_size=configs.STATS_BATCH_SIZE,
-                                            enable_semantic_domain_stats=True))  # image-format histogram
-        example_validator = tfx.components.ExampleValidator(statistics=statistics_gen.outputs["statistics"],
-                                                            schema=schema_gen.outputs["schema"])
-        data_gate = DataGate(examples=example_gen.outputs["examples"],
-                             anomalies=example_validator.outputs["anomalies"],
-                             baseline_path=os.path.join(state_root, "DataGate", configs.CLASS_BALANCE_BASELINE),
-                             max_class_drift=max_class_drift, strict=int(strict),
-                             schema_file=schema_file, data_root=data_root)
+        validation = _validation_stages(
+            example_gen, schema_gen, schema_file=schema_file, data_root=data_root, strict=strict,
+            max_class_drift=max_class_drift,
+            baseline_path=os.path.join(state_root, "DataGate", configs.CLASS_BALANCE_BASELINE))
         stages = _training_stages(
-            example_gen, schema_gen, data_gate, retrain_gate, serving_dir=serving_dir, state_root=state_root,
+            example_gen, schema_gen, validation[-1], retrain_gate, serving_dir=serving_dir, state_root=state_root,
             image_spec=image_spec, training=training, model=model, epochs=epochs, warm_start=warm_start,
             num_classes=len(class_names), tflite_variants=tflite_variants, run_id=run_id,
             thresholds={"min_accuracy": min_accuracy, "max_accuracy_drop": max_accuracy_drop,
@@ -101,9 +83,35 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: Union[
                         "min_tflite_agreement": min_tflite_agreement})
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name, pipeline_root=pipeline_root,
-        components=[example_gen, schema_gen, retrain_gate, statistics_gen, example_validator, data_gate, *stages],
+        components=[example_gen, schema_gen, retrain_gate, *validation, *stages],
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=list(beam_pipeline_args), enable_cache=enable_cache)
+
+
+def _ingestion(data_root, schema_file: str, schema_file_in_pipeline: str, *, eval_percent: int,
+               max_image_pixels: int) -> Tuple[Any, Any]:
+    """ImageFolderExampleGen, told the schema's classes, and ImportSchemaGen."""
+    curated = schema.load(schema_file)
+    example_gen = ImageFolderExampleGen(input_base=data_root, eval_percent=eval_percent,
+                                        known_classes=schema.class_names(curated),
+                                        retired_classes=schema.retired_classes(curated),
+                                        max_image_pixels=max_image_pixels)
+    return example_gen, tfx.components.ImportSchemaGen(schema_file=schema_file_in_pipeline)
+
+
+def _validation_stages(example_gen, schema_gen, *, schema_file: str, data_root, strict: bool, max_class_drift: float,
+                       baseline_path: str) -> List[Any]:
+    """StatisticsGen, ExampleValidator and the DataGate that stops the run on what they found."""
+    statistics_gen = tfx.components.StatisticsGen(
+        examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
+        stats_options=tfdv.StatsOptions(desired_batch_size=configs.STATS_BATCH_SIZE,
+                                        enable_semantic_domain_stats=True))  # image-format histogram
+    example_validator = tfx.components.ExampleValidator(statistics=statistics_gen.outputs["statistics"],
+                                                        schema=schema_gen.outputs["schema"])
+    data_gate = DataGate(examples=example_gen.outputs["examples"], anomalies=example_validator.outputs["anomalies"],
+                         baseline_path=baseline_path, max_class_drift=max_class_drift, strict=int(strict),
+                         schema_file=schema_file, data_root=data_root)
+    return [statistics_gen, example_validator, data_gate]
 
 
 def _training_stages(example_gen, schema_gen, data_gate, retrain_gate, *, serving_dir: str, state_root: str,
