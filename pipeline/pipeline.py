@@ -52,10 +52,9 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: Union[
     RuntimeParameters. schema_file is read here, schema_file_in_pipeline by the steps. state_root
     (default: pipeline_root): the baseline and checkpoints, which outlive a run (on Kubeflow a volume,
     the pipeline root an object store). code_fingerprint keys the RetrainGate's settings
-    (caching.project_fingerprint). run_id: the orchestrator's run id as a value (Kubeflow's
-    placeholder); empty, the Pusher takes TFX's."""
-    for name, value in (("max_class_drift", max_class_drift), ("max_tflite_accuracy_drop", max_tflite_accuracy_drop),
-                        ("min_tflite_agreement", min_tflite_agreement), ("min_accuracy", min_accuracy)):
+    (caching.project_fingerprint). run_id: the orchestrator's run id (Kubeflow's placeholder), else TFX's."""
+    for name, value in dict(max_class_drift=max_class_drift, max_tflite_accuracy_drop=max_tflite_accuracy_drop,
+                            min_tflite_agreement=min_tflite_agreement, min_accuracy=min_accuracy).items():
         check_fraction(name, value)
     state_root = state_root or pipeline_root
     epochs = training.epochs if epochs is None else epochs

@@ -15,13 +15,14 @@ import io
 import json
 import os
 import sys
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from models import files
+from pipeline.report_figures import EvalSplit, confusion_plot, image_row, most_confused, spread, table
+from pipeline.report_training import training_section
 
 REPORT_FILENAME = "report.html"
 THUMBNAILS_PER_CLASS = 8
-CONFUSED_PAIRS = 5
 EXAMPLES_PER_PAIR = 4
 GRAD_CAM_IMAGES = 6  # correct ones and as many wrong ones
 LISTED_FILES = 200   # rejected/ignored files listed in the page; the summary has them all
@@ -74,19 +75,6 @@ img.plot {{ max-width: 100%; display: block; margin: .5em 0; }} section {{ margi
 {body}
 </body></html>
 """
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[Any]], table_id: str = "") -> str:
-    def cell(value):
-        if isinstance(value, float):
-            return f'<td class="num">{value:.4f}</td>'
-        if isinstance(value, int):
-            return f'<td class="num">{value}</td>'
-        return f"<td>{html.escape('' if value is None else str(value))}</td>"
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in rows)
-    ident = f' id="{table_id}"' if table_id else ""
-    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _file_list(entries: List[Dict[str, str]], what: str, detail: str = "reason") -> str:
@@ -222,202 +210,8 @@ def validation_section(page: Page, summary: Dict[str, Any]) -> None:
 
 # --- training ------------------------------------------------------------------------------------
 
-def epoch_scalars(log_dir: str) -> Dict[str, Dict[int, float]]:
-    """{tag: {epoch: value}} of the TensorBoard event files in log_dir (Keras writes epoch_*)."""
-    import tensorflow as tf
-    scalars: Dict[str, Dict[int, float]] = {}
-    for path in sorted(glob.glob(os.path.join(log_dir, "events.out.tfevents.*"))):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            for value in event.summary.value:
-                if value.tag.startswith("epoch_"):
-                    number = float(tf.make_ndarray(value.tensor)) if value.HasField("tensor") else value.simple_value
-                    scalars.setdefault(value.tag, {})[int(event.step)] = number
-    return scalars
-
-
-def training_section(page: Page, summary: Dict[str, Any]) -> None:
-    import matplotlib.pyplot as plt
-    from models.model import read_facts
-    from models.trainer import LEARNING_RATE_FILENAME, THROUGHPUT_FILENAME
-    model_run = summary.get("artifacts", {}).get("model_run")
-    if not model_run:
-        page.add("training", "Training", "<p>The Trainer did not run.</p>")
-        return
-    train, validation = epoch_scalars(os.path.join(model_run, "train")), epoch_scalars(os.path.join(model_run, "validation"))
-    body = []
-    metrics = [tag for tag in ("epoch_loss", "epoch_accuracy") if tag in train]
-    if metrics:
-        fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 3.6), squeeze=False)
-        for axis, tag in zip(axes[0], metrics):
-            for name, scalars in (("train", train), ("validation", validation)):
-                if tag in scalars:
-                    epochs = sorted(scalars[tag])
-                    axis.plot([e + 1 for e in epochs], [scalars[tag][e] for e in epochs], marker="o", label=name)
-            axis.set_xlabel("epoch")
-            axis.set_title(tag[len("epoch_"):])
-            axis.legend()
-            axis.grid(alpha=.3)
-        body.append(page.figure("training_curves", fig, "loss and accuracy per epoch"))
-    schedule_path = os.path.join(model_run, LEARNING_RATE_FILENAME)
-    if os.path.exists(schedule_path):  # every step's rate, as the Trainer's schedule gives it
-        with open(schedule_path) as f:
-            schedule = json.load(f)
-        rates = schedule["learning_rate"]
-        fig, axis = plt.subplots(figsize=(5.5, 3))
-        axis.plot([step / schedule["steps_per_epoch"] for step in range(len(rates))], rates)
-        axis.set_title("learning-rate schedule (every step)")
-        axis.set_xlabel("epoch")
-        axis.grid(alpha=.3)
-        body.append(page.figure("learning_rate", fig, "learning-rate schedule"))
-    throughput_path = os.path.join(model_run, THROUGHPUT_FILENAME)
-    facts = ["Trainer: cached, this run reused the model an earlier run trained"
-             if "Trainer" in (summary.get("cached_stages") or ())
-             else f"Trainer wall time: {summary.get('stage_seconds', {}).get('Trainer', 0):.1f} s"]
-    model = read_facts(model_run)
-    if model:
-        config = model["config"]
-        network = (f"{config['architecture']} network, width {config['width']:g}, depth {config['depth']}"
-                   if config.get("backbone", "none") == "none" else
-                   f"{config['backbone']} backbone with {model['backbone_weights']} weights, then "
-                   f"{model['fine_tune_epochs']} fine-tuning epochs")
-        facts.append(f"{network}: {model['parameters']:,} parameters")
-        if "started_from" in model:
-            from components.trainer import started_from_text
-            facts.append(started_from_text(model["started_from"]))
-    if os.path.exists(throughput_path):
-        from components.trainer import steady_images_per_s
-        with open(throughput_path) as f:
-            epochs = json.load(f)
-        facts.append(f"{len(epochs)} epochs; {steady_images_per_s(epochs):.0f} images/s (median epoch after the first)")
-    body.append("<p>" + "; ".join(facts) + ".</p>")
-    page.add("training", "Training", "\n".join(body))
-
-
-# --- evaluation ----------------------------------------------------------------------------------
-
-def confusion_plot(matrix: List[List[int]], classes: List[str]):
-    """Counts and row-normalized rates side by side, every class name readable (keep_apart)."""
-    import matplotlib.pyplot as plt
-    import numpy as np
-    counts = np.array(matrix, dtype=float)
-    normalized = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5.2))
-    for axis, values, title, fmt in ((axes[0], counts, "counts", "{:.0f}"), (axes[1], normalized, "normalized by true class", "{:.2f}")):
-        axis.imshow(values, cmap="Blues")
-        axis.set_title(title)
-        axis.set_xlabel("predicted")
-        axis.set_ylabel("true")
-        axis.set_xticks(range(len(classes)), classes)
-        axis.set_yticks(range(len(classes)), classes)
-        if len(classes) <= 20:
-            for (i, j), value in np.ndenumerate(values):
-                axis.text(j, i, fmt.format(value), ha="center", va="center", fontsize=7,
-                          color="white" if value > values.max() / 2 else "black")
-        keep_apart(fig, axis.get_xticklabels(), rotate=True)
-        keep_apart(fig, axis.get_yticklabels(), rotate=False)
-    fig.tight_layout()  # room for the longest names, between the two plots too
-    return fig
-
-
 def confusion_figure(page: Page, matrix: List[List[int]], classes: List[str]) -> str:
     return page.figure("confusion_matrix", confusion_plot(matrix, classes), "confusion matrix")
-
-
-def keep_apart(fig, labels, rotate: bool, smallest_font: float = 5) -> None:
-    """Tick labels that would overlap their neighbours are turned upright (x axis), then set smaller,
-    then thinned to every n-th, until none overlap: class names of any length and count stay legible."""
-    renderer = fig.canvas.get_renderer()
-
-    def overlapping(shown) -> bool:
-        boxes = [label.get_window_extent(renderer) for label in shown]
-        return any(a.overlaps(b) for a, b in zip(boxes, boxes[1:]))
-
-    if not labels or not overlapping(labels):
-        return
-    if rotate:
-        for label in labels:
-            label.set_rotation(90)
-    size = labels[0].get_fontsize()
-    while overlapping(labels) and size > smallest_font:
-        size -= 1
-        for label in labels:
-            label.set_fontsize(size)
-    step = 1
-    while overlapping(labels[::step]):
-        step += 1
-    for index, label in enumerate(labels):
-        label.set_visible(index % step == 0)
-
-
-def most_confused(matrix: List[List[int]], limit: int = CONFUSED_PAIRS) -> List[Tuple[int, int, int]]:
-    """(true id, predicted id, count) of the largest off-diagonal cells."""
-    cells = [(count, i, j) for i, row in enumerate(matrix) for j, count in enumerate(row) if i != j and count]
-    return [(i, j, count) for count, i, j in sorted(cells, key=lambda c: (-c[0], c[1], c[2]))[:limit]]
-
-
-class EvalSplit:
-    """The trained model on the eval split, streamed: every image's label and predicted class (one
-    pass, a batch at a time), then only the images the report shows are decoded again and explained
-    (Grad-CAM). Memory does not grow with the split."""
-
-    def __init__(self, saved_model_dir: str, examples_uri: str):
-        import numpy as np
-        import tensorflow as tf
-        from components.lite_models import split_batches
-        from models import lite
-        from models.preprocessing import ImageSpec
-        self._examples_uri = examples_uri
-        self._model = lite.load(saved_model_dir)
-        self._spec = ImageSpec(*(int(d) for d in lite.image_shape(self._model)))
-        serve = self._model.signatures["serve_images"]
-        labels, predicted = [], []
-        for images, batch_labels in split_batches(examples_uri, "eval", self._spec):
-            labels.append(batch_labels)
-            predicted.append(serve(images=tf.constant(images))["class_id"].numpy())
-        self.labels = np.concatenate(labels) if labels else np.zeros([0], np.int64)
-        self.predicted = np.concatenate(predicted) if predicted else np.zeros([0], np.int64)
-
-    @property
-    def explainable(self) -> bool:
-        """Models exported before the explain_images signature existed have predictions only."""
-        return "explain_images" in self._model.signatures
-
-    def images(self, indices: List[int]):
-        """The eval images at these positions, [len(indices), H, W, C] 0..255, in that order."""
-        import numpy as np
-        from components.lite_models import split_batches
-        wanted, found, start = set(indices), {}, 0
-        for images, _ in split_batches(self._examples_uri, "eval", self._spec):
-            for offset in wanted & set(range(start, start + len(images))):
-                found[offset] = images[offset - start]
-            start += len(images)
-            if len(found) == len(wanted):
-                break
-        return np.stack([found[i] for i in indices])
-
-    def heatmaps(self, images):
-        import tensorflow as tf
-        return self._model.signatures["explain_images"](images=tf.constant(images))["heatmap"].numpy()
-
-
-def spread(indices: List[int], count: int) -> List[int]:
-    """count of the indices, evenly spaced: the eval split is in class order, so the first few would be one class."""
-    if len(indices) <= count:
-        return indices
-    return [indices[round(k * (len(indices) - 1) / (count - 1))] for k in range(count)]
-
-
-def _image_row(images, titles, heatmaps=None):
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(images), figsize=(1.8 * len(images), 2.1), squeeze=False)
-    for index, (axis, image, title) in enumerate(zip(axes[0], images, titles)):
-        pixels = image[..., 0] if image.shape[-1] == 1 else image / 255.0
-        axis.imshow(pixels, cmap="gray" if image.shape[-1] == 1 else None)
-        if heatmaps is not None:
-            axis.imshow(heatmaps[index], cmap="jet", alpha=0.45, vmin=0, vmax=1)
-        axis.set_title(title, fontsize=8)
-        axis.axis("off")
-    return fig
 
 
 def evaluation_section(page: Page, summary: Dict[str, Any]) -> None:
@@ -459,7 +253,7 @@ def _examples_shown(page: Page, split: "EvalSplit", matrix: List[List[int]], cla
         if chosen:
             shown = chosen[:EXAMPLES_PER_PAIR]
             body.append(page.figure(f"confused_{true_id}_as_{predicted_id}",
-                                    _image_row(split.images(shown), [f"{classes[true_id]} → {classes[predicted_id]}"]
+                                    image_row(split.images(shown), [f"{classes[true_id]} → {classes[predicted_id]}"]
                                                * len(shown)),
                                     f"{classes[true_id]} predicted as {classes[predicted_id]}"))
     body.append("<h3>Grad-CAM: where the model looks (last convolutional block)</h3>")
@@ -472,7 +266,7 @@ def _examples_shown(page: Page, split: "EvalSplit", matrix: List[List[int]], cla
             images = split.images(chosen)
             titles = [f"{classes[labels[i]]} → {classes[predicted[i]]}" for i in chosen]
             body.append(f"<p>{name.capitalize()} predictions (true → predicted):</p>"
-                        + page.figure(f"grad_cam_{name}", _image_row(images, titles, split.heatmaps(images)),
+                        + page.figure(f"grad_cam_{name}", image_row(images, titles, split.heatmaps(images)),
                                       f"Grad-CAM of {name} predictions"))
     return body
 

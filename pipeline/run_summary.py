@@ -131,17 +131,26 @@ def summarize(nodes: Dict[str, Dict[str, Any]], *, run_id: str, data_root: str, 
     blessing = _single(nodes.get("Evaluator"), "blessing")
     if blessing is not None:
         summary["blessed"] = blessing.custom_properties["blessed"].int_value == 1
+    _add_outcome(summary, nodes, error)
+    return summary
+
+
+def _is_set(artifact, name: str) -> bool:
+    """The artifact's integer custom property `name` is 1 (False when either is missing)."""
+    return artifact is not None and name in artifact.custom_properties and \
+        artifact.custom_properties[name].int_value == 1
+
+
+def _add_outcome(summary: Dict[str, Any], nodes: Dict[str, Dict[str, Any]], error: Optional[BaseException]) -> None:
+    """The RetrainGate's decision, what the Pusher did, and the run's status from them."""
     decision = _single(nodes.get("RetrainGate"), "decision")
     unchanged = decision is not None and decision.custom_properties[RETRAIN_PROPERTY].int_value == 0
     if decision is not None:
         summary["retrain"] = {"retrain": not unchanged,
                               "reason": decision.custom_properties[REASON_PROPERTY].string_value}
     pushed = _single(nodes.get("Pusher"), "pushed_model")
-    already_serving = pushed is not None and pushed.custom_properties[ALREADY_SERVING_PROPERTY].int_value == 1
-    held = pushed is not None and HELD_PROPERTY in pushed.custom_properties and \
-        pushed.custom_properties[HELD_PROPERTY].int_value == 1
-    superseded = pushed is not None and SUPERSEDED_PROPERTY in pushed.custom_properties and \
-        pushed.custom_properties[SUPERSEDED_PROPERTY].int_value == 1
+    already_serving, held, superseded = (_is_set(pushed, name) for name in
+                                         (ALREADY_SERVING_PROPERTY, HELD_PROPERTY, SUPERSEDED_PROPERTY))
     if superseded:
         champion_version = int(os.path.basename(pushed.custom_properties[DESTINATION_PROPERTY].string_value))
         summary["superseded"] = superseded_line(pushed.custom_properties[COMPARED_WITH_PROPERTY].int_value,
@@ -155,4 +164,3 @@ def summarize(nodes: Dict[str, Dict[str, Any]], *, run_id: str, data_root: str, 
         summary["status"] = ("unchanged" if unchanged else "superseded" if superseded else
                              "pushed" if summary["pushed"] else "already_serving" if already_serving
                              else "held" if held else "not_blessed")
-    return summary

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from pipeline import report
+from pipeline import report, report_figures
 
 SECTION_IDS = ("data", "validation", "training", "evaluation", "promotion", "tflite", "timings")
 
@@ -130,8 +130,8 @@ def test_every_plot_is_embedded_and_written_beside_the_report(tmp_path):
 
 
 def test_most_confused_pairs_are_the_largest_off_diagonal_cells():
-    assert report.most_confused([[5, 3, 0], [1, 4, 3], [0, 2, 9]], limit=3) == [(0, 1, 3), (1, 2, 3), (2, 1, 2)]
-    assert report.most_confused([[4, 0], [0, 4]]) == []
+    assert report_figures.most_confused([[5, 3, 0], [1, 4, 3], [0, 2, 9]], limit=3) == [(0, 1, 3), (1, 2, 3), (2, 1, 2)]
+    assert report_figures.most_confused([[4, 0], [0, 4]]) == []
 
 
 def test_rerendering_names_a_missing_run(tmp_path, capsys):
@@ -162,8 +162,8 @@ def test_chromium_sees_every_section_and_tells_a_broken_image(tmp_path):
 
 
 def test_grad_cam_samples_are_spread_over_the_class_ordered_split():
-    assert report.spread(list(range(100)), 6) == [0, 20, 40, 59, 79, 99]
-    assert report.spread([3, 8], 6) == [3, 8]
+    assert report_figures.spread(list(range(100)), 6) == [0, 20, 40, 59, 79, 99]
+    assert report_figures.spread([3, 8], 6) == [3, 8]
 
 
 def test_identical_files_and_split_leaks_are_shown(tmp_path):
@@ -186,7 +186,7 @@ CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
                          ids=["cifar-names", "sixty-long-names"])
 def test_no_two_class_names_of_the_confusion_matrix_overlap(classes):
     import matplotlib.pyplot as plt
-    fig = report.confusion_plot([[1] * len(classes)] * len(classes), classes)
+    fig = report_figures.confusion_plot([[1] * len(classes)] * len(classes), classes)
     renderer = fig.canvas.get_renderer()
     left, right = fig.axes
     for axis in (left, right):

@@ -14,9 +14,9 @@ import tensorflow as tf
 import tf_keras as keras
 
 from models.model import ModelConfig, build_classifier
-from models.trainer import (LEARNING_RATE_FILENAME, TrainingConfig, WarmupCosineRestarts, augmenter, compile_model,
-                            fit, profiled_batches, schedule_for, smoothed_sparse_crossentropy, training_batches,
-                            write_learning_rates)
+from models.trainer import (LEARNING_RATE_FILENAME, TrainingConfig, WarmupCosineRestarts, compile_model, fit,
+                            profiled_batches, schedule_for, smoothed_sparse_crossentropy, write_learning_rates)
+from models.training_data import augmenter, training_batches
 
 
 def test_schedule_warms_up_then_restarts_in_doubling_cycles_that_end_with_training():

@@ -14,7 +14,9 @@ The contract a step works under:
   (uploadOutputArtifacts): an empty folder is lost; a URI without a known scheme is not uploaded,
   only logged, and still recorded in ML Metadata.
 """
-from typing import Optional
+import json
+import os
+from typing import Any, Dict, Optional
 
 # objectstore/config.go ParseBucketPathToConfig: the schemes a pipeline root may have (mem:// is
 # parsed, then refused as a provider).
@@ -63,3 +65,73 @@ def task_output_file(task_root_uri: str) -> str:
     """driver.go: the executor output file is LocalPathForURI(task root)/output_metadata.json (KFP 2.15+)."""
     local = local_path_for_uri(task_root_uri)
     return f"{local}/{OUTPUT_METADATA_FILENAME}" if local else LEGACY_OUTPUT_FILE
+
+
+# The launcher's copies, as run-local performs them around each container: the step's local paths
+# are below its staging folder on this machine (in_staging), the store is object_store.Store.
+
+def merge_outputs(provisioned: Dict[str, Any], output_file: str) -> Dict[str, Dict[str, Any]]:
+    """The step's output artifacts: the provisioned ones, with the URI and metadata the executor
+    reported merged in (launcher mergeRuntimeArtifacts)."""
+    reported = {}
+    if os.path.exists(output_file):
+        with open(output_file) as f:
+            reported = json.load(f).get("artifacts", {})
+    merged = {}
+    for name, artifact_list in provisioned.items():
+        artifact = dict(artifact_list["artifacts"][0])
+        for update in (reported.get(name) or {}).get("artifacts", [])[:1]:
+            artifact["uri"] = update.get("uri") or artifact["uri"]
+            artifact["metadata"] = {**(artifact.get("metadata") or {}), **(update.get("metadata") or {})}
+        merged[name] = artifact
+    return merged
+
+
+def in_staging(staging: str, local_path: str) -> str:
+    """Where a container's local path (/minio/…) is on this machine: below the step's staging folder."""
+    return os.path.join(staging, local_path.lstrip("/"))
+
+
+def download_artifacts(executor_input_: Dict[str, Any], store, staging: str, say) -> Dict[str, int]:
+    """downloadArtifacts: every input's objects to its local path; returns files per input."""
+    copied = {}
+    for name, artifact_list in executor_input_["inputs"]["artifacts"].items():
+        for artifact in artifact_list["artifacts"]:
+            local = local_path_for_uri(artifact["uri"])
+            if local is None:
+                say(f'Input Artifact "{name}" does not have a recognized storage URI "{artifact["uri"]}". '
+                    f"Skipping downloading to local path.")
+                continue
+            copied[name] = store.download_blob(artifact["uri"], in_staging(staging, local))
+    return copied
+
+
+def prepare_output_folders(executor_input_: Dict[str, Any], staging: str) -> None:
+    """prepareOutputFolders: the parent folder of every output's local path (TFX's value artifacts,
+    e.g. DataGate's, are written without making it), and of the executor output file."""
+    for name, artifact_list in executor_input_["outputs"]["artifacts"].items():
+        local = local_path_for_uri(artifact_list["artifacts"][0]["uri"])
+        if local is None:
+            raise ValueError(f"failed to generate local storage path for output artifact {name!r}")
+        os.makedirs(os.path.dirname(in_staging(staging, local)), exist_ok=True)
+    os.makedirs(os.path.dirname(in_staging(staging, executor_input_["outputs"]["outputFile"])), exist_ok=True)
+
+
+def upload_output_artifacts(outputs: Dict[str, Dict[str, Any]], store, staging: str, say) -> Dict[str, int]:
+    """uploadOutputArtifacts, after mergeRuntimeArtifacts: each output's local folder (of its URI as
+    merged) to that URI, files only; a URI without a known scheme is skipped and still recorded.
+    Returns files per output."""
+    uploaded = {}
+    for name, artifact in outputs.items():
+        local = local_path_for_uri(artifact["uri"])
+        if local is None:
+            say(f'Output Artifact "{name}" does not have a recognized storage URI "{artifact["uri"]}". '
+                f"Skipping uploading to remote storage.")
+            uploaded[name] = 0
+            continue
+        try:
+            uploaded[name] = store.upload_blob(in_staging(staging, local), artifact["uri"])
+        except FileNotFoundError:  # "We allow components to not produce output files"
+            say(f'Local filepath "{local}" does not exist')
+            uploaded[name] = 0
+    return uploaded

@@ -137,23 +137,6 @@ def substitute(args: List[str], executor_input_: Dict[str, Any]) -> List[str]:
     return substituted
 
 
-def merge_outputs(provisioned: Dict[str, Any], output_file: str) -> Dict[str, Dict[str, Any]]:
-    """The step's output artifacts: the provisioned ones, with the URI and metadata the executor
-    reported merged in (launcher mergeRuntimeArtifacts)."""
-    reported = {}
-    if os.path.exists(output_file):
-        with open(output_file) as f:
-            reported = json.load(f).get("artifacts", {})
-    merged = {}
-    for name, artifact_list in provisioned.items():
-        artifact = dict(artifact_list["artifacts"][0])
-        for update in (reported.get(name) or {}).get("artifacts", [])[:1]:
-            artifact["uri"] = update.get("uri") or artifact["uri"]
-            artifact["metadata"] = {**(artifact.get("metadata") or {}), **(update.get("metadata") or {})}
-        merged[name] = artifact
-    return merged
-
-
 def volume_mounts(platform: Dict[str, Any], executor_label: str, volumes: Dict[str, str]) -> Dict[str, str]:
     """mount path -> host folder, for the executor's pvcMount entries: each claim is a host folder."""
     config = platform.get("platforms", {}).get("kubernetes", {}).get("deploymentSpec", {}).get("executors", {})
@@ -164,56 +147,6 @@ def volume_mounts(platform: Dict[str, Any], executor_label: str, volumes: Dict[s
             raise StepFailed(f"{executor_label} mounts the volume claim {claim!r}, which has no host folder")
         mounts[mount["mountPath"]] = volumes[claim]
     return mounts
-
-
-def in_staging(staging: str, local_path: str) -> str:
-    """Where a container's local path (/minio/…) is on this machine: below the step's staging folder."""
-    return os.path.join(staging, local_path.lstrip("/"))
-
-
-def download_artifacts(executor_input_: Dict[str, Any], store, staging: str, say) -> Dict[str, int]:
-    """downloadArtifacts: every input's objects to its local path; returns files per input."""
-    copied = {}
-    for name, artifact_list in executor_input_["inputs"]["artifacts"].items():
-        for artifact in artifact_list["artifacts"]:
-            local = launcher.local_path_for_uri(artifact["uri"])
-            if local is None:
-                say(f'Input Artifact "{name}" does not have a recognized storage URI "{artifact["uri"]}". '
-                    f"Skipping downloading to local path.")
-                continue
-            copied[name] = store.download_blob(artifact["uri"], in_staging(staging, local))
-    return copied
-
-
-def prepare_output_folders(executor_input_: Dict[str, Any], staging: str) -> None:
-    """prepareOutputFolders: the parent folder of every output's local path (TFX's value artifacts,
-    e.g. DataGate's, are written without making it), and of the executor output file."""
-    for name, artifact_list in executor_input_["outputs"]["artifacts"].items():
-        local = launcher.local_path_for_uri(artifact_list["artifacts"][0]["uri"])
-        if local is None:
-            raise StepFailed(f"failed to generate local storage path for output artifact {name!r}")
-        os.makedirs(os.path.dirname(in_staging(staging, local)), exist_ok=True)
-    os.makedirs(os.path.dirname(in_staging(staging, executor_input_["outputs"]["outputFile"])), exist_ok=True)
-
-
-def upload_output_artifacts(outputs: Dict[str, Dict[str, Any]], store, staging: str, say) -> Dict[str, int]:
-    """uploadOutputArtifacts, after mergeRuntimeArtifacts: each output's local folder (of its URI as
-    merged) to that URI, files only; a URI without a known scheme is skipped and still recorded.
-    Returns files per output."""
-    uploaded = {}
-    for name, artifact in outputs.items():
-        local = launcher.local_path_for_uri(artifact["uri"])
-        if local is None:
-            say(f'Output Artifact "{name}" does not have a recognized storage URI "{artifact["uri"]}". '
-                f"Skipping uploading to remote storage.")
-            uploaded[name] = 0
-            continue
-        try:
-            uploaded[name] = store.upload_blob(in_staging(staging, local), artifact["uri"])
-        except FileNotFoundError:  # "We allow components to not produce output files"
-            say(f'Local filepath "{local}" does not exist')
-            uploaded[name] = 0
-    return uploaded
 
 
 class Run:
@@ -250,8 +183,8 @@ class Run:
         command = container.get("command", [])
         mounts = volume_mounts(self.platform, label, self.volumes)
         for root in launcher.LOCAL_ROOTS.values():
-            os.makedirs(in_staging(staging, root), exist_ok=True)
-            mounts[root.rstrip("/")] = in_staging(staging, root)
+            os.makedirs(launcher.in_staging(staging, root), exist_ok=True)
+            mounts[root.rstrip("/")] = launcher.in_staging(staging, root)
         volumes = [arg for mount, host in mounts.items() for arg in ("-v", f"{host}:{mount}")]
         return [self.docker, "run", "--rm", "--network", "none", "--name", f"kfp-{self.run_id[:8]}-{task_name}",
                 *volumes, *(["--entrypoint", command[0]] if command else []), container["image"],
@@ -321,8 +254,11 @@ class Run:
         step["log"] = os.path.join(self.log_dir, f"{task_name}.log")
         staging = os.path.join(outputs_dir, "local")  # the step's /minio: its inputs, then its outputs
         step_started = time.time()
-        step["downloaded_files"] = download_artifacts(inputs, self.store, staging, self._log)
-        prepare_output_folders(inputs, staging)
+        step["downloaded_files"] = launcher.download_artifacts(inputs, self.store, staging, self._log)
+        try:
+            launcher.prepare_output_folders(inputs, staging)
+        except ValueError as error:
+            raise StepFailed(f"{task_name}: {error}") from error
         self._log(f"{task_name} started in a container (log: {step['log']})")
         with open(step["log"], "w") as log:
             process = subprocess.Popen(self._container_command(task_name, inputs, staging), stdout=log,
@@ -348,11 +284,11 @@ class Run:
             self._log(f"{task_name} failed after {step['seconds']:.1f}s")
             return f"step {task_name} exited with code {process.returncode}; the end of {step['log']}:\n{tail}"
         staging = os.path.join(outputs_dir, "local")
-        output_file = in_staging(staging, inputs["outputs"]["outputFile"])
+        output_file = launcher.in_staging(staging, inputs["outputs"]["outputFile"])
         if os.path.exists(output_file):
             shutil.copy(output_file, os.path.join(outputs_dir, launcher.OUTPUT_METADATA_FILENAME))
-        outputs = merge_outputs(inputs["outputs"]["artifacts"], output_file)
-        step["uploaded_files"] = upload_output_artifacts(outputs, self.store, staging, self._log)
+        outputs = launcher.merge_outputs(inputs["outputs"]["artifacts"], output_file)
+        step["uploaded_files"] = launcher.upload_output_artifacts(outputs, self.store, staging, self._log)
         shutil.rmtree(staging)  # the pod's disk: gone with the pod
         step["seconds"] = round(time.time() - step_started, 1)  # with the launcher's copies, as in a pod
         step["status"] = "succeeded"
