@@ -36,6 +36,7 @@ import uuid
 from typing import Any, Dict, List
 
 from pipeline.kubeflow import launcher
+from pipeline.kubeflow.compile import KFP_RUN_ID
 # The titles the v2 backend gives TFX's types once they have been through ML Metadata. Distinct TFX
 # types share one: only the step's input definitions tell them apart (pipeline/kubeflow/entrypoint.py).
 SYSTEM_TITLES = {"tfx.Examples": "system.Dataset", "tfx.Model": "system.Model"}
@@ -85,7 +86,7 @@ def parameter_values(task: Dict[str, Any], run_parameters: Dict[str, Any], run_i
             values[name] = run_parameters[source["componentInputParameter"]]
         elif "runtimeValue" in source:
             constant = source["runtimeValue"]["constant"]
-            values[name] = run_id if constant == "{{$.pipeline_job_uuid}}" else constant
+            values[name] = run_id if constant == KFP_RUN_ID else constant
         else:
             raise StepFailed(f"parameter {name!r}: only pipeline parameters and constants are supported, got {source}")
     return values
