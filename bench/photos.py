@@ -83,7 +83,8 @@ def run_keras(data_root: str, flags: list, epochs: int, work_dir: str) -> dict:
     import tf_keras as keras
     import trainer_vs_keras
     from models.model import ModelConfig, build_classifier
-    from models.trainer import THROUGHPUT_FILENAME, ThroughputLogger, compile_model
+    from models.recipe import compile_model
+    from models.run_fn import THROUGHPUT_FILENAME, ThroughputLogger
     from pipeline import flags as pipeline_flags_module, local_runner
     settings = pipeline_flags_module.pipeline_settings(local_runner.parse_args(flags))
     training = settings["training"]

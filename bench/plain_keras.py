@@ -22,7 +22,7 @@ def main() -> None:
     import tensorflow as tf
     import tf_keras as keras
     from models.model import ModelConfig, build_classifier
-    from models.trainer import TrainingConfig
+    from models.recipe import TrainingConfig
     training = TrainingConfig(epochs=args.epochs)  # the pipeline's batch size and learning rate
 
     def load(split, shuffle):

@@ -30,7 +30,7 @@ SAMPLE = os.path.join(REPO_ROOT, "data", "mnist-sample")
 sys.path[:0] = [REPO_ROOT, BENCH_DIR]
 import ingest_vs_keras  # noqa: E402  (bench/ is not a package)
 import trainer_vs_keras  # noqa: E402
-from models.trainer import TrainingConfig  # noqa: E402
+from models.recipe import TrainingConfig  # noqa: E402
 
 
 def timed(command) -> tuple:

@@ -105,7 +105,8 @@ def run_keras(epochs: int, work_dir: str) -> float:
     from PIL import Image
     import tf_keras as keras
     from models.model import ModelConfig, build_classifier
-    from models.trainer import THROUGHPUT_FILENAME, ThroughputLogger, TrainingConfig, compile_model
+    from models.recipe import TrainingConfig, compile_model
+    from models.run_fn import THROUGHPUT_FILENAME, ThroughputLogger
     paths = sorted(glob.glob(os.path.join(SAMPLE, "train", "*", "*.png")))
     images = np.stack([np.asarray(Image.open(p), np.float32)[..., None] for p in paths])
     images = (images - images.mean()) / images.std()

@@ -36,7 +36,7 @@ from tfx.proto.orchestration import pipeline_pb2
 
 from components.evaluation import ChampionModel
 from components.retrain_gate import RetrainGate
-from components.validation_gate import DataGate
+from components.data_gate import DataGate
 from models import sources
 
 PROJECT_FINGERPRINT_KEY = "project_fingerprint"

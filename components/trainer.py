@@ -32,7 +32,7 @@ def training_figure(model_run_dir: str) -> str:
     with --warm-start what training started from, with --backbone its weights and fine-tuning epochs, with
     --quantization-aware its fine-tuning epochs."""
     from models.model import read_facts
-    from models.trainer import THROUGHPUT_FILENAME
+    from models.run_fn import THROUGHPUT_FILENAME
     model, epochs = read_facts(model_run_dir), files.read_json(os.path.join(model_run_dir, THROUGHPUT_FILENAME))
     parts = [f"{model['parameters']:,} parameters"] if model else []
     if epochs:  # written by the chief's ThroughputLogger

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import tensorflow as tf
 import tf_keras as keras
 
-from models import backbone as applications
+from models import applications
 from models import files
 
 ARCHITECTURES = ("residual", "classic")
@@ -25,7 +25,7 @@ class ModelConfig:
     """Hyperparameters of the network, validated up front."""
     input_shape: Tuple[int, int, int] = (28, 28, 1)
     num_classes: int = 10
-    backbone: str = "none"                # a Keras application instead of the blocks below (models/backbone.py)
+    backbone: str = "none"                # a Keras application instead of the blocks below (models/applications.py)
     architecture: str = "residual"        # residual: depthwise-separable blocks; classic: Conv-BN-ReLU-Pool
     attention: str = "se"                 # residual blocks only: squeeze-excite, CBAM or none
     attention_ratio: float = 0.25         # channel reduction of the attention MLP

@@ -1,5 +1,5 @@
 """A digest of the project's own Python sources: local runs' stage reuse (components/caching.py) and
-the Trainer's checkpoint folder (models/trainer.py) are both keyed on it, so a code change never
+the Trainer's checkpoint folder (models/run_fn.py) are both keyed on it, so a code change never
 reuses an output, nor restores a checkpoint into a different model."""
 import hashlib
 import importlib

@@ -1,5 +1,5 @@
 """The Trainer's data: the examples counted and split into training and validation slices by a hash
-of each file's path, transformed, decoded, augmented and batched (run_fn in models/trainer.py)."""
+of each file's path, transformed, decoded, augmented and batched (run_fn in models/run_fn.py)."""
 from __future__ import annotations
 
 import math
@@ -17,7 +17,7 @@ from models import features
 from models.preprocessing import ImageSpec
 
 if TYPE_CHECKING:
-    from models.trainer import TrainingConfig
+    from models.recipe import TrainingConfig
 
 CACHE_BYTES = 2 << 30  # decoded training images up to this size stay in memory across epochs
 
@@ -50,7 +50,7 @@ def augmenter(training: TrainingConfig, height: int, width: int) -> Optional[ker
     a whole number of pixels, up to the pad, filled with zeros (the mean pixel once normalized): Keras'
     RandomCrop would crop a whole batch at one offset."""
     layers = []
-    if training.augment:
+    if training.shift_rotate:
         layers += [keras.layers.RandomTranslation(0.1, 0.1, fill_mode="nearest"),
                    keras.layers.RandomRotation(0.04, fill_mode="nearest")]
     if training.crop_pad:

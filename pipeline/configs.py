@@ -5,10 +5,10 @@ MODEL_NAME = "image_cnn"
 
 # Dotted paths of the user functions, resolved by Transform and Trainer inside the environment.
 PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
-RUN_FN = "models.trainer.run_fn"
+RUN_FN = "models.run_fn.run_fn"
 
 # Image size, channels, epochs and batch size default to models.preprocessing.ImageSpec and
-# models.trainer.TrainingConfig (28x28x1, 15 epochs, 32 per replica); the runners' flags override them.
+# models.run_fn.TrainingConfig (28x28x1, 15 epochs, 32 per replica); the runners' flags override them.
 EVAL_PERCENT = 20            # eval share of a flat (not pre-split) folder
 MIN_ACCURACY = 0.9           # absolute bound on eval accuracy for a model to be blessed
 MAX_ACCURACY_DROP = 0.01     # blessed only if eval accuracy is at most this far below the champion's

@@ -174,7 +174,7 @@ def _tflite_variants(names, quantization_aware) -> tuple:
 
 
 def _check_backbone(args: argparse.Namespace, image_spec) -> None:
-    from models.backbone import check_input
+    from models.applications import check_input
     backbone = args.backbone or "none"
     check_input(backbone, image_spec.shape)
     if backbone == "none" and (args.backbone_weights not in (None, "none") or args.fine_tune_epochs is not None):
@@ -199,7 +199,7 @@ def pipeline_settings(args: argparse.Namespace) -> Dict[str, Any]:
     returns them (with_preset applied). Raises ValueError (one line) for a value the configs refuse."""
     from models.model import ModelConfig
     from models.preprocessing import ImageSpec
-    from models.trainer import TrainingConfig
+    from models.recipe import TrainingConfig
     height, width = args.image_size or (None, None)
     image_spec = ImageSpec(**_given(height=height, width=width, channels=args.channels))
     _check_backbone(args, image_spec)
@@ -207,7 +207,7 @@ def pipeline_settings(args: argparse.Namespace) -> Dict[str, Any]:
         image_spec=image_spec,
         training=TrainingConfig(**_given(epochs=args.epochs, batch_size=args.batch_size,
                                          learning_rate=args.learning_rate, restarts=args.restarts,
-                                         augment=args.shift_rotate, flip=args.flip, crop_pad=args.crop_pad,
+                                         shift_rotate=args.shift_rotate, flip=args.flip, crop_pad=args.crop_pad,
                                          test_time_flip=args.test_time_flip, test_time_shift=args.test_time_shift,
                                          validation_percent=args.validation_percent,
                                          profile=args.profile, quantization_aware_epochs=args.quantization_aware,

@@ -177,7 +177,7 @@ def download_imagenet_weights(settings) -> None:
     """--backbone-weights imagenet: fetched now (Keras keeps it in ~/.keras/models for the Trainer), so
     that without a network the run stops before its first stage, with the download command."""
     if settings["training"].backbone_weights == "imagenet":
-        from models.backbone import imagenet_application
+        from models.applications import imagenet_application
         imagenet_application(settings["model"].backbone, settings["image_spec"].shape)
 
 

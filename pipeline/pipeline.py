@@ -15,11 +15,11 @@ from components.lite_models import LiteModels
 from components.model_pusher import ModelPusher
 from components.retrain_gate import RETRAIN_PROPERTY, RetrainGate
 from components.trainer import Trainer
-from components.validation_gate import DataGate
+from components.data_gate import DataGate
 from models import features
 from models.model import ModelConfig
 from models.preprocessing import ImageSpec
-from models.trainer import TrainingConfig
+from models.recipe import TrainingConfig
 from pipeline import configs, schema
 
 RuntimeParameter = tfx.dsl.experimental.RuntimeParameter

@@ -22,7 +22,7 @@ def epoch_scalars(log_dir: str) -> Dict[str, Dict[int, float]]:
 def training_section(page, summary: Dict[str, Any]) -> None:
     import matplotlib.pyplot as plt
     from models.model import read_facts
-    from models.trainer import LEARNING_RATE_FILENAME, THROUGHPUT_FILENAME
+    from models.run_fn import LEARNING_RATE_FILENAME, THROUGHPUT_FILENAME
     model_run = summary.get("artifacts", {}).get("model_run")
     if not model_run:
         page.add("training", "Training", "<p>The Trainer did not run.</p>")

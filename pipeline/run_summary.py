@@ -16,7 +16,7 @@ from components.model_pusher import (ALREADY_SERVING_PROPERTY, DESTINATION_PROPE
                                      SUPERSEDED_PROPERTY, TFLITE_DIR, superseded_line)
 from components.evaluation import COMPARED_WITH_PROPERTY
 from components.retrain_gate import REASON_PROPERTY, RETRAIN_PROPERTY
-from components.validation_gate import read_anomalies
+from components.data_gate import read_anomalies
 from models import features
 from models.labels import read_labels
 from models.model import read_facts

@@ -9,7 +9,7 @@ from tfx.types import standard_artifacts
 from components import caching
 from models import sources
 from models.preprocessing import ImageSpec
-from models.trainer import TrainingConfig
+from models.recipe import TrainingConfig
 from pipeline import pipeline, schema
 
 
@@ -49,7 +49,7 @@ def test_the_fingerprint_follows_the_schema_files_content(tmp_path):
 
 def test_the_fingerprint_covers_the_code_that_runs_in_the_stages():
     names = [name for name, _ in sources.source_files()]
-    assert {"models/model.py", "models/preprocessing.py", "models/trainer.py", "components/lite_models.py",
+    assert {"models/model.py", "models/preprocessing.py", "models/run_fn.py", "components/lite_models.py",
             "components/image_example_gen/executor.py"} <= set(names)
     assert len(names) == len(set(names))
 

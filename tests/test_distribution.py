@@ -23,7 +23,8 @@ _TWO_LOGICAL_CPUS = textwrap.dedent("""
     print("mirrored ok")
     # --quantization-aware: the fake-quantized copy is made, compiled and fine-tuned under the same strategy
     import tempfile
-    from models.trainer import TrainingConfig, fine_tune_quantization_aware
+    from models.recipe import TrainingConfig
+    from models.run_fn import fine_tune_quantization_aware
     batches = tf.data.Dataset.from_tensor_slices((images, np.arange(16) % 3)).batch(8).repeat()
     scratch = tempfile.mkdtemp()
     copy = fine_tune_quantization_aware(model, ModelConfig(input_shape=(16, 16, 1), num_classes=3),

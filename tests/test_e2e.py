@@ -19,7 +19,7 @@ import pytest
 from components import promotion
 from models import sources
 from models.model import ModelConfig, expected_parameter_count
-from models.trainer import LEARNING_RATE_FILENAME
+from models.run_fn import LEARNING_RATE_FILENAME
 from models.warm_start import WARM_START_LEARNING_RATE
 from pipeline import local_runner, promote, report, schema
 from tests.conftest import make_class_folder, write_image

@@ -13,7 +13,7 @@ def test_the_photos_preset_sets_the_network_augmentation_and_schedule_it_documen
     settings = _settings("--preset", "photos", "--image-size", "32", "32", "--channels", "3")
     model, training = settings["model"], settings["training"]
     assert (model.width, model.depth) == (1.5, 1)
-    assert (training.flip, training.crop_pad, training.augment, training.restarts) == (True, 4, False, 0)
+    assert (training.flip, training.crop_pad, training.shift_rotate, training.restarts) == (True, 4, False, 0)
     assert (training.test_time_flip, training.test_time_shift) == (True, 0)
     assert (settings["min_tflite_agreement"], settings["min_accuracy"], model.weight_decay) == (0.99, 0.8, 0.05)
     assert _settings()["min_tflite_agreement"] == configs.MIN_TFLITE_AGREEMENT
@@ -45,7 +45,7 @@ def test_a_flag_the_user_gives_wins_over_the_preset_wherever_it_stands(order):
     settings = _settings(*argv)
     assert (settings["model"].width, settings["training"].flip) == (2.0, False)
     assert (settings["training"].crop_pad, settings["training"].restarts) == (0, 1)
-    assert settings["training"].augment is False  # not given: still the preset's
+    assert settings["training"].shift_rotate is False  # not given: still the preset's
     assert settings["training"].test_time_flip is False  # the preset's, but for the mirrors --no-flip refused
 
 
@@ -67,16 +67,16 @@ def test_test_time_flip_needs_the_model_trained_on_mirror_images(tmp_path, capsy
 
 def test_without_a_preset_every_new_flag_keeps_the_configs_default():
     from models.model import ModelConfig
-    from models.trainer import TrainingConfig
+    from models.recipe import TrainingConfig
     settings = _settings()
     assert settings["model"] == ModelConfig() and settings["training"] == TrainingConfig()
     settings = _settings("--depth", "3", "--flip", "--no-shift-rotate", "--crop-pad", "2")
     assert settings["model"].depth == 3
-    assert (settings["training"].flip, settings["training"].augment, settings["training"].crop_pad) == (True, False, 2)
+    assert (settings["training"].flip, settings["training"].shift_rotate, settings["training"].crop_pad) == (True, False, 2)
 
 
 def test_the_validation_slice_is_a_flag_and_zero_trains_on_every_training_image(tmp_path, capsys):
-    from models.trainer import TrainingConfig
+    from models.recipe import TrainingConfig
     assert _settings()["training"].validation_percent == TrainingConfig().validation_percent
     assert _settings("--validation-percent", "0")["training"].validation_percent == 0
     assert _settings("--preset", "photos", "--validation-percent", "5")["training"].validation_percent == 5

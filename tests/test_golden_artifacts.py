@@ -138,7 +138,7 @@ def test_the_trainer_runs_under_two_workers_on_the_golden_examples_on_disjoint_s
     inputs, exec_properties = two_workers.golden_trainer_inputs(golden_session.frozen(
         golden_session.workspace.output_dir), golden_session.frozen)
     custom_config = json.loads(exec_properties["custom_config"])
-    custom_config["training"]["augment"] = False
+    custom_config["training"]["shift_rotate"] = False
     custom_config["checkpoint_root"] = str(tmp_path / "checkpoints")
     exec_properties.update(custom_config=json.dumps(custom_config), epochs=2)
     outputs = {"model": str(tmp_path / "model"), "model_run": str(tmp_path / "model_run")}
@@ -159,7 +159,7 @@ def test_the_trainer_runs_under_two_workers_on_the_golden_examples_on_disjoint_s
             recorded.append(json.load(f))
     steps = [worker["steps"] for worker in recorded]
     assert len(steps[0]) == len(steps[1]) > 0, "both workers run every step"
-    from models.trainer import TrainingConfig
+    from models.recipe import TrainingConfig
     per_replica = TrainingConfig(**custom_config["training"]).batch_size
     in_data = collections.Counter(recorded[0]["data"])
     first_pass = sum(in_data.values()) // (2 * per_replica)  # the whole global batches of one pass over the data

@@ -10,7 +10,8 @@ import tf_keras as keras
 from components.lite_models import QUANTIZATION_AWARE, _best, sample_split, variants_with_quality
 from models import export, features, lite
 from models.model import build_classifier
-from models.trainer import TrainingConfig, fine_tune_quantization_aware
+from models.recipe import TrainingConfig
+from models.run_fn import fine_tune_quantization_aware
 from tests.test_export import CONFIG, LABELS, SPEC, _png, exported  # noqa: F401  (the module-scoped fixture)
 
 

@@ -85,7 +85,8 @@ def test_the_copy_is_fine_tuned_to_answer_as_the_trained_model_does_not_to_fit_t
     copy far: a copy trained on the labels would come to contradict the model; trained on its answers,
     it keeps agreeing with it."""
     import tensorflow as tf
-    from models.trainer import TrainingConfig, fine_tune_quantization_aware
+    from models.recipe import TrainingConfig
+    from models.run_fn import fine_tune_quantization_aware
     config = _config({})
     model = _trained(config)
     images = np.random.default_rng(3).normal(0, 1, (64, 16, 16, 3)).astype(np.float32)

@@ -14,8 +14,9 @@ import tensorflow as tf
 import tf_keras as keras
 
 from models.model import ModelConfig, build_classifier
-from models.trainer import (LEARNING_RATE_FILENAME, TrainingConfig, WarmupCosineRestarts, compile_model, fit,
-                            profiled_batches, schedule_for, smoothed_sparse_crossentropy, write_learning_rates)
+from models.recipe import (TrainingConfig, WarmupCosineRestarts, compile_model, schedule_for,
+                           smoothed_sparse_crossentropy)
+from models.run_fn import LEARNING_RATE_FILENAME, fit, profiled_batches, write_learning_rates
 from models.training_data import augmenter, training_batches
 
 
@@ -111,7 +112,7 @@ def _class_sorted_examples(classes: int, per_class: int, validation_every: int):
 
 def test_training_batches_mix_every_class_from_the_first_batches_of_a_class_sorted_split():
     examples, counts = _class_sorted_examples(classes=10, per_class=3000, validation_every=10)
-    training = TrainingConfig(augment=False, seed=0)
+    training = TrainingConfig(shift_rotate=False, seed=0)
     train, validation = training_batches(examples, counts, ONE_PIXEL, batch_size=32, training=training)
     first_labels = np.concatenate([labels.numpy() for _, labels in train.take(10)])
     assert set(first_labels) == set(range(10)), f"classes in the first 320 examples: {sorted(set(first_labels))}"
@@ -125,13 +126,13 @@ def test_training_batches_mix_every_class_from_the_first_batches_of_a_class_sort
 def test_training_batches_bound_the_shuffle_buffer_by_memory_when_the_split_does_not_fit():
     examples, counts = _class_sorted_examples(classes=10, per_class=300, validation_every=10)
     train, _ = training_batches(examples, counts, ONE_PIXEL, batch_size=32,
-                                training=TrainingConfig(augment=False), memory_bytes=4 * 100)
+                                training=TrainingConfig(shift_rotate=False), memory_bytes=4 * 100)
     first_labels = np.concatenate([labels.numpy() for _, labels in train.take(2)])
     assert set(first_labels) <= {0, 1}, "a 100-image buffer over class-sorted data only reaches the first classes"
 
 
 def test_photo_augmentation_pads_crops_and_flips_training_images_only_changing_where_they_sit():
-    augment = augmenter(TrainingConfig(augment=False, flip=True, crop_pad=4), 32, 32)
+    augment = augmenter(TrainingConfig(shift_rotate=False, flip=True, crop_pad=4), 32, 32)
     image = np.zeros((1, 32, 32, 3), np.float32)
     image[0, 10:20, 4:8] = 1.0  # a 10 x 4 bar left of centre, 4 pixels or more from every edge
     keras.utils.set_random_seed(0)
@@ -144,7 +145,7 @@ def test_photo_augmentation_pads_crops_and_flips_training_images_only_changing_w
     offsets = {column - (24 if mirrored else 4) for column, mirrored in zip(left_columns, flipped)}
     assert offsets <= set(range(-4, 5)) and len(offsets) > 3, f"shifted by at most the 4-pixel pad: {offsets}"
     assert np.array_equal(augment(image, training=False).numpy(), image), "inference leaves images alone"
-    assert augmenter(TrainingConfig(augment=False), 32, 32) is None
+    assert augmenter(TrainingConfig(shift_rotate=False), 32, 32) is None
 
 
 def _tiny_training(seed=0):
@@ -190,7 +191,7 @@ _PARITY = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from models.model import ModelConfig, build_classifier
-    from models.trainer import TrainingConfig, compile_model
+    from models.recipe import TrainingConfig, compile_model
     rng = np.random.default_rng(0)
     images = rng.normal(size=(64, 12, 12, 1)).astype(np.float32)
     labels = (images[:, :6].mean(axis=(1, 2, 3)) > images[:, 6:].mean(axis=(1, 2, 3))).astype(np.int64)
@@ -225,7 +226,7 @@ def test_the_checkpoint_folder_changes_with_the_code_and_a_source_edit_changes_t
     import sys
     import types
     from models import features, sources
-    from models.trainer import checkpoint_dir
+    from models.run_fn import checkpoint_dir
     examples = tmp_path / "examples"
     (examples / "Split-train").mkdir(parents=True)
     (examples / features.INGEST_REPORT_FILENAME).write_text(json.dumps({"data_fingerprint": "abc"}))

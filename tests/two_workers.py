@@ -24,7 +24,7 @@ TRAINER_WORKER = textwrap.dedent("""
 
     # Every training image once, through the same input pipeline: the data's own digests, with the
     # multiplicity of images whose pixels are identical (two files of the same picture).
-    from models import trainer
+    from models import run_fn as trainer
     make_datasets = trainer.make_datasets
     in_data = []
     def recording_make_datasets(file_patterns, data_accessor, schema_file, transform, spec, counts, batch_size,

@@ -8,13 +8,13 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from models import backbone as applications
-from models import trainer
+from models import applications
+from models import recipe, run_fn
 from models.model import ModelConfig, build_classifier
 
 CONFIG = ModelConfig(backbone="mobilenet_v2", input_shape=(32, 32, 1), num_classes=3)
-TRAINING = trainer.TrainingConfig(epochs=1, batch_size=8, fine_tune_epochs=1, augment=False,
-                                  early_stopping_patience=0)
+TRAINING = recipe.TrainingConfig(epochs=1, batch_size=8, fine_tune_epochs=1, shift_rotate=False,
+                                 early_stopping_patience=0)
 NORMALIZATION = (120.0, 60.0)  # the Transform graph's pixel mean and std
 
 
@@ -46,7 +46,7 @@ def weights_file(tmp_path_factory):
 def test_the_weights_file_is_loaded_frozen_then_changed_only_in_the_unfrozen_layers(weights_file, tmp_path):
     path, saved = weights_file
     keras.utils.set_random_seed(2)
-    model = trainer.build_network(CONFIG, dataclasses.replace(TRAINING, backbone_weights=path), NORMALIZATION,
+    model = run_fn.build_network(CONFIG, dataclasses.replace(TRAINING, backbone_weights=path), NORMALIZATION,
                                   _batches())
     loaded = applications.get_backbone(model).get_weights()
     assert len(loaded) == len(saved) and all(np.array_equal(a, b) for a, b in zip(loaded, saved))
@@ -54,15 +54,15 @@ def test_the_weights_file_is_loaded_frozen_then_changed_only_in_the_unfrozen_lay
     # phase 1: the backbone frozen, the head trained
     assert not applications.get_backbone(model).trainable
     assert {w.name.split("/")[0] for w in model.trainable_weights} == {"head_logits"}
-    trainer.compile_model(model, CONFIG, TRAINING, steps_per_epoch=2, replicas=1)
+    recipe.compile_model(model, CONFIG, TRAINING, steps_per_epoch=2, replicas=1)
     head_before = model.get_layer("head_logits").get_weights()[0].copy()
     before = _weights_by_layer(model)
-    trainer.fit(model, _batches(), None, TRAINING, 2, str(tmp_path / "backup"), str(tmp_path / "logs"))
+    run_fn.fit(model, _batches(), None, TRAINING, 2, str(tmp_path / "backup"), str(tmp_path / "logs"))
     assert not _changed(before, _weights_by_layer(model))
     assert not np.array_equal(head_before, model.get_layer("head_logits").get_weights()[0])
 
     # phase 2: the top layers (BatchNormalization excepted) trained, nothing below them
-    trainer.fine_tune_backbone(model, CONFIG, TRAINING, tf.distribute.get_strategy(), _batches(), None, 2,
+    run_fn.fine_tune_backbone(model, CONFIG, TRAINING, tf.distribute.get_strategy(), _batches(), None, 2,
                                str(tmp_path / "backup"), str(tmp_path / "logs"))
     base = applications.get_backbone(model)
     unfrozen = {layer.name for layer in base.layers if layer.trainable and layer.weights}
@@ -87,10 +87,10 @@ def test_the_model_undoes_the_normalization_and_applies_the_applications_preproc
 def test_random_weights_take_their_batchnorm_statistics_from_the_training_images():
     """Without it a frozen random backbone passes saturated features and the head learns nothing."""
     keras.utils.set_random_seed(3)
-    model = trainer.build_network(CONFIG, TRAINING, NORMALIZATION, _batches())
+    model = run_fn.build_network(CONFIG, TRAINING, NORMALIZATION, _batches())
     base = applications.get_backbone(model)
     first = next(layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization))
-    images = np.concatenate([x for x, _ in _batches().take(trainer.CALIBRATION_BATCHES)])
+    images = np.concatenate([x for x, _ in _batches().take(run_fn.CALIBRATION_BATCHES)])
     pixels = keras.Model(model.inputs, model.get_layer(applications.INPUT_LAYER_NAME).output)(images)
     into_first = keras.Model(base.inputs, base.get_layer(first.name).input)(pixels).numpy()
     np.testing.assert_allclose(first.moving_mean.numpy(), into_first.mean(axis=(0, 1, 2)), rtol=1e-3, atol=1e-4)

@@ -5,7 +5,7 @@ normalization is undone (pixels 0..255 again), grey is repeated to three channel
 application's own preprocessing follows, so the exported model holds everything an ImageNet-trained
 backbone expects and clients still send plain pixels.
 
-Training has two phases (models/trainer.py): the backbone frozen while the new head learns at the
+Training has two phases (models/run_fn.py): the backbone frozen while the new head learns at the
 peak rate, then its top layers unfrozen and fine-tuned at FINE_TUNE_LEARNING_RATE x the peak.
 BatchNormalization stays frozen and in inference mode throughout, as Keras' transfer-learning guide
 does: its statistics were learnt on the pretraining data, and a small batch would overwrite them.

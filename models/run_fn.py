@@ -13,117 +13,18 @@ import tensorflow_transform as tft
 import tf_keras as keras
 from tfx import v1 as tfx
 
-from models import backbone as applications
+from models import applications
 from models import export, features, lite, sources
 from models import files
 from models.distribution import is_chief, save_on_chief, tf_config, training_strategy
 from models.labels import read_labels
 from models.model import ModelConfig, build_classifier, write_facts
 from models.preprocessing import ImageSpec
+from models.recipe import TrainingConfig, WarmupCosineRestarts, compile_model
 # make_datasets by module attribute: tests/two_workers.py records what run_fn passes it
 from models.training_data import count_examples, examples_root, make_datasets
 from models.warm_start import WARM_START_LEARNING_RATE, start_from_champion, warm_started
 
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainingConfig:
-    epochs: int = 15
-    batch_size: int = 32              # per replica; the global batch is this x replicas
-    learning_rate: float = 5e-3       # peak, for one replica; scaled linearly with the replicas
-    warmup_epochs: float = 1.0        # linear warm-up from 0 to the peak (at most half of the training)
-    restarts: int = 2                 # cosine cycles after the warm-up: restarts + 1, each twice the one before
-    label_smoothing: float = 0.1
-    validation_percent: int = 10      # of the training split (by file-name hash), watched by early stopping
-    early_stopping_patience: int = 8  # epochs without a lower validation loss; 0 disables early stopping
-    augment: bool = True              # small shifts and rotations, training only
-    flip: bool = False                # mirror flips: off, since a flip changes what digits and text mean
-    crop_pad: int = 0                 # pad each side by this many pixels, then crop back at random (0: off)
-    test_time_flip: bool = False      # the exported model answers with the mean for the image and its mirror
-    test_time_shift: int = 0          # and for four copies shifted diagonally by this many pixels (0: off)
-    seed: int = 0                     # weights, shuffling and augmentation
-    quantization_aware_epochs: int = 0  # then fine-tunes a fake-quantized copy for the int8 TFLite file (0: off)
-    backbone_weights: str = "none"    # with a Keras application backbone: none (random), imagenet or a file's path
-    fine_tune_epochs: int = 5         # with a backbone: phase 2, its top layers unfrozen (0: the frozen phase alone)
-    profile: bool = False             # trace PROFILED_STEPS steps of the second epoch into the TensorBoard logs
-
-    def __post_init__(self):
-        for name, low in (("epochs", 1), ("batch_size", 1), ("restarts", 0), ("early_stopping_patience", 0),
-                          ("crop_pad", 0), ("test_time_shift", 0), ("quantization_aware_epochs", 0),
-                          ("fine_tune_epochs", 0)):
-            if getattr(self, name) < low:
-                raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)!r}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
-        if self.warmup_epochs < 0:
-            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs!r}")
-        if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
-        if self.test_time_flip and not self.flip:
-            raise ValueError("test_time_flip needs flip: a model not trained on mirror images has not learnt them")
-        if self.test_time_shift > self.crop_pad:
-            raise ValueError(f"test_time_shift needs crop_pad of at least {self.test_time_shift}, got "
-                             f"{self.crop_pad}: a model not trained on images shifted so far has not learnt them")
-        if not self.backbone_weights:
-            raise ValueError("backbone_weights must be none, imagenet or a path, got an empty string")
-        if not 0 <= self.validation_percent <= 50:
-            raise ValueError(f"validation_percent must be from 0 to 50, got {self.validation_percent!r}")
-
-    @property
-    def inference_views(self) -> export.InferenceViews:
-        return export.InferenceViews(flip=self.test_time_flip, shift=self.test_time_shift)
-
-
-@keras.utils.register_keras_serializable(package="image_cnn")
-class WarmupCosineRestarts(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up to peak, then cosine decay with restarts (SGDR): cycles double in length
-    and the last one ends with the training."""
-
-    def __init__(self, peak: float, warmup_steps: int, total_steps: int, restarts: int, alpha: float = 0.01):
-        super().__init__()
-        self.peak, self.warmup_steps, self.total_steps = float(peak), int(warmup_steps), int(total_steps)
-        self.restarts, self.alpha = int(restarts), float(alpha)
-        # rounded up: rounded down, the cycles ended a few steps early and training ended back at the peak
-        first_cycle = max(1, math.ceil((self.total_steps - self.warmup_steps) / (2 ** (self.restarts + 1) - 1)))
-        self._cosine = keras.optimizers.schedules.CosineDecayRestarts(
-            self.peak, first_decay_steps=first_cycle, t_mul=2.0, m_mul=1.0, alpha=self.alpha)
-
-    def __call__(self, step):
-        step = tf.cast(step, tf.float32)
-        warming = self.peak * (step + 1) / max(self.warmup_steps, 1)
-        return tf.where(step < self.warmup_steps, warming, self._cosine(step - self.warmup_steps))
-
-    def get_config(self):
-        return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps,
-                "restarts": self.restarts, "alpha": self.alpha}
-
-
-def smoothed_sparse_crossentropy(num_classes: int, label_smoothing: float):
-    """Cross-entropy from logits on integer labels, with label smoothing (which Keras 2's sparse loss lacks)."""
-    def loss(labels, logits):
-        one_hot = tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), num_classes)
-        return keras.losses.categorical_crossentropy(one_hot, logits, from_logits=True,
-                                                     label_smoothing=label_smoothing)
-    return loss
-
-
-def schedule_for(training: TrainingConfig, steps_per_epoch: int, replicas: int) -> WarmupCosineRestarts:
-    """Peak learning rate x replicas (the linear scaling rule); the warm-up takes at most half the training."""
-    total_steps = training.epochs * steps_per_epoch
-    return WarmupCosineRestarts(training.learning_rate * replicas,
-                                warmup_steps=min(round(training.warmup_epochs * steps_per_epoch), total_steps // 2),
-                                total_steps=total_steps, restarts=training.restarts)
-
-
-def compile_model(model: keras.Model, model_config: ModelConfig, training: TrainingConfig,
-                  steps_per_epoch: int, replicas: int, loss=None) -> WarmupCosineRestarts:
-    """Optimizer, schedule, loss (by default, label-smoothed cross-entropy on the labels) and metric;
-    returns the learning-rate schedule."""
-    schedule = schedule_for(training, steps_per_epoch, replicas)
-    model.compile(optimizer=optimizer_for(model_config, schedule),
-                  loss=loss or smoothed_sparse_crossentropy(model_config.num_classes, training.label_smoothing),
-                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
-    return schedule
 
 
 LEARNING_RATE_FILENAME = "learning_rate.json"
@@ -207,13 +108,6 @@ def checkpoint_dir(root: str, fn_args: tfx.components.FnArgs, warm_start_version
         key_parts.append({"warm_start_version": warm_start_version})
     key = hashlib.sha256(json.dumps(key_parts, sort_keys=True, default=str).encode())
     return os.path.join(root, key.hexdigest()[:16])
-
-
-def optimizer_for(model_config: ModelConfig, learning_rate) -> keras.optimizers.Optimizer:
-    """Adam; AdamW when the model asks for decoupled weight decay (L2 mode lives in the layers)."""
-    if model_config.weight_decay and model_config.weight_decay_mode == "decoupled":
-        return keras.optimizers.AdamW(learning_rate, weight_decay=model_config.weight_decay)
-    return keras.optimizers.Adam(learning_rate)
 
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:

@@ -5,7 +5,7 @@ import pytest
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx.types import artifact_utils, standard_artifacts
 
-from components import validation_gate
+from components import data_gate
 
 
 def _write(uri, split, anomalies):
@@ -26,15 +26,15 @@ def test_anomalies_are_read_per_split_with_their_descriptions(tmp_path):
     bad.anomaly_info["class_name"].description = "Examples contain values missing from the schema: cat (~4%)."
     _write(str(tmp_path), "train", anomalies_pb2.Anomalies())
     _write(str(tmp_path), "eval", bad)
-    assert validation_gate.read_anomalies(str(tmp_path), ["train", "eval"]) == {
+    assert data_gate.read_anomalies(str(tmp_path), ["train", "eval"]) == {
         "eval": ["class_name: Examples contain values missing from the schema: cat (~4%)."]}
 
 
 def test_class_balance_drift_is_the_largest_share_change_over_shared_classes():
-    balance = validation_gate.class_balance({"a": 50, "b": 50, "gone": 10, "c": 5},
+    balance = data_gate.class_balance({"a": 50, "b": 50, "gone": 10, "c": 5},
                                             {"a": 70, "b": 30, "new": 99, "gone": 0})
     assert balance == {"drift": 0.2, "shares": {"a": [0.5, 0.7], "b": [0.5, 0.3]}}
-    assert validation_gate.class_balance(None, {"a": 1})["drift"] is None
+    assert data_gate.class_balance(None, {"a": 1})["drift"] is None
 
 
 @pytest.mark.parametrize("report,anomalies,previous,strict,expected", [
@@ -55,7 +55,7 @@ def test_class_balance_drift_is_the_largest_share_change_over_shared_classes():
      False, ["split 'eval' has no usable images (0 file(s) rejected"]),
 ])
 def test_problems_name_each_cause(report, anomalies, previous, strict, expected):
-    found = validation_gate.problems(report, anomalies, validation_gate.class_balance(previous, {
+    found = data_gate.problems(report, anomalies, data_gate.class_balance(previous, {
         c: n for c, n in report["accepted"]["train"].items()}), max_class_drift=0.05, strict=strict)
     assert len(found) == len(expected)
     for line, start in zip(found, expected):
@@ -76,7 +76,7 @@ def _artifacts(tmp_path, name, anomalies, report):
 
 
 def test_gate_stops_with_one_message_and_keeps_the_last_accepted_counts_as_baseline(tmp_path):
-    gate = validation_gate.DataGate.EXECUTOR_SPEC.executor_class()
+    gate = data_gate.DataGate.EXECUTOR_SPEC.executor_class()
     baseline = str(tmp_path / "baseline.json")
     params = {"baseline_path": baseline, "max_class_drift": 0.1, "strict": 0}
     outputs = {"class_balance": [standard_artifacts.String()]}
@@ -85,7 +85,7 @@ def test_gate_stops_with_one_message_and_keeps_the_last_accepted_counts_as_basel
     assert json.load(open(baseline))["class_counts"] == {"a": 5, "b": 5}
     bad = anomalies_pb2.Anomalies()
     bad.anomaly_info["label"].short_description = "Out-of-range values"
-    with pytest.raises(validation_gate.DataValidationError) as stopped:
+    with pytest.raises(data_gate.DataValidationError) as stopped:
         gate.Do(_artifacts(tmp_path, "second", bad, _report({"a": 9, "b": 1})), outputs, params)
     assert str(stopped.value).splitlines() == [
         "data validation stopped the run before Transform:",
@@ -100,7 +100,7 @@ def test_gate_stops_with_one_message_and_keeps_the_last_accepted_counts_as_basel
 def test_a_retired_class_without_images_is_no_problem_and_an_unretired_one_is():
     balance = {"drift": None, "shares": {}}
     report = _report({"a": 5, "b": 0})
-    (missing,) = validation_gate.problems(report, {}, balance, max_class_drift=0.05, strict=False)
+    (missing,) = data_gate.problems(report, {}, balance, max_class_drift=0.05, strict=False)
     assert missing.startswith("class(es) ['b'] are in the schema but have no usable images") and "retire" in missing
-    assert validation_gate.problems({**report, "retired_classes": ["b"]}, {}, balance, max_class_drift=0.05,
+    assert data_gate.problems({**report, "retired_classes": ["b"]}, {}, balance, max_class_drift=0.05,
                                     strict=False) == []
