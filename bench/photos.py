@@ -87,12 +87,12 @@ def run_keras(data_root: str, flags: list, epochs: int, work_dir: str) -> dict:
     from models.run_fn import THROUGHPUT_FILENAME, ThroughputLogger
     from pipeline import flags as pipeline_flags_module, local_runner
     settings = pipeline_flags_module.pipeline_settings(local_runner.parse_args(flags))
-    training = settings["training"]
+    training = settings.training
     train_x, train_y = load_split(os.path.join(data_root, "train"))
     test_x, test_y = load_split(os.path.join(data_root, "test"))
     mean, std = train_x.mean(), train_x.std()
     train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
-    config = ModelConfig(**settings["model"].options(), input_shape=train_x.shape[1:], num_classes=int(train_y.max()) + 1)
+    config = ModelConfig(**settings.model.options(), input_shape=train_x.shape[1:], num_classes=int(train_y.max()) + 1)
     steps = -(-len(train_x) // training.batch_size)
     keras.utils.set_random_seed(0)
     model = build_classifier(config)

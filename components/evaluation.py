@@ -30,6 +30,7 @@ from components import promotion
 from components.progress import key_figure
 from models import features
 from models.labels import read_labels
+from models.settings import check_fraction
 
 ACCURACY = "sparse_categorical_accuracy"
 CANDIDATE, BASELINE = "candidate", "champion"
@@ -39,12 +40,6 @@ CHAMPION_SKIPPED_PROPERTY = "champion_skipped"  # on the evaluation: why the cha
 # Pusher publishes only if it still serves (components/promotion.py publish_if_still_champion)
 COMPARED_WITH_PROPERTY = "champion_version_seen"
 MIN_ACCURACY_KEY = "min_accuracy"
-
-
-def check_fraction(name: str, value) -> None:
-    """A bound given as a number must be in [0, 1]; a run-time parameter is checked when it is read."""
-    if isinstance(value, (int, float)) and not 0 <= value <= 1:
-        raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
 
 
 def eval_config(*, label_key: str, class_key: str, num_classes: int,

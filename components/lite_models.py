@@ -24,6 +24,7 @@ from components.progress import key_figure
 from models import export, features, lite
 from models.labels import read_labels, write_labels
 from models.preprocessing import ImageSpec, client_preprocessing, decode_images
+from models.settings import LiteBounds
 
 QUALITY_FILENAME = "quality.json"
 
@@ -114,15 +115,6 @@ class _Scores:
         return {"size_bytes": len(self.model), "accuracy": self.correct / self.seen,
                 "agreement": self.agreeing / self.seen,
                 "latency_ms_per_image": round(latency, 4)}
-
-
-def chosen_variants(names: Sequence[str]) -> Tuple[str, ...]:
-    """The variants to make, in lite.VARIANTS' order: all of them when none is named, and float32
-    always (the other files' sizes are given against it). Raises ValueError naming an unknown one."""
-    unknown = sorted(set(names) - set(lite.VARIANTS))
-    if unknown:
-        raise ValueError(f"unknown TFLite variant(s) {unknown}: choose from {list(lite.VARIANTS)}")
-    return tuple(v for v in lite.VARIANTS if not names or v in names or v == "float32")
 
 
 QUANTIZATION_AWARE = "quantization-aware"  # an int8 file converted from the Trainer's quantization-aware copy
@@ -245,7 +237,7 @@ def LiteModels(model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifa
     """variants: the comma-separated TFLite variants to make ("": all); float32 is always made."""
     quantization_aware = export.quantization_aware_dir(serving_model_path(model.uri))
     quality = variants_with_quality(serving_model_path(model.uri), examples.uri, lite_models.uri, max_accuracy_drop,
-                                    min_agreement, chosen_variants(variants.split(",") if variants else ()),
+                                    min_agreement, LiteBounds(variants=tuple(variants.split(",") if variants else ())).variants,
                                     quantization_aware if tf.io.gfile.exists(quantization_aware) else None)
     write_labels(os.path.join(lite_models.uri, features.LABELS_FILENAME),
                  read_labels(os.path.join(examples.uri, features.LABELS_FILENAME)))

@@ -2,6 +2,7 @@
 record (components/promotion.py). The pipeline runs it only for a blessed model (a tfx.dsl.Cond);
 it refuses an unblessed one all the same.
 """
+import dataclasses
 import os
 import re
 from typing import Any, Callable, Dict, List, Tuple
@@ -20,13 +21,15 @@ from components.retrain_gate import RUN_FINGERPRINT_PROPERTY
 from components.evaluation import COMPARED_WITH_PROPERTY, promotion_metrics, read_evaluation
 from models import features
 from models.labels import read_labels
+from models.settings import Thresholds
+
+THRESHOLD_NAMES = tuple(field.name for field in dataclasses.fields(Thresholds))
 
 PUSHED_PROPERTY, VERSION_PROPERTY, DESTINATION_PROPERTY = "pushed", "pushed_version", "pushed_destination"
 ALREADY_SERVING_PROPERTY = "already_serving"  # 1: the champion is this very model; nothing was pushed
 HELD_PROPERTY = "held"  # 1: the champion is pinned (a rollback); nothing was pushed
 SUPERSEDED_PROPERTY = "superseded"  # 1: another version became the champion after the comparison
 TFLITE_DIR = "tflite"
-THRESHOLDS = ("min_accuracy", "max_accuracy_drop", "min_class_accuracy")
 
 
 def superseded_line(compared_with: int, champion_version: int) -> str:
@@ -61,7 +64,7 @@ class ModelPusherSpec(types.ComponentSpec):
         # id, from the driver's {{$.pipeline_job_uuid}}); empty: TFX's pipeline run id (local runs)
         "run_id": ExecutionParameter(type=str, optional=True),
         # recorded with the promotion; separate values, so that a run-time parameter can be one
-        **{name: ExecutionParameter(type=float) for name in THRESHOLDS},
+        **{name: ExecutionParameter(type=float) for name in THRESHOLD_NAMES},
     }
     INPUTS = {
         "model": ChannelParameter(type=standard_artifacts.Model),
@@ -89,7 +92,7 @@ class Executor(base_executor.BaseExecutor):
         run_id = exec_properties.get("run_id") or (self._context.pipeline_run_id if self._context else None)
         entry = {"action": "blessed", "run_id": run_id,
                  "metrics": promotion_metrics(evaluation),
-                 "thresholds": {name: float(exec_properties[name]) for name in THRESHOLDS},
+                 "thresholds": Thresholds(**{name: float(exec_properties[name]) for name in THRESHOLD_NAMES}).as_dict(),
                  "data_fingerprint": features.read_ingest_report(examples.uri)["data_fingerprint"],
                  RUN_FINGERPRINT_PROPERTY: artifact_utils.get_single_instance(input_dict["decision"])
                  .get_string_custom_property(RUN_FINGERPRINT_PROPERTY),
@@ -126,9 +129,10 @@ class ModelPusher(base_component.BaseComponent):
 
     def __init__(self, *, model: types.BaseChannel, model_blessing: types.BaseChannel,
                  evaluation: types.BaseChannel, examples: types.BaseChannel, lite_models: types.BaseChannel,
-                 decision: types.BaseChannel, serving_dir: str, thresholds: Dict[str, Any], run_id: str = ""):
-        """thresholds: each of THRESHOLDS, a float or a RuntimeParameter of type float."""
+                 decision: types.BaseChannel, serving_dir: str, thresholds: Thresholds, run_id: str = ""):
+        """thresholds: recorded with the promotion (min_accuracy may be a RuntimeParameter of type float)."""
         super().__init__(spec=ModelPusherSpec(
             model=model, model_blessing=model_blessing, evaluation=evaluation, examples=examples,
-            lite_models=lite_models, decision=decision, serving_dir=serving_dir, run_id=run_id or None, **{name: thresholds[name] for name in THRESHOLDS},
+            lite_models=lite_models, decision=decision, serving_dir=serving_dir, run_id=run_id or None,
+            **thresholds.as_dict(),
             pushed_model=types.Channel(type=standard_artifacts.PushedModel)))

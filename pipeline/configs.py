@@ -7,14 +7,8 @@ MODEL_NAME = "image_cnn"
 PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
 RUN_FN = "models.run_fn.run_fn"
 
-# Image size, channels, epochs and batch size default to models.preprocessing.ImageSpec and
-# models.run_fn.TrainingConfig (28x28x1, 15 epochs, 32 per replica); the runners' flags override them.
-EVAL_PERCENT = 20            # eval share of a flat (not pre-split) folder
-MIN_ACCURACY = 0.9           # absolute bound on eval accuracy for a model to be blessed
-MAX_ACCURACY_DROP = 0.01     # blessed only if eval accuracy is at most this far below the champion's
-MAX_TFLITE_ACCURACY_DROP = 0.01  # a TFLite variant this far below the SavedModel's eval accuracy is not pushed
-MIN_TFLITE_AGREEMENT = 0.98  # nor one whose top-1 answers agree with the SavedModel's on fewer eval images
-MAX_CLASS_DRIFT = 0.05       # largest change of a class's share of the images since the last accepted run
+# Every setting's default lives in models/settings.py (PipelineSettings and the classes it holds); the
+# runners' flags and presets override them.
 CLASS_BALANCE_BASELINE = "class_balance_baseline.json"  # under the pipeline root: the last accepted counts
 STATS_BATCH_SIZE = 64        # small: image bytes make large TFDV batches expensive
 

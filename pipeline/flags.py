@@ -1,12 +1,15 @@
 """The pipeline flags both runners take (local_runner, and kubeflow_runner's compile, submit, schedule
-and run-local): one definition each, and the settings of create_pipeline built from them.
+and run-local): one definition each, and the PipelineSettings built from them (models/settings.py).
 
-A flag left unset keeps the default of the config it feeds (ImageSpec, TrainingConfig, ModelConfig),
-so there is one source for every default."""
+A flag left unset, and not set by a preset, keeps the default of the settings it feeds, so there is
+one source for every default."""
+
 import argparse
 import os
 from typing import Any, Dict
 
+from models import settings
+from models.settings import DataOptions, LiteBounds, Thresholds
 from pipeline import configs
 
 
@@ -24,11 +27,6 @@ def positive(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
-
-
-def _given(**values) -> Dict[str, Any]:
-    """The flags the user set; the rest keep the configs' defaults."""
-    return {key: value for key, value in values.items() if value is not None}
 
 
 def add_image_flags(parser: argparse.ArgumentParser) -> None:
@@ -97,35 +95,35 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
 
 def add_data_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-percent", type=int,
-                        help=f"eval share of a folder without train/ and test/ sub-folders (default {configs.EVAL_PERCENT})")
+                        help=f"eval share of a folder without train/ and test/ sub-folders (default {DataOptions.eval_percent})")
     parser.add_argument("--strict", action="store_true", default=None, help="fail the run if any file is rejected")
     parser.add_argument("--retrain-always", action="store_true", default=None,
                         help="train even when the data, settings and code are those the champion was trained on "
                              "(otherwise such a run ends `unchanged` after ingestion)")
     parser.add_argument("--max-class-drift", type=float,
                         help="largest change of a class's share of the images since the last accepted run "
-                             f"(default {configs.MAX_CLASS_DRIFT})")
+                             f"(default {DataOptions.max_class_drift})")
     parser.add_argument("--max-image-pixels", type=at_least(1),
-                        help="images with more pixels are rejected without being decoded (default 25000000)")
+                        help=f"images with more pixels are rejected without being decoded (default {DataOptions.max_image_pixels})")
 
 
 def add_threshold_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-accuracy", type=float,
-                        help=f"eval accuracy a model needs to be blessed and pushed (default {configs.MIN_ACCURACY})")
+                        help=f"eval accuracy a model needs to be blessed and pushed (default {Thresholds.min_accuracy})")
     parser.add_argument("--max-accuracy-drop", type=float,
                         help="how far below the champion's accuracy (on this run's eval split) a model may be "
-                             f"(default {configs.MAX_ACCURACY_DROP})")
+                             f"(default {Thresholds.max_accuracy_drop})")
     parser.add_argument("--min-class-accuracy", type=float,
                         help="accuracy every class needs (default 0: no per-class floor)")
     parser.add_argument("--max-tflite-accuracy-drop", type=float,
                         help="a TFLite variant this far below the SavedModel's eval accuracy is not pushed "
-                             f"(default {configs.MAX_TFLITE_ACCURACY_DROP})")
+                             f"(default {LiteBounds.max_accuracy_drop})")
     parser.add_argument("--tflite", nargs="+", metavar="VARIANT",
                         help="the TFLite files to make: float32, dynamic_range, float16, int8 (default: all; "
                              "float32 is always made, the others' sizes are given against it)")
     parser.add_argument("--min-tflite-agreement", type=float,
                         help="nor one whose top-1 answers agree with the SavedModel's on a smaller share of eval "
-                             f"images (default {configs.MIN_TFLITE_AGREEMENT})")
+                             f"images (default {LiteBounds.min_agreement})")
 
 
 def add_preset_flag(parser: argparse.ArgumentParser) -> None:
@@ -140,51 +138,17 @@ def add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
         add(parser)
 
 
-# No flag of add_pipeline_flags has an argparse default, so that a preset can set any of them (with_preset
-# fills only what is None); these are the defaults of those the configs do not default themselves, taken
-# when neither the user nor the preset gives a value.
-PRESETTABLE_DEFAULTS = {"min_accuracy": configs.MIN_ACCURACY, "min_tflite_agreement": configs.MIN_TFLITE_AGREEMENT,
-                        "max_accuracy_drop": configs.MAX_ACCURACY_DROP, "min_class_accuracy": 0.0,
-                        "max_tflite_accuracy_drop": configs.MAX_TFLITE_ACCURACY_DROP,
-                        "eval_percent": configs.EVAL_PERCENT, "max_class_drift": configs.MAX_CLASS_DRIFT,
-                        "strict": False, "warm_start": False, "retrain_always": False}
-
-
 def with_preset(args: argparse.Namespace) -> argparse.Namespace:
-    """args with every flag the user left unset taken from the preset, if one was given, then the
-    defaults of PRESETTABLE_DEFAULTS: both runners call it on their parsed flags."""
+    """args with every flag the user left unset taken from the preset, if one was given: both runners
+    call it on their parsed flags. No flag of add_pipeline_flags has an argparse default, so a preset can
+    set any of them; what neither sets stays None and keeps the default of the settings it feeds."""
     values = vars(args).copy()
     for name, value in configs.PRESETS.get(args.preset, {}).items():
         if values[name] is None:
             values[name] = value
     if args.test_time_flip is None and not values["flip"]:  # a preset's answers for mirrors yield to --no-flip
         values["test_time_flip"] = None
-    for name, default in PRESETTABLE_DEFAULTS.items():
-        if values[name] is None:
-            values[name] = default
     return argparse.Namespace(**values)
-
-
-def _tflite_variants(names, quantization_aware) -> tuple:
-    from components.lite_models import chosen_variants  # raises ValueError for an unknown name
-    variants = chosen_variants(names or ())
-    if quantization_aware and "int8" not in variants:
-        raise ValueError("--quantization-aware fine-tunes for the int8 TFLite file: add int8 to --tflite")
-    return variants
-
-
-def _check_backbone(args: argparse.Namespace, image_spec) -> None:
-    from models.applications import check_input
-    backbone = args.backbone or "none"
-    check_input(backbone, image_spec.shape)
-    if backbone == "none" and (args.backbone_weights not in (None, "none") or args.fine_tune_epochs is not None):
-        raise ValueError("--backbone-weights and --fine-tune-epochs need --backbone mobilenet_v2 or efficientnet_b0")
-    if backbone != "none" and args.quantization_aware:
-        raise ValueError("--quantization-aware works on the custom CNN only: tensorflow-model-optimization cannot "
-                         "quantize a Keras application nested in the model")
-    weights = args.backbone_weights
-    if weights not in (None, "none", "imagenet") and "://" not in weights and not os.path.isfile(weights):
-        raise ValueError(f"--backbone-weights {weights}: no such file (README: Transfer learning)")
 
 
 def _absolute(weights):
@@ -194,31 +158,42 @@ def _absolute(weights):
     return os.path.abspath(weights)
 
 
-def pipeline_settings(args: argparse.Namespace) -> Dict[str, Any]:
-    """create_pipeline's keyword arguments for the flags of add_pipeline_flags, as a runner's parse_args
-    returns them (with_preset applied). Raises ValueError (one line) for a value the configs refuse."""
-    from models.model import ModelConfig
-    from models.preprocessing import ImageSpec
-    from models.recipe import TrainingConfig
-    height, width = args.image_size or (None, None)
-    image_spec = ImageSpec(**_given(height=height, width=width, channels=args.channels))
-    _check_backbone(args, image_spec)
-    return dict(
-        image_spec=image_spec,
-        training=TrainingConfig(**_given(epochs=args.epochs, batch_size=args.batch_size,
-                                         learning_rate=args.learning_rate, restarts=args.restarts,
-                                         shift_rotate=args.shift_rotate, flip=args.flip, crop_pad=args.crop_pad,
-                                         test_time_flip=args.test_time_flip, test_time_shift=args.test_time_shift,
-                                         validation_percent=args.validation_percent,
-                                         profile=args.profile, quantization_aware_epochs=args.quantization_aware,
-                                         backbone_weights=_absolute(args.backbone_weights),
-                                         fine_tune_epochs=args.fine_tune_epochs)),
-        model=ModelConfig(**_given(backbone=args.backbone, architecture=args.architecture, attention=args.attention,
-                                   width=args.width, depth=args.depth, weight_decay=args.weight_decay,
-                                   weight_decay_mode=args.weight_decay_mode)),
-        min_accuracy=args.min_accuracy, max_accuracy_drop=args.max_accuracy_drop,
-        min_class_accuracy=args.min_class_accuracy, max_tflite_accuracy_drop=args.max_tflite_accuracy_drop,
-        min_tflite_agreement=args.min_tflite_agreement,
-        eval_percent=args.eval_percent, max_class_drift=args.max_class_drift, strict=args.strict,
-        warm_start=args.warm_start, tflite_variants=_tflite_variants(args.tflite, args.quantization_aware),
-        **_given(max_image_pixels=args.max_image_pixels))
+# Where each flag of add_pipeline_flags lands in PipelineSettings: (part, field), part None for the
+# settings' own fields. --image-size, whose two values are the ImageSpec's height and width, and --preset
+# are read apart. A test fails when a flag is missing here, since its value would be ignored.
+FLAG_FIELDS = {
+    "channels": ("image", "channels"),
+    **{name: ("training", name) for name in (
+        "epochs", "batch_size", "learning_rate", "restarts", "shift_rotate", "flip", "test_time_flip",
+        "test_time_shift", "crop_pad", "validation_percent", "profile", "fine_tune_epochs")},
+    "quantization_aware": ("training", "quantization_aware_epochs"),
+    "backbone_weights": ("training", "backbone_weights"),
+    **{name: ("model", name) for name in (
+        "architecture", "attention", "width", "depth", "backbone", "weight_decay", "weight_decay_mode")},
+    **{name: ("data", name) for name in ("eval_percent", "strict", "max_class_drift", "max_image_pixels")},
+    **{name: ("thresholds", name) for name in ("min_accuracy", "max_accuracy_drop", "min_class_accuracy")},
+    "max_tflite_accuracy_drop": ("lite", "max_accuracy_drop"),
+    "min_tflite_agreement": ("lite", "min_agreement"),
+    "tflite": ("lite", "variants"),
+    "warm_start": (None, "warm_start"),
+    "retrain_always": (None, "retrain_always"),
+}
+
+
+def pipeline_settings(args: argparse.Namespace):
+    """The PipelineSettings of the flags of add_pipeline_flags, as a runner's parse_args returns them
+    (with_preset applied); flags left unset keep the settings' defaults. Raises ValueError (one line)
+    for a value the settings refuse."""
+    parts: Dict[str, Dict[str, Any]] = {"image": {}, "training": {}, "model": {}, "data": {}, "thresholds": {},
+                                        "lite": {}, None: {}}
+    for flag, (part, field) in FLAG_FIELDS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            parts[part][field] = value
+    if args.image_size:
+        parts["image"].update(height=args.image_size[0], width=args.image_size[1])
+    if "backbone_weights" in parts["training"]:
+        parts["training"]["backbone_weights"] = _absolute(parts["training"]["backbone_weights"])
+    if "variants" in parts["lite"]:
+        parts["lite"]["variants"] = tuple(parts["lite"]["variants"])
+    return settings.build(parts)

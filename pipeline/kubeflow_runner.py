@@ -286,8 +286,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     from pipeline import flags
     parser = _parser()
     args = parser.parse_args(argv)
-    if hasattr(args, "preset"):  # the commands that build the pipeline
+    if hasattr(args, "preset"):  # the commands that build the pipeline: their settings, built once
         args = flags.with_preset(args)
+        try:
+            args.settings = flags.pipeline_settings(args)
+        except ValueError as error:
+            parser.exit(2, f"error: {error}\n")
     if args.command == "run-local":
         args.volume = DEFAULT_VOLUME
         if args.image == DEFAULT_IMAGE:

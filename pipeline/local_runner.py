@@ -176,9 +176,9 @@ def one_run_at_a_time(output_dir: str):
 def download_imagenet_weights(settings) -> None:
     """--backbone-weights imagenet: fetched now (Keras keeps it in ~/.keras/models for the Trainer), so
     that without a network the run stops before its first stage, with the download command."""
-    if settings["training"].backbone_weights == "imagenet":
+    if settings.training.backbone_weights == "imagenet":
         from models.applications import imagenet_application
-        imagenet_application(settings["model"].backbone, settings["image_spec"].shape)
+        imagenet_application(settings.model.backbone, settings.image.shape)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -202,9 +202,7 @@ def _run(args: argparse.Namespace) -> int:
             pipeline_root=os.path.join(args.output_dir, "pipeline"),
             data_root=args.data_root, schema_file=args.schema,
             serving_dir=serving_dir_of(args.output_dir),
-            **settings, code_fingerprint=code_fingerprint,
-            retrain_always=int(args.retrain_always),
-            beam_pipeline_args=beam_pipeline_args(), enable_cache=not args.no_cache,
+            settings=settings, code_fingerprint=code_fingerprint, beam_pipeline_args=beam_pipeline_args(), enable_cache=not args.no_cache,
             metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path))
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -228,9 +226,7 @@ def _run(args: argparse.Namespace) -> int:
     summary = run_summary.summarize(nodes, run_id=run_id,
                                     data_root=args.data_root, output_dir=args.output_dir,
                                     schema_file=args.schema, started=started, error=error,
-                                    thresholds={"min_accuracy": args.min_accuracy,
-                                                "max_accuracy_drop": args.max_accuracy_drop,
-                                                "min_class_accuracy": args.min_class_accuracy})
+                                    thresholds=settings.thresholds.as_dict())
     summary["wall_seconds"] = round(time.time() - started, 1)
     if not args.verbose:
         summary["library_log"] = os.path.join(args.output_dir, LIBRARY_LOG)

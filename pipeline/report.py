@@ -276,24 +276,22 @@ def _examples_shown(page: Page, split: "EvalSplit", matrix: List[List[int]], cla
 def threshold_rows(summary: Dict[str, Any]) -> List[List[Any]]:
     """[threshold, bound, value, margin (>= 0: met)] for each threshold that applied."""
     evaluation = summary.get("evaluation") or {}
-    thresholds = summary.get("thresholds") or {}
     accuracy = evaluation.get("accuracy")
-    rows = []
-    if accuracy is None:
-        return rows
-    if "min_accuracy" in thresholds:
-        rows.append(["accuracy ≥ min_accuracy", thresholds["min_accuracy"], accuracy, accuracy - thresholds["min_accuracy"]])
+    if accuracy is None or not summary.get("thresholds"):
+        return []
+    from models.settings import Thresholds  # TensorFlow, only when there is a model to judge
+    bounds = Thresholds(**summary["thresholds"])
+    rows = [["accuracy ≥ min_accuracy", bounds.min_accuracy, accuracy, accuracy - bounds.min_accuracy]]
     champion = evaluation.get("champion_accuracy")
-    if champion is not None and "max_accuracy_drop" in thresholds:
+    if champion is not None:
         drop = champion - accuracy
-        rows.append(["drop below the champion ≤ max_accuracy_drop", thresholds["max_accuracy_drop"], drop,
-                     thresholds["max_accuracy_drop"] - drop])
-    if thresholds.get("min_class_accuracy"):
-        worst = min((m.get("accuracy") for m in evaluation.get("per_class", {}).values()
-                     if m.get("accuracy") is not None), default=None)
-        if worst is not None:
-            rows.append(["every class ≥ min_class_accuracy", thresholds["min_class_accuracy"], worst,
-                         worst - thresholds["min_class_accuracy"]])
+        rows.append(["drop below the champion ≤ max_accuracy_drop", bounds.max_accuracy_drop, drop,
+                     bounds.max_accuracy_drop - drop])
+    worst = min((m.get("accuracy") for m in evaluation.get("per_class", {}).values()
+                 if m.get("accuracy") is not None), default=None)
+    if bounds.min_class_accuracy and worst is not None:
+        rows.append(["every class ≥ min_class_accuracy", bounds.min_class_accuracy, worst,
+                     worst - bounds.min_class_accuracy])
     return rows
 
 

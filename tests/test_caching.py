@@ -8,16 +8,15 @@ from tfx.types import standard_artifacts
 
 from components import caching
 from models import sources
-from models.preprocessing import ImageSpec
-from models.recipe import TrainingConfig
+from models.settings import PipelineSettings, Thresholds
 from pipeline import pipeline, schema
 
 
 def _compiled(tmp_path, enable_cache=True, fingerprint="f1"):
     wiring = pipeline.create_pipeline(
         pipeline_name="p", pipeline_root=str(tmp_path / "root"), data_root=str(tmp_path / "data"),
-        serving_dir=str(tmp_path / "serving"), schema_file=schema.EMBEDDED_SCHEMA, image_spec=ImageSpec(),
-        training=TrainingConfig(), min_accuracy=0.5, enable_cache=enable_cache,
+        serving_dir=str(tmp_path / "serving"), schema_file=schema.EMBEDDED_SCHEMA,
+        settings=PipelineSettings(thresholds=Thresholds(min_accuracy=0.5)), enable_cache=enable_cache,
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
             str(tmp_path / "m.sqlite")))
     return {node.pipeline_node.node_info.id: node.pipeline_node

@@ -1,7 +1,10 @@
 """The shared flags (pipeline/flags.py): presets, the flags that override them, and refusals."""
+import os
+
 import pytest
 
 from pipeline.kubeflow import compile as kfp_compile
+from models.settings import DataOptions, LiteBounds, PipelineSettings, Thresholds
 from pipeline import configs, flags, local_runner
 
 
@@ -11,15 +14,15 @@ def _settings(*argv: str):
 
 def test_the_photos_preset_sets_the_network_augmentation_and_schedule_it_documents():
     settings = _settings("--preset", "photos", "--image-size", "32", "32", "--channels", "3")
-    model, training = settings["model"], settings["training"]
+    model, training = settings.model, settings.training
     assert (model.width, model.depth) == (1.5, 1)
     assert (training.flip, training.crop_pad, training.shift_rotate, training.restarts) == (True, 4, False, 0)
     assert (training.test_time_flip, training.test_time_shift) == (True, 0)
-    assert (settings["min_tflite_agreement"], settings["min_accuracy"], model.weight_decay) == (0.99, 0.8, 0.05)
-    assert _settings()["min_tflite_agreement"] == configs.MIN_TFLITE_AGREEMENT
-    assert _settings()["min_accuracy"] == configs.MIN_ACCURACY
-    assert _settings("--preset", "photos", "--min-accuracy", "0.5")["min_accuracy"] == 0.5
-    assert settings["image_spec"].shape == (32, 32, 3)
+    assert (settings.lite.min_agreement, settings.thresholds.min_accuracy, model.weight_decay) == (0.99, 0.8, 0.05)
+    assert _settings().lite.min_agreement == LiteBounds().min_agreement
+    assert _settings().thresholds.min_accuracy == Thresholds().min_accuracy
+    assert _settings("--preset", "photos", "--min-accuracy", "0.5").thresholds.min_accuracy == 0.5
+    assert settings.image.shape == (32, 32, 3)
     assert (training.epochs, training.batch_size) == (27, 64)
     assert set(configs.PRESETS["photos"]) == {"width", "flip", "test_time_flip", "crop_pad", "shift_rotate",
                                               "restarts", "epochs", "batch_size", "weight_decay", "min_accuracy",
@@ -29,13 +32,13 @@ def test_the_photos_preset_sets_the_network_augmentation_and_schedule_it_documen
 def test_both_runners_take_the_presets_accuracy_floor_where_they_read_it_themselves():
     from pipeline import kubeflow_runner
     # local_runner records it in last_run.json; kubeflow_runner makes it the run parameter's default
-    assert local_runner.parse_args(["--preset", "photos"]).min_accuracy == 0.8
-    assert local_runner.parse_args([]).min_accuracy == configs.MIN_ACCURACY
+    assert _settings("--preset", "photos").thresholds.min_accuracy == 0.8
+    assert _settings().thresholds.min_accuracy == Thresholds().min_accuracy
     compile_argv = ["compile", "--output", "pipeline.yaml"]
     assert kfp_compile.run_parameter_defaults(kubeflow_runner.parse_args(
         [*compile_argv, "--preset", "photos", "--image-size", "32", "32", "--channels", "3"]))["min_accuracy"] == 0.8
     assert kfp_compile.run_parameter_defaults(kubeflow_runner.parse_args(compile_argv))["min_accuracy"] == \
-        configs.MIN_ACCURACY
+        Thresholds().min_accuracy
 
 
 @pytest.mark.parametrize("order", ["preset first", "preset last"])
@@ -43,14 +46,14 @@ def test_a_flag_the_user_gives_wins_over_the_preset_wherever_it_stands(order):
     given = ["--no-flip", "--width", "2", "--crop-pad", "0", "--restarts", "1"]
     argv = ["--preset", "photos", *given] if order == "preset first" else [*given, "--preset", "photos"]
     settings = _settings(*argv)
-    assert (settings["model"].width, settings["training"].flip) == (2.0, False)
-    assert (settings["training"].crop_pad, settings["training"].restarts) == (0, 1)
-    assert settings["training"].shift_rotate is False  # not given: still the preset's
-    assert settings["training"].test_time_flip is False  # the preset's, but for the mirrors --no-flip refused
+    assert (settings.model.width, settings.training.flip) == (2.0, False)
+    assert (settings.training.crop_pad, settings.training.restarts) == (0, 1)
+    assert settings.training.shift_rotate is False  # not given: still the preset's
+    assert settings.training.test_time_flip is False  # the preset's, but for the mirrors --no-flip refused
 
 
 def test_test_time_shift_needs_crop_pad_training_as_far(tmp_path, capsys):
-    assert _settings("--crop-pad", "2", "--test-time-shift", "2")["training"].test_time_shift == 2
+    assert _settings("--crop-pad", "2", "--test-time-shift", "2").training.test_time_shift == 2
     assert local_runner.main(["--output-dir", str(tmp_path), "--crop-pad", "1", "--test-time-shift", "2"]) == 2
     assert capsys.readouterr().err.strip() == (
         "error: test_time_shift needs crop_pad of at least 2, got 1: a model not trained on images shifted so far "
@@ -58,8 +61,8 @@ def test_test_time_shift_needs_crop_pad_training_as_far(tmp_path, capsys):
 
 
 def test_test_time_flip_needs_the_model_trained_on_mirror_images(tmp_path, capsys):
-    assert _settings("--flip", "--test-time-flip")["training"].test_time_flip is True
-    assert _settings("--preset", "photos", "--no-test-time-flip")["training"].test_time_flip is False
+    assert _settings("--flip", "--test-time-flip").training.test_time_flip is True
+    assert _settings("--preset", "photos", "--no-test-time-flip").training.test_time_flip is False
     assert local_runner.main(["--output-dir", str(tmp_path), "--test-time-flip"]) == 2
     assert capsys.readouterr().err.strip() == (
         "error: test_time_flip needs flip: a model not trained on mirror images has not learnt them")
@@ -69,17 +72,17 @@ def test_without_a_preset_every_new_flag_keeps_the_configs_default():
     from models.model import ModelConfig
     from models.recipe import TrainingConfig
     settings = _settings()
-    assert settings["model"] == ModelConfig() and settings["training"] == TrainingConfig()
+    assert settings.model == ModelConfig() and settings.training == TrainingConfig()
     settings = _settings("--depth", "3", "--flip", "--no-shift-rotate", "--crop-pad", "2")
-    assert settings["model"].depth == 3
-    assert (settings["training"].flip, settings["training"].shift_rotate, settings["training"].crop_pad) == (True, False, 2)
+    assert settings.model.depth == 3
+    assert (settings.training.flip, settings.training.shift_rotate, settings.training.crop_pad) == (True, False, 2)
 
 
 def test_the_validation_slice_is_a_flag_and_zero_trains_on_every_training_image(tmp_path, capsys):
     from models.recipe import TrainingConfig
-    assert _settings()["training"].validation_percent == TrainingConfig().validation_percent
-    assert _settings("--validation-percent", "0")["training"].validation_percent == 0
-    assert _settings("--preset", "photos", "--validation-percent", "5")["training"].validation_percent == 5
+    assert _settings().training.validation_percent == TrainingConfig().validation_percent
+    assert _settings("--validation-percent", "0").training.validation_percent == 0
+    assert _settings("--preset", "photos", "--validation-percent", "5").training.validation_percent == 5
     assert local_runner.main(["--output-dir", str(tmp_path), "--validation-percent", "60"]) == 2
     assert capsys.readouterr().err.strip() == "error: validation_percent must be from 0 to 50, got 60"
 
@@ -117,9 +120,9 @@ def test_a_refused_flag_leaves_no_schema_behind_in_the_users_output(tmp_path, ca
 
 def test_tflite_names_the_files_to_make_float32_always_among_them_and_an_unknown_one_stops_the_run(
         tmp_path, capsys):
-    assert _settings()["tflite_variants"] == ("float32", "dynamic_range", "float16", "int8")
-    assert _settings("--tflite", "int8")["tflite_variants"] == ("float32", "int8")
-    assert _settings("--tflite", "float16", "float32")["tflite_variants"] == ("float32", "float16")
+    assert _settings().lite.variants == ("float32", "dynamic_range", "float16", "int8")
+    assert _settings("--tflite", "int8").lite.variants == ("float32", "int8")
+    assert _settings("--tflite", "float16", "float32").lite.variants == ("float32", "float16")
     assert local_runner.main(["--output-dir", str(tmp_path), "--tflite", "int4"]) == 2
     assert capsys.readouterr().err.strip() == ("error: unknown TFLite variant(s) ['int4']: choose from "
                                                "['float32', 'dynamic_range', 'float16', 'int8']")
@@ -127,9 +130,9 @@ def test_tflite_names_the_files_to_make_float32_always_among_them_and_an_unknown
 
 
 def test_quantization_aware_takes_its_epochs_or_the_default_and_needs_the_int8_file(tmp_path, capsys):
-    assert _settings()["training"].quantization_aware_epochs == 0
-    assert _settings("--quantization-aware")["training"].quantization_aware_epochs == configs.QUANTIZATION_AWARE_EPOCHS
-    assert _settings("--quantization-aware", "3", "--epochs", "5")["training"].quantization_aware_epochs == 3
+    assert _settings().training.quantization_aware_epochs == 0
+    assert _settings("--quantization-aware").training.quantization_aware_epochs == configs.QUANTIZATION_AWARE_EPOCHS
+    assert _settings("--quantization-aware", "3", "--epochs", "5").training.quantization_aware_epochs == 3
     assert local_runner.main(["--output-dir", str(tmp_path), "--quantization-aware", "--tflite", "float16"]) == 2
     assert capsys.readouterr().err.strip() == (
         "error: --quantization-aware fine-tunes for the int8 TFLite file: add int8 to --tflite")
@@ -141,14 +144,14 @@ def test_backbone_flags_reach_the_configs_and_what_cannot_work_stops_the_run_nam
     weights.write_bytes(b"")
     settings = _settings("--backbone", "mobilenet_v2", "--image-size", "96", "96", "--backbone-weights", str(weights),
                          "--fine-tune-epochs", "2")
-    assert settings["model"].backbone == "mobilenet_v2"
-    assert (settings["training"].backbone_weights, settings["training"].fine_tune_epochs) == (str(weights), 2)
-    assert _settings()["model"].backbone == "none"
+    assert settings.model.backbone == "mobilenet_v2"
+    assert (settings.training.backbone_weights, settings.training.fine_tune_epochs) == (str(weights), 2)
+    assert _settings().model.backbone == "none"
     for argv, message in [
             (["--backbone", "mobilenet_v2"], "--backbone mobilenet_v2 needs images of at least 32x32, got 28x28"),
             (["--backbone-weights", str(weights)], "--backbone-weights and --fine-tune-epochs need --backbone"),
             (["--backbone", "efficientnet_b0", "--image-size", "32", "32", "--backbone-weights", "missing.h5"],
-             "--backbone-weights missing.h5: no such file"),
+             f"--backbone-weights {os.path.abspath('missing.h5')}: no such file"),
             (["--backbone", "efficientnet_b0", "--image-size", "32", "32", "--quantization-aware", "--tflite", "int8"],
              "--quantization-aware works on the custom CNN only")]:
         assert local_runner.main(["--output-dir", str(tmp_path), *argv]) == 2
@@ -156,27 +159,38 @@ def test_backbone_flags_reach_the_configs_and_what_cannot_work_stops_the_run_nam
     assert not (tmp_path / "metadata.sqlite").exists()
 
 
-def test_a_preset_can_set_every_flag_and_none_is_ignored(monkeypatch):
-    """with_preset fills only the flags left unset (None): a flag with an argparse default would ignore
-    its preset value silently. Every flag of add_pipeline_flags is given a value by a preset here, and
-    every one must arrive."""
+def test_without_a_flag_or_preset_every_setting_keeps_its_classes_default():
+    assert _settings() == PipelineSettings()
+    assert (Thresholds(), LiteBounds(), DataOptions()) == (Thresholds(0.9, 0.01, 0.0), LiteBounds(0.01, 0.98),
+                                                          DataOptions(20, 25_000_000, 0.05, False))
+
+
+# A value for every flag of add_pipeline_flags, none of them its default: each must reach the settings.
+NOT_DEFAULT = {"image_size": [32, 32], "channels": 3, "epochs": 3, "batch_size": 16, "learning_rate": 0.01,
+               "restarts": 1, "shift_rotate": False, "flip": True, "test_time_flip": True, "test_time_shift": 1,
+               "crop_pad": 2, "validation_percent": 5, "warm_start": True, "quantization_aware": 1, "profile": True,
+               "architecture": "classic", "attention": "cbam", "width": 1.5, "depth": 2, "backbone": "none",
+               "backbone_weights": "none", "fine_tune_epochs": 5, "weight_decay": 0.1, "weight_decay_mode": "l2",
+               "eval_percent": 10, "strict": True, "retrain_always": True, "max_class_drift": 0.2,
+               "max_image_pixels": 1000, "min_accuracy": 0.7, "max_accuracy_drop": 0.05, "min_class_accuracy": 0.3,
+               "max_tflite_accuracy_drop": 0.02, "tflite": ["int8"], "min_tflite_agreement": 0.95}
+AT_DEFAULT = {"backbone", "backbone_weights", "fine_tune_epochs"}  # only a backbone could change them
+
+
+def test_every_flag_a_preset_sets_reaches_the_settings(monkeypatch):
+    """A preset key that does not reach PipelineSettings would be ignored silently: every flag of
+    add_pipeline_flags is set by a preset here, and each must change the settings it feeds."""
     import argparse
-
-    def parser():
-        made = argparse.ArgumentParser()
-        flags.add_pipeline_flags(made)
-        return made
-    parsed = vars(parser().parse_args([]))
-    assert {name for name, value in parsed.items() if value is not None} == set()
-    preset = {name: f"from the preset: {name}" for name in parsed if name != "preset"}
-    monkeypatch.setitem(configs.PRESETS, "everything", preset)
-    applied = vars(flags.with_preset(parser().parse_args(["--preset", "everything"])))
-    assert {name for name, value in preset.items() if applied[name] != value} == set()
-
-
-def test_the_flags_a_preset_may_set_keep_their_documented_defaults_without_one():
-    args = local_runner.parse_args([])
-    assert (args.eval_percent, args.max_class_drift, args.max_accuracy_drop, args.min_class_accuracy,
-            args.max_tflite_accuracy_drop, args.strict, args.warm_start, args.retrain_always) == (
-        configs.EVAL_PERCENT, configs.MAX_CLASS_DRIFT, configs.MAX_ACCURACY_DROP, 0.0,
-        configs.MAX_TFLITE_ACCURACY_DROP, False, False, False)
+    monkeypatch.setitem(configs.PRESETS, "everything", NOT_DEFAULT)
+    parser = argparse.ArgumentParser()
+    flags.add_pipeline_flags(parser)
+    unset = vars(parser.parse_args([]))
+    assert {name for name, value in unset.items() if value is not None} == set(), "no argparse defaults"
+    assert set(NOT_DEFAULT) == set(unset) - {"preset"}, "a new flag needs a value here"
+    assert set(flags.FLAG_FIELDS) | {"image_size"} == set(NOT_DEFAULT)
+    settings = flags.pipeline_settings(flags.with_preset(parser.parse_args(["--preset", "everything"])))
+    default = PipelineSettings()
+    for flag, (part, field) in flags.FLAG_FIELDS.items():
+        value, before = (getattr(getattr(s, part) if part else s, field) for s in (settings, default))
+        assert (value == before) is (flag in AT_DEFAULT), (flag, value)
+    assert settings.image.shape == (32, 32, 3)

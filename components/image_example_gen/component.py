@@ -9,8 +9,9 @@ from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.proto import example_gen_pb2
 from tfx.types import channel, component_spec, standard_artifacts, standard_component_specs
 
-from components.image_example_gen import executor, folder_layout, image_check
+from components.image_example_gen import executor, folder_layout
 from models import features
+from models.settings import DEFAULT_MAX_IMAGE_PIXELS
 
 # TFX's driver would fingerprint what this matches: the data root itself. ImageFolderDriver replaces
 # that with a fingerprint of the whole tree.
@@ -62,7 +63,7 @@ class ImageFolderExampleGen(FileBasedExampleGen):
 
     def __init__(self, input_base, eval_percent: int = 20, known_classes: Sequence[str] = (),
                  retired_classes: Sequence[str] = (),
-                 max_image_pixels: int = image_check.DEFAULT_MAX_IMAGE_PIXELS,
+                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
                  output_config: Optional[example_gen_pb2.Output] = None):
         if isinstance(input_base, str) and not input_base:
             raise ValueError("input_base must name the image folder, got an empty string")

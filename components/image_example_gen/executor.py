@@ -19,6 +19,7 @@ from tfx.utils import proto_utils
 from components.image_example_gen import folder_layout, image_check
 from components.progress import key_figure
 from models import features
+from models.settings import DEFAULT_MAX_IMAGE_PIXELS
 from models.labels import write_labels
 
 # Private exec properties set by Executor.Do for the PTransform.
@@ -157,7 +158,7 @@ def ImageFolderToExample(pipeline: beam.Pipeline, exec_properties: Dict[str, Any
     """
     root = exec_properties[standard_component_specs.INPUT_BASE_KEY]
     duplicates = json.loads(exec_properties.get(DUPLICATE_PATHS_PROPERTY) or "{}")
-    max_pixels = int(exec_properties.get(MAX_IMAGE_PIXELS_KEY) or image_check.DEFAULT_MAX_IMAGE_PIXELS)
+    max_pixels = int(exec_properties.get(MAX_IMAGE_PIXELS_KEY) or DEFAULT_MAX_IMAGE_PIXELS)
     split_name, split_dir = json.loads(split_pattern)
     class_dirs = [{"split": split_name, "class_name": name, "label": label,
                    "path": os.path.join(root, split_dir, name)}

@@ -14,9 +14,10 @@ from typing import List, Sequence, Set, Tuple
 import tensorflow as tf
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from models.settings import DEFAULT_MAX_IMAGE_PIXELS
+
 SUPPORTED_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP")  # what tf.io.decode_image reads
 EXIF_ORIENTATION_TAG = 0x0112
-DEFAULT_MAX_IMAGE_PIXELS = 25_000_000
 
 
 def _decoder_message(error: Exception) -> str:

@@ -85,27 +85,27 @@ def schema_path_in_image(schema_file: str) -> str:
 
 
 def run_parameter_defaults(args: argparse.Namespace) -> Dict[str, Any]:
-    from pipeline import flags
-    return {"data_root": args.data_root, "min_accuracy": args.min_accuracy,
-            "epochs": flags.pipeline_settings(args)["training"].epochs, "retrain_always": int(args.retrain_always)}
+    """The run-time parameters' defaults: the compile flags of the same name (args.settings: the
+    PipelineSettings parse_args built)."""
+    return {"data_root": args.data_root, "min_accuracy": args.settings.thresholds.min_accuracy,
+            "epochs": args.settings.training.epochs, "retrain_always": int(args.settings.retrain_always)}
 
 
 def build_pipeline(args: argparse.Namespace):
     """create_pipeline with the run-time parameters and the Trainer's resources."""
     from tfx import v1 as tfx
     from components import caching
-    from pipeline import flags
     from pipeline import pipeline as wiring
     defaults = run_parameter_defaults(args)
     parameters = {name: tfx.dsl.experimental.RuntimeParameter(name=name, ptype=ptype, default=defaults[name])
                   for name, ptype in RUN_PARAMETERS.items()}
-    settings = {**flags.pipeline_settings(args), "min_accuracy": parameters["min_accuracy"]}
     pipeline = wiring.create_pipeline(
         pipeline_name=configs.PIPELINE_NAME, pipeline_root=args.pipeline_root, state_root=args.state_root,
         data_root=parameters["data_root"], epochs=parameters["epochs"], retrain_always=parameters["retrain_always"],
+        min_accuracy=parameters["min_accuracy"], settings=args.settings,
         code_fingerprint=caching.project_fingerprint(args.schema), run_id=KFP_RUN_ID,
         serving_dir=os.path.join(args.serving_root, configs.MODEL_NAME), schema_file=args.schema,
-        schema_file_in_pipeline=args.schema_in_pipeline or schema_path_in_image(args.schema), **settings,
+        schema_file_in_pipeline=args.schema_in_pipeline or schema_path_in_image(args.schema),
         beam_pipeline_args=beam_args(args))
     trainer = next(c for c in pipeline.components if c.id == "Trainer")
     trainer.with_platform_config(trainer_resources(args.gpus, args.trainer_memory_gb, args.trainer_cpus, args.gpu_type))
