@@ -19,7 +19,8 @@ import sys
 import tempfile
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [os.path.dirname(BENCH_DIR), BENCH_DIR]
+sys.path[:0] = [os.path.dirname(BENCH_DIR), BENCH_DIR]  # the repository's packages, and bench/'s
+
 from photos import ARCHIVE, run_pipeline, split_folder  # noqa: E402
 from table import machine  # noqa: E402
 

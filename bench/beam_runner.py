@@ -17,7 +17,10 @@ import subprocess
 import sys
 import tempfile
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.dirname(BENCH_DIR), BENCH_DIR]  # the repository's packages, and bench/'s
+from pipeline import paths  # noqa: E402
+
 BEAM_STAGES = ("ImageFolderExampleGen", "StatisticsGen", "Transform", "Evaluator")
 RUNNERS = {"DirectRunner": "--runner=DirectRunner", "FnApiRunner": "--runner=FnApiRunner"}
 # One run of the local runner with configs.BEAM_RUNNER replaced; prints last_run.json's figures.
@@ -36,7 +39,7 @@ print("RESULT " + json.dumps({"code": code, "stages": summary["stage_seconds"], 
 
 def one_run(runner_flag: str, epochs: int) -> dict:
     with tempfile.TemporaryDirectory() as output:
-        result = subprocess.run([sys.executable, "-c", ONE_RUN, runner_flag, output, str(epochs)], cwd=REPO_ROOT,
+        result = subprocess.run([sys.executable, "-c", ONE_RUN, runner_flag, output, str(epochs)], cwd=paths.REPO_ROOT,
                                 capture_output=True, text=True, check=True)
     line = next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))
     figures = json.loads(line[len("RESULT "):])

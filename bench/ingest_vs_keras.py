@@ -21,16 +21,18 @@ import sys
 import tempfile
 import time
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SAMPLE = os.path.join(REPO_ROOT, "data", "mnist-sample")
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.dirname(BENCH_DIR), BENCH_DIR]  # the repository's packages, and bench/'s
+from pipeline import paths  # noqa: E402
+
 
 
 def build_folder(root: str, copies: int) -> int:
     """<root>/{train,test}/<class>/c<k>_<file>: the sample repeated; returns the number of images."""
     count = 0
     for split in ("train", "test"):
-        for class_name in sorted(os.listdir(os.path.join(SAMPLE, split))):
-            source, target = os.path.join(SAMPLE, split, class_name), os.path.join(root, split, class_name)
+        for class_name in sorted(os.listdir(os.path.join(paths.EMBEDDED_DATA, split))):
+            source, target = os.path.join(paths.EMBEDDED_DATA, split, class_name), os.path.join(root, split, class_name)
             os.makedirs(target)
             for name in sorted(os.listdir(source)):
                 for k in range(copies):
@@ -71,7 +73,6 @@ def run_example_gen(data_root: str, work_dir: str) -> int:
 
 def measure(route: str, data_root: str, work_dir: str) -> None:
     """Child process: runs one route and prints {"images", "seconds", "peak_rss_mb"}."""
-    sys.path.insert(0, REPO_ROOT)
     from pipeline import quiet
     quiet.quiet_logs(verbose=False)
     import tensorflow  # noqa: F401  (imported before the clock starts, as both routes need it)

@@ -18,7 +18,10 @@ import sys
 import tempfile
 import time
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.dirname(BENCH_DIR), BENCH_DIR]  # the repository's packages, and bench/'s
+from pipeline import paths  # noqa: E402
+
 
 
 def make_examples(source_examples: str, target: str, size: int) -> None:
@@ -76,7 +79,7 @@ def measure_one(model: str, examples: str, output: str, variants, keep_batches: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output-dir", default=os.path.join(REPO_ROOT, "outputs"), help="a finished run's")
+    parser.add_argument("--output-dir", default=os.path.join(paths.REPO_ROOT, "outputs"), help="a finished run's")
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000])
     parser.add_argument("--json", action="store_true", help="end with one JSON line: {size: {peak_rss_mb, seconds}}")
     parser.add_argument("--variants", nargs="+", metavar="VARIANT",
@@ -89,8 +92,7 @@ def main() -> None:
     if args.measure_one:
         measure_one(*args.measure_one, args.variants, args.keep_batches)
         return
-    with open(os.path.join(args.output_dir, "last_run.json")) as f:
-        run = json.load(f)
+    run = paths.read_last_run(args.output_dir)
     results = {}
     with tempfile.TemporaryDirectory() as scratch:
         for size in args.sizes:
@@ -101,7 +103,7 @@ def main() -> None:
                                      *(["--variants", *args.variants] if args.variants else []),
                                      *(["--keep-batches"] if args.keep_batches else [])],
                                     capture_output=True, text=True,
-                                    check=True, cwd=REPO_ROOT).stdout.strip().splitlines()[-1]
+                                    check=True, cwd=paths.REPO_ROOT).stdout.strip().splitlines()[-1]
             results[size] = json.loads(output)
             print(f"eval split {size:>6} images: peak RSS {results[size]['peak_rss_mb']:7.0f} MB, "
                   f"rising {results[size]['stream_growth_mb']:5.0f} MB while streaming it, "
@@ -115,5 +117,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, REPO_ROOT)
     main()

@@ -25,9 +25,10 @@ import tempfile
 import time
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-REPO_ROOT = os.path.dirname(BENCH_DIR)
-ARCHIVE = os.path.join(os.path.dirname(REPO_ROOT), "shared", "datasets", "cifar10-train.tar.gz")
-sys.path[:0] = [REPO_ROOT, BENCH_DIR]
+sys.path[:0] = [os.path.dirname(BENCH_DIR), BENCH_DIR]  # the repository's packages, and bench/'s
+from pipeline import paths  # noqa: E402
+
+ARCHIVE = os.path.join(os.path.dirname(paths.REPO_ROOT), "shared", "datasets", "cifar10-train.tar.gz")
 HELD_OUT = 0.1
 
 
@@ -62,9 +63,8 @@ def pipeline_flags(args) -> list:
 def run_pipeline(data_root: str, output_dir: str, flags: list) -> dict:
     started = time.time()
     subprocess.run([sys.executable, "-m", "pipeline.local_runner", "--data-root", data_root,
-                    "--output-dir", output_dir, *flags], check=True, cwd=REPO_ROOT, stdout=subprocess.DEVNULL)
-    with open(os.path.join(output_dir, "last_run.json")) as f:
-        summary = json.load(f)
+                    "--output-dir", output_dir, *flags], check=True, cwd=paths.REPO_ROOT, stdout=subprocess.DEVNULL)
+    summary = paths.read_last_run(output_dir)
     summary["bench_wall_seconds"] = round(time.time() - started, 1)
     return summary
 
@@ -165,7 +165,7 @@ def main() -> int:
         with open(os.path.join(summary["artifacts"]["model_run"], "throughput.json")) as f:
             epochs = args.keras_epochs or len(json.load(f))
         child = subprocess.run([sys.executable, __file__, "--child-keras", data_root, str(epochs), work, "--", *flags],
-                               capture_output=True, text=True, cwd=REPO_ROOT)
+                               capture_output=True, text=True, cwd=paths.REPO_ROOT)
         if child.returncode:
             print(f"bench/photos.py: the Keras fit failed; the end of its stderr:\n{child.stderr[-3000:]}", file=sys.stderr)
             return 1

@@ -16,13 +16,14 @@ import sys
 import tempfile
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-REPO_ROOT = os.path.dirname(BENCH_DIR)
-sys.path[:0] = [REPO_ROOT, BENCH_DIR]
+sys.path[:0] = [os.path.dirname(BENCH_DIR), BENCH_DIR]  # the repository's packages, and bench/'s
+from pipeline import paths  # noqa: E402
+
 
 
 def trained(output_dir: str, flags: list) -> None:
     subprocess.run([sys.executable, "-m", "pipeline.local_runner", "--output-dir", output_dir,
-                    "--quantization-aware", *flags], check=True, cwd=REPO_ROOT, stdout=subprocess.DEVNULL)
+                    "--quantization-aware", *flags], check=True, cwd=paths.REPO_ROOT, stdout=subprocess.DEVNULL)
 
 
 def measured(output_dir: str) -> dict:
@@ -32,8 +33,7 @@ def measured(output_dir: str) -> dict:
     from components.lite_models import sample_split, split_batches
     from models import export, lite
     from models.preprocessing import ImageSpec
-    with open(os.path.join(output_dir, "last_run.json")) as f:
-        summary = json.load(f)
+    summary = paths.read_last_run(output_dir)
     examples, serving = summary["artifacts"]["examples"], summary["trained_model"]
     saved_model = lite.load(serving)
     quantization_aware = lite.load(export.quantization_aware_dir(serving))

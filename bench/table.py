@@ -25,9 +25,9 @@ import tempfile
 import time
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-REPO_ROOT = os.path.dirname(BENCH_DIR)
-SAMPLE = os.path.join(REPO_ROOT, "data", "mnist-sample")
-sys.path[:0] = [REPO_ROOT, BENCH_DIR]
+sys.path[:0] = [os.path.dirname(BENCH_DIR), BENCH_DIR]  # the repository's packages, and bench/'s
+from pipeline import paths  # noqa: E402
+
 import ingest_vs_keras  # noqa: E402  (bench/ is not a package)
 import trainer_vs_keras  # noqa: E402
 from models.recipe import TrainingConfig  # noqa: E402
@@ -36,7 +36,7 @@ from models.recipe import TrainingConfig  # noqa: E402
 def timed(command) -> tuple:
     """(wall seconds, stdout) of a command run from the repository, which must succeed."""
     started = time.time()
-    done = subprocess.run(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    done = subprocess.run(command, cwd=paths.REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           check=False)
     if done.returncode:
         sys.exit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
@@ -57,15 +57,13 @@ def pipeline_figures(epochs: int, work: str) -> dict:
     """P1, P6, P5 and the Trainer's rate of P2."""
     peer_dir, output_dir = os.path.join(work, "peer"), os.path.join(work, "pipeline")
     os.makedirs(peer_dir)
-    peer_seconds, peer_out = timed([sys.executable, os.path.join(BENCH_DIR, "plain_keras.py"), "--data-root", SAMPLE,
+    peer_seconds, peer_out = timed([sys.executable, os.path.join(BENCH_DIR, "plain_keras.py"), "--data-root", paths.EMBEDDED_DATA,
                                     "--output-dir", peer_dir, "--epochs", str(epochs)])
     command = [sys.executable, "-m", "pipeline.local_runner", "--output-dir", output_dir, "--epochs", str(epochs)]
     first_seconds, _ = timed(command)
-    with open(os.path.join(output_dir, "last_run.json")) as f:
-        first = json.load(f)
+    first = paths.read_last_run(output_dir)
     rerun_seconds, _ = timed(command)
-    with open(os.path.join(output_dir, "last_run.json")) as f:
-        rerun = json.load(f)
+    rerun = paths.read_last_run(output_dir)
     with open(os.path.join(first["artifacts"]["model_run"], "throughput.json")) as f:
         trainer_rate = trainer_vs_keras.steady(json.load(f))
     return {"peer_seconds": peer_seconds, "peer_accuracy": json.loads(peer_out.strip().splitlines()[-1])["test_accuracy"],

@@ -16,7 +16,9 @@ import os
 import sys
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [os.path.dirname(BENCH_DIR), BENCH_DIR]
+sys.path[:0] = [os.path.dirname(BENCH_DIR), BENCH_DIR]  # the repository's packages, and bench/'s
+from pipeline import paths  # noqa: E402
+
 
 
 def _views_to_add(facts: dict, shift: int) -> dict:
@@ -38,8 +40,7 @@ def accuracies(output_dir: str, shift: int = 0) -> dict:
     from models import export, lite
     from models.model import read_facts
     from models.preprocessing import ImageSpec
-    with open(os.path.join(output_dir, "last_run.json")) as f:
-        summary = json.load(f)
+    summary = paths.read_last_run(output_dir)
     facts = read_facts(summary["trained_model"]) or {}
     saved_model = lite.load(summary["trained_model"])
     serve = saved_model.signatures["serve_images"]

@@ -26,9 +26,10 @@ import sys
 import tempfile
 from typing import Dict, List, Tuple
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SAMPLE = os.path.join(REPO_ROOT, "data", "mnist-sample")
-sys.path.insert(0, REPO_ROOT)
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.dirname(BENCH_DIR), BENCH_DIR]  # the repository's packages, and bench/'s
+from pipeline import paths  # noqa: E402
+
 
 
 def steady(epochs) -> float:
@@ -38,7 +39,7 @@ def steady(epochs) -> float:
 def run_trainer(epochs: int, work_dir: str) -> Tuple[float, str]:
     """(steady images/s, path of the profiler trace)."""
     subprocess.run([sys.executable, "-m", "pipeline.local_runner", "--output-dir", work_dir, "--epochs", str(epochs),
-                    "--min-accuracy", "0", "--profile"], check=True, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                    "--min-accuracy", "0", "--profile"], check=True, cwd=paths.REPO_ROOT, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
     model_run, = glob.glob(os.path.join(work_dir, "pipeline", "Trainer", "model_run", "*"))
     with open(os.path.join(model_run, "throughput.json")) as f:
@@ -107,10 +108,10 @@ def run_keras(epochs: int, work_dir: str) -> float:
     from models.model import ModelConfig, build_classifier
     from models.recipe import TrainingConfig, compile_model
     from models.run_fn import THROUGHPUT_FILENAME, ThroughputLogger
-    paths = sorted(glob.glob(os.path.join(SAMPLE, "train", "*", "*.png")))
-    images = np.stack([np.asarray(Image.open(p), np.float32)[..., None] for p in paths])
+    files = sorted(glob.glob(os.path.join(paths.EMBEDDED_DATA, "train", "*", "*.png")))
+    images = np.stack([np.asarray(Image.open(p), np.float32)[..., None] for p in files])
     images = (images - images.mean()) / images.std()
-    labels = np.array([int(os.path.basename(os.path.dirname(p))) for p in paths])
+    labels = np.array([int(os.path.basename(os.path.dirname(p))) for p in files])
     training = TrainingConfig(epochs=epochs)
     config = ModelConfig()
     steps = -(-len(images) // training.batch_size)

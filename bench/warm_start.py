@@ -8,23 +8,23 @@ warm-started from it with fewer epochs, and the same runs from scratch. Later ru
 Prints each run's eval accuracy, its validation accuracy per epoch, and the Trainer's time.
 """
 import argparse
-import json
 import os
 import subprocess
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.dirname(BENCH_DIR), BENCH_DIR]  # the repository's packages, and bench/'s
+from pipeline import paths  # noqa: E402
+
 from bench.table import machine  # noqa: E402
-from pipeline.report import epoch_scalars  # noqa: E402
-from tests.golden import DIGITS, REPO  # noqa: E402
+from pipeline.report_training import epoch_scalars  # noqa: E402
 
 
 def one_run(data_root: str, output_dir: str, flags) -> dict:
     subprocess.run([sys.executable, "-m", "pipeline.local_runner", "--data-root", data_root,
-                    "--output-dir", output_dir, *flags], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    with open(os.path.join(output_dir, "last_run.json")) as f:
-        summary = json.load(f)
+                    "--output-dir", output_dir, *flags], cwd=paths.REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    summary = paths.read_last_run(output_dir)
     validation = epoch_scalars(os.path.join(summary["artifacts"]["model_run"], "validation")).get("epoch_accuracy", {})
     return {"accuracy": (summary.get("evaluation") or {}).get("accuracy"), "status": summary["status"],
             "trainer_s": summary["stage_seconds"].get("Trainer"), "started_from": summary.get("started_from"),
@@ -33,7 +33,7 @@ def one_run(data_root: str, output_dir: str, flags) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-root", default=DIGITS)
+    parser.add_argument("--data-root", default=paths.EMBEDDED_DATA)
     parser.add_argument("--warm-epochs", type=int, nargs="+", default=[7, 3])
     args = parser.parse_args()
     print(f"{machine()}; data {args.data_root}")

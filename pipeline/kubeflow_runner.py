@@ -19,8 +19,8 @@ import sys
 import tempfile
 from typing import Any, Dict, List, Optional
 
-from pipeline import configs
-from pipeline.kubeflow.compile import (BEAM_TARGETS, RUN_PARAMETERS, SCHEMAS_DIR, TARGETS, UsageError,
+from pipeline import configs, paths
+from pipeline.kubeflow.compile import (BEAM_TARGETS, RUN_PARAMETERS, TARGETS, UsageError,
                                        compile_pipeline, run_parameter_defaults, write_compiled)
 
 DEFAULT_IMAGE = "image-cnn:0.1.0"
@@ -205,7 +205,7 @@ def _add_root_flags(p: argparse.ArgumentParser, claim_flag: bool) -> None:
                                         "checkpoints), on the volume; default: <mount-path>/state")
     p.add_argument("--serving-root", help="where serving/<model>/<version> is published; default: <mount-path>/serving")
     p.add_argument("--data-root", help="default of the data_root run-time parameter; default: <mount-path>/data")
-    p.add_argument("--schema", default=os.path.join(SCHEMAS_DIR, "mnist-sample.pbtxt"),
+    p.add_argument("--schema", default=paths.EMBEDDED_SCHEMA,
                    help="curated schema (read now for the class list; the steps read the image's copy)")
     p.add_argument("--schema-in-pipeline", help="where the steps read the schema, if not in the image's schemas/")
 

@@ -14,26 +14,16 @@ import sys
 import time
 from typing import List, Optional
 
+from pipeline import paths
 from pipeline.quiet import library_output_to, quiet_logs
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_OUTPUT_DIR = os.path.join(REPO_ROOT, "outputs")
-LIBRARY_LOG = "last_run.log"  # in --output-dir: what the libraries wrote to stderr, unless --verbose
-RUN_LOCK = ".run.lock"  # in --output-dir: held by the run using it (one_run_at_a_time)
-
-
-def serving_dir_of(output_dir: str) -> str:
-    """The pushed model's folder: versions, champion.json, promotions.jsonl."""
-    from pipeline import configs
-    return os.path.join(output_dir, "serving", configs.MODEL_NAME)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     from pipeline import flags
     parser = argparse.ArgumentParser(prog="python -m pipeline.local_runner", description=__doc__.splitlines()[0])
-    parser.add_argument("--data-root", default=os.path.join(REPO_ROOT, "data", "mnist-sample"),
+    parser.add_argument("--data-root", default=paths.EMBEDDED_DATA,
                         help="image folder: <root>/<class>/* or <root>/train/<class>/* + <root>/test/<class>/*")
-    parser.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR)
+    parser.add_argument("--output-dir", default=paths.DEFAULT_OUTPUT_DIR)
     parser.add_argument("--schema", help="curated schema to validate against; default: schemas/mnist-sample.pbtxt "
                                          "for the embedded data, else <output-dir>/schema.pbtxt, created by "
                                          "the first run from the folder's classes")
@@ -45,9 +35,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     args.data_root = os.path.abspath(args.data_root)
     args.output_dir = os.path.abspath(args.output_dir)
     if args.schema is None:
-        from pipeline import schema
-        embedded = args.data_root == os.path.join(REPO_ROOT, "data", "mnist-sample")
-        args.schema = schema.EMBEDDED_SCHEMA if embedded else os.path.join(args.output_dir, "schema.pbtxt")
+        embedded = args.data_root == paths.EMBEDDED_DATA
+        args.schema = paths.EMBEDDED_SCHEMA if embedded else paths.user_schema(args.output_dir)
     args.schema = os.path.abspath(args.schema)
     return args
 
@@ -119,17 +108,11 @@ class StageProgress(logging.Handler):
         print(f"[{now - self._run_started:7.1f}s] {stage} {line}", flush=True)
 
 
-def run_filename(run_id: str) -> str:
-    """runs/<this>: the run id without the colons of its time of day."""
-    return run_id.replace(":", "") + ".json"
-
-
 def write_summary(summary: dict, output_dir: str) -> str:
     from models import files
-    runs_dir = os.path.join(output_dir, "runs")
     text = json.dumps(summary, indent=2, sort_keys=False)
-    files.write_atomically(os.path.join(runs_dir, run_filename(summary["run_id"])), text)
-    last = os.path.join(output_dir, "last_run.json")
+    files.write_atomically(paths.run_summary(output_dir, summary["run_id"]), text)
+    last = paths.last_run(output_dir)
     files.write_atomically(last, text)
     return last
 
@@ -142,7 +125,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     os.makedirs(args.output_dir, exist_ok=True)
     with one_run_at_a_time(args.output_dir), \
-            library_output_to(None if args.verbose else os.path.join(args.output_dir, LIBRARY_LOG)):
+            library_output_to(None if args.verbose else paths.library_log(args.output_dir)):
         return _run(args)
 
 
@@ -152,7 +135,7 @@ def one_run_at_a_time(output_dir: str):
     reuse, the class-balance baseline, the checkpoints, last_run.json and schema.pbtxt belong to one
     run at a time: a second run on the same output dir waits, naming the run it waits for, and then
     runs against what the first one left. The lock goes with the process, even when it is killed."""
-    path = os.path.join(output_dir, RUN_LOCK)
+    path = paths.run_lock(output_dir)
     with open(path, "a+") as lock:
         try:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -187,7 +170,7 @@ def _run(args: argparse.Namespace) -> int:
     from components.image_example_gen import folder_layout
     from pipeline import configs, flags, pipeline, run_summary, schema
 
-    metadata_path = os.path.join(args.output_dir, "metadata.sqlite")
+    metadata_path = paths.metadata_path(args.output_dir)
     try:  # validate flags, layout and schema before anything runs
         folder_layout.discover(args.data_root)
         settings = flags.pipeline_settings(args)  # first: a refused flag leaves no schema behind
@@ -199,9 +182,9 @@ def _run(args: argparse.Namespace) -> int:
         code_fingerprint = caching.project_fingerprint(args.schema)
         image_cnn_pipeline = pipeline.create_pipeline(
             pipeline_name=configs.PIPELINE_NAME,
-            pipeline_root=os.path.join(args.output_dir, "pipeline"),
+            pipeline_root=paths.pipeline_root(args.output_dir),
             data_root=args.data_root, schema_file=args.schema,
-            serving_dir=serving_dir_of(args.output_dir),
+            serving_dir=paths.serving_dir(args.output_dir),
             settings=settings, code_fingerprint=code_fingerprint, beam_pipeline_args=beam_pipeline_args(), enable_cache=not args.no_cache,
             metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path))
     except ValueError as error:
@@ -229,7 +212,7 @@ def _run(args: argparse.Namespace) -> int:
                                     thresholds=settings.thresholds.as_dict())
     summary["wall_seconds"] = round(time.time() - started, 1)
     if not args.verbose:
-        summary["library_log"] = os.path.join(args.output_dir, LIBRARY_LOG)
+        summary["library_log"] = paths.library_log(args.output_dir)
     last = write_summary(summary, args.output_dir)
     print_outcome(summary, last)
     write_report(summary, args.output_dir)
@@ -242,7 +225,7 @@ def write_report(summary: dict, output_dir: str) -> None:
     import traceback
     from pipeline import report
     try:
-        path = report.render(summary, report.run_dir_of(output_dir, run_filename(summary["run_id"])))
+        path = report.render(summary, paths.run_report_dir(output_dir, summary["run_id"]))
     except Exception as caught:  # pylint: disable=broad-except
         os.write(2, f"report failed:\n{traceback.format_exc()}".encode())  # fd 2: the library log when quiet
         where = f"; traceback in {summary['library_log']}" if summary.get("library_log") else ""

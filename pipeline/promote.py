@@ -18,12 +18,12 @@ import sys
 from typing import List, Optional
 
 from components import promotion
-from pipeline.local_runner import DEFAULT_OUTPUT_DIR, run_filename, serving_dir_of
+from pipeline import paths
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pipeline.promote", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help="the runner's --output-dir")
+    parser.add_argument("--output-dir", default=paths.DEFAULT_OUTPUT_DIR, help="the runner's --output-dir")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="versions, the champion and the promotion log")
     rollback = commands.add_parser("rollback", help="make an earlier version the champion again, pinned")
@@ -56,8 +56,7 @@ def force(output_dir: str, serving_dir: str, run_id: str, reason: str) -> int:
     from components.model_pusher import model_content
     if not reason.strip():
         raise promotion.PromotionError("force needs a --reason")
-    runs_dir = os.path.join(output_dir, "runs")
-    path = os.path.join(runs_dir, run_filename(run_id))
+    runs_dir, path = paths.runs_dir(output_dir), paths.run_summary(output_dir, run_id)
     if not os.path.exists(path):
         known = sorted(name[:-len(".json")] for name in os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []
         raise promotion.PromotionError(f"no run {run_id!r} in {runs_dir}; runs: {known or 'none'}")
@@ -77,7 +76,7 @@ def force(output_dir: str, serving_dir: str, run_id: str, reason: str) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    serving_dir = serving_dir_of(args.output_dir)
+    serving_dir = paths.serving_dir(args.output_dir)
     try:
         if args.command == "list":
             print(list_versions(serving_dir))

@@ -28,11 +28,6 @@ GRAD_CAM_IMAGES = 6  # correct ones and as many wrong ones
 LISTED_FILES = 200   # rejected/ignored files listed in the page; the summary has them all
 
 
-def run_dir_of(output_dir: str, run_filename: str) -> str:
-    """runs/<run>.json -> runs/<run>/, the folder of its report."""
-    return os.path.join(output_dir, "runs", os.path.splitext(run_filename)[0])
-
-
 class Page:
     """Sections of HTML; figures saved as PNG files in the run folder and embedded as data URIs."""
 

@@ -14,9 +14,8 @@ import sys
 from typing import List, Optional, Tuple
 
 from models import files
+from pipeline import paths
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EMBEDDED_SCHEMA = os.path.join(REPO_ROOT, "schemas", "mnist-sample.pbtxt")
 CLASS_DOMAIN = "class_name"
 RETIRED_DOMAIN = "retired_class_name"  # the classes of CLASS_DOMAIN whose folders were removed on purpose
 _HEADER = ("# Curated schema of an image folder (see schemas/mnist-sample.pbtxt). Change its classes with:\n"
@@ -78,7 +77,7 @@ def accept_classes(schema_path: str, data_root: str) -> Tuple[List[str], List[st
     (kept, with their ids); returns (added, retired by this call)."""
     from components.image_example_gen import folder_layout
     folder_classes = folder_layout.discover(data_root).class_names
-    template = schema_path if os.path.exists(schema_path) else EMBEDDED_SCHEMA
+    template = schema_path if os.path.exists(schema_path) else paths.EMBEDDED_SCHEMA
     schema = load(template)
     known = class_names(schema) if template == schema_path else []
     classes = list(folder_layout.class_order(known, folder_classes))

@@ -15,11 +15,10 @@ import subprocess
 from dataclasses import dataclass
 from typing import Dict, Set, Tuple
 
-from pipeline import local_runner
+from pipeline import local_runner, paths
 from tests.odd_files import add_odd_files
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DIGITS = os.path.join(REPO, "data", "mnist-sample")
+DIGITS = paths.EMBEDDED_DATA
 DIGIT_CLASSES = [str(d) for d in range(10)]  # its class folders, in the order the pipeline numbers them
 
 # The eval accuracy the golden run must reach. Chosen from bench/golden_floor.py (figures in
@@ -67,7 +66,7 @@ class Workspace:
     def __init__(self, base: str):
         self.data_root = os.path.join(base, "data")
         self.output_dir = os.path.join(base, "out")
-        self.serving_dir = local_runner.serving_dir_of(self.output_dir)
+        self.serving_dir = paths.serving_dir(self.output_dir)
 
     def run(self, *flags: str) -> Run:
         out, err = io.StringIO(), io.StringIO()

@@ -9,13 +9,13 @@ from tfx.types import standard_artifacts
 from components import caching
 from models import sources
 from models.settings import PipelineSettings, Thresholds
-from pipeline import pipeline, schema
+from pipeline import paths, pipeline
 
 
 def _compiled(tmp_path, enable_cache=True, fingerprint="f1"):
     wiring = pipeline.create_pipeline(
         pipeline_name="p", pipeline_root=str(tmp_path / "root"), data_root=str(tmp_path / "data"),
-        serving_dir=str(tmp_path / "serving"), schema_file=schema.EMBEDDED_SCHEMA,
+        serving_dir=str(tmp_path / "serving"), schema_file=paths.EMBEDDED_SCHEMA,
         settings=PipelineSettings(thresholds=Thresholds(min_accuracy=0.5)), enable_cache=enable_cache,
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
             str(tmp_path / "m.sqlite")))
@@ -39,11 +39,11 @@ def test_no_stage_is_reused_when_caching_is_off(tmp_path):
 
 def test_the_fingerprint_follows_the_schema_files_content(tmp_path):
     copy = str(tmp_path / "schema.pbtxt")
-    shutil.copyfile(schema.EMBEDDED_SCHEMA, copy)
-    assert caching.project_fingerprint(copy) == caching.project_fingerprint(schema.EMBEDDED_SCHEMA)
+    shutil.copyfile(paths.EMBEDDED_SCHEMA, copy)
+    assert caching.project_fingerprint(copy) == caching.project_fingerprint(paths.EMBEDDED_SCHEMA)
     with open(copy, "a") as f:
         f.write("\n# edited\n")
-    assert caching.project_fingerprint(copy) != caching.project_fingerprint(schema.EMBEDDED_SCHEMA)
+    assert caching.project_fingerprint(copy) != caching.project_fingerprint(paths.EMBEDDED_SCHEMA)
 
 
 def test_the_fingerprint_covers_the_code_that_runs_in_the_stages():

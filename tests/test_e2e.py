@@ -21,7 +21,7 @@ from models import sources
 from models.model import ModelConfig, expected_parameter_count
 from models.run_fn import LEARNING_RATE_FILENAME
 from models.warm_start import WARM_START_LEARNING_RATE
-from pipeline import local_runner, promote, report, schema
+from pipeline import local_runner, paths, promote, report, schema
 from tests.conftest import make_class_folder, write_image
 from tests.golden import ACCURACY_FLOOR, ALWAYS_RUN, DIGIT_CLASSES, STAGES, WORSE
 from tests.odd_files import INGESTED
@@ -90,7 +90,7 @@ def test_the_golden_run_clears_the_accuracy_floor_and_accounts_for_every_file(go
     assert evaluation["accuracy"] == pytest.approx(np.trace(matrix) / matrix.sum(), abs=1e-6)
     assert evaluation["champion_accuracy"] is None  # first run: judged by the absolute bound alone
     assert run.ran == STAGES and not run.reused
-    with open(os.path.join(golden.workspace.output_dir, "runs", local_runner.run_filename(summary["run_id"]))) as f:
+    with open(paths.run_summary(golden.workspace.output_dir, summary["run_id"])) as f:
         assert json.load(f) == summary
     throughput, = glob.glob(os.path.join(golden.workspace.output_dir, "pipeline", "Trainer", "model_run", "*",
                                          "throughput.json"))
@@ -111,8 +111,7 @@ def test_the_golden_run_prints_each_stage_start_and_end_with_its_key_figure(gold
     trainer = next(line for line in lines if line.startswith("Trainer finished in "))
     parameters = expected_parameter_count(ModelConfig())  # the defaults the run used: 28x28x1, 10 digits
     assert f"s: {parameters:,} parameters, " in trainer and trainer.endswith(" images/s"), trainer
-    report_path = os.path.join(report.run_dir_of(golden.workspace.output_dir,
-                                                 local_runner.run_filename(golden.run.summary["run_id"])),
+    report_path = os.path.join(paths.run_report_dir(golden.workspace.output_dir, golden.run.summary["run_id"]),
                                report.REPORT_FILENAME)
     assert golden.run.out.strip().splitlines()[-1] == f"report: {report_path}"
 
@@ -146,8 +145,7 @@ def test_an_unchanged_rerun_with_retrain_always_reuses_every_stage_and_keeps_ser
     assert rerun.summary["status"] == "already_serving" and rerun.summary["blessed"] and not rerun.summary["pushed"]
     assert rerun.summary["trained_model"] == golden.run.summary["trained_model"]
     assert _tree_digest(golden.workspace.serving_dir) == serving_before
-    rerun_report = os.path.join(report.run_dir_of(golden.workspace.output_dir,
-                                                  local_runner.run_filename(rerun.summary["run_id"])),
+    rerun_report = os.path.join(paths.run_report_dir(golden.workspace.output_dir, rerun.summary["run_id"]),
                                 report.REPORT_FILENAME)
     with open(rerun_report) as f:
         marked = {row[0] for row in table_rows(f.read(), "timings") if row[2].startswith("cached")}
@@ -370,7 +368,7 @@ def test_a_run_killed_in_the_trainer_resumes_when_rerun_and_serving_never_shows_
     watcher = threading.Thread(target=watch_serving)
     watcher.start()
     try:
-        first = subprocess.Popen(command, cwd=local_runner.REPO_ROOT, start_new_session=True,
+        first = subprocess.Popen(command, cwd=paths.REPO_ROOT, start_new_session=True,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         # a checkpoint counts once the checkpoint manager's state file names it (written after the
         # .index and data files): killed between the two, a rerun rightly starts from epoch 0
@@ -386,7 +384,7 @@ def test_a_run_killed_in_the_trainer_resumes_when_rerun_and_serving_never_shows_
         first.wait()
         assert promotion.versions(serving_dir) == versions_before
 
-        rerun = subprocess.run(command, cwd=local_runner.REPO_ROOT, capture_output=True, text=True, timeout=900)
+        rerun = subprocess.run(command, cwd=paths.REPO_ROOT, capture_output=True, text=True, timeout=900)
     finally:
         watching.set()
         watcher.join()

@@ -15,7 +15,8 @@ from components import promotion
 from models import preprocessing
 from models.model import ModelConfig, expected_parameter_count
 from models.preprocessing import ImageSpec
-from pipeline import configs, local_runner, report, score
+from models.settings import LiteBounds
+from pipeline import paths, report, score
 from tests import two_workers
 from tests.browser import open_page
 from tests.golden import DIGIT_CLASSES
@@ -26,8 +27,7 @@ pytestmark = pytest.mark.e2e
 
 def test_the_golden_report_shows_every_section_names_every_bad_file_and_renders(golden_session, tmp_path):
     summary = golden_session.run.summary
-    report_dir = golden_session.frozen(report.run_dir_of(golden_session.workspace.output_dir,
-                                                         local_runner.run_filename(summary["run_id"])))
+    report_dir = golden_session.frozen(paths.run_report_dir(golden_session.workspace.output_dir, summary["run_id"]))
     with open(os.path.join(report_dir, report.REPORT_FILENAME)) as f:
         page = f.read()
     assert all(f'<section id="{section}">' in page for section in SECTION_IDS)
@@ -116,10 +116,10 @@ def test_lite_models_memory_while_streaming_does_not_grow_with_a_twenty_one_time
               "artifacts": {"examples": golden_session.frozen(run["artifacts"]["examples"])}}
     with open(tmp_path / "last_run.json", "w") as f:  # the bench's input: the golden run's, in the snapshot
         json.dump(frozen, f)
-    result = subprocess.run([sys.executable, os.path.join(local_runner.REPO_ROOT, "bench", "lite_memory.py"),
+    result = subprocess.run([sys.executable, os.path.join(paths.REPO_ROOT, "bench", "lite_memory.py"),
                              "--output-dir", str(tmp_path), "--sizes", *map(str, SIZES), "--json",
                              "--variants", "float32"],
-                            cwd=local_runner.REPO_ROOT, capture_output=True, text=True, timeout=1200)
+                            cwd=paths.REPO_ROOT, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     measured = json.loads(result.stdout.strip().splitlines()[-1])
     small, large = measured[str(small_size)], measured[str(large_size)]

@@ -2,7 +2,6 @@
 submitted and scheduled through kfp.Client against a local fake of the KFP API (tests/fake_kfp.py)."""
 import datetime
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx.utils import import_utils
 
 from pipeline.kubeflow import compile as kfp_compile
-from pipeline import configs, kubeflow_runner
+from pipeline import configs, kubeflow_runner, paths
 from pipeline.kubeflow import local_run as kfp_local
 from tests.fake_kfp import API, FakeKfp
 
@@ -210,7 +209,7 @@ def test_a_pipeline_root_kfp_refuses_is_refused_at_compile_time(tmp_path, capsys
 
 def test_a_schema_the_image_does_not_hold_is_refused(tmp_path, capsys):
     schema = tmp_path / "mine.pbtxt"
-    schema.write_text(open(os.path.join(kfp_compile.SCHEMAS_DIR, "mnist-sample.pbtxt")).read())
+    schema.write_text(open(paths.EMBEDDED_SCHEMA).read())
     assert kubeflow_runner.main(["compile", "--output", str(tmp_path / "p.yaml"), "--schema", str(schema)]) == 2
     assert "the pipeline image holds only the files of" in capsys.readouterr().err
     (spec, _) = _compile(tmp_path, "p.yaml", "--schema", str(schema), "--schema-in-pipeline", "/mnt/image-cnn/mine.pbtxt")

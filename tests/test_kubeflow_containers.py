@@ -14,11 +14,10 @@ import pytest
 import yaml
 
 from pipeline.kubeflow import compile as kfp_compile
-from pipeline import kubeflow_runner
+from pipeline import kubeflow_runner, paths
 from pipeline.kubeflow import local_run as kfp_local
 from tests.golden import DIGITS
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS_WITH_INPUTS = {"RetrainGate", "StatisticsGen", "ExampleValidator", "DataGate", "Transform", "Trainer",
                      "LiteModels", "ChampionModel", "Evaluator", "Pusher"}
 # The test is about the containers, not the recipe (tests/golden.py trains that): a subset of the digits,
@@ -27,7 +26,7 @@ PER_CLASS = {"train": 30, "test": 10}
 
 
 def _run(*command, timeout):
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(command, cwd=paths.REPO_ROOT, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"{command} exited {result.returncode}:\n{result.stderr[-3000:]}"
     return result.stdout.strip().splitlines()
 
@@ -108,7 +107,7 @@ def test_the_image_holds_the_project_and_every_class_the_spec_names(image, tmp_p
                  timeout=300)
     assert lines[-1].startswith("/opt/venv/lib/")  # the installed package, not a copy of this checkout
     assert _run("docker", "run", "--rm", "--network", "none", "--entrypoint", "ls", image,
-                kfp_compile.IMAGE_SCHEMAS_DIR, timeout=120) == sorted(os.listdir(os.path.join(REPO, "schemas")))
+                kfp_compile.IMAGE_SCHEMAS_DIR, timeout=120) == sorted(os.listdir(paths.SCHEMAS_DIR))
 
 
 @pytest.mark.e2e

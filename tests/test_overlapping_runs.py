@@ -17,10 +17,9 @@ import time
 import pytest
 
 from components import promotion
-from pipeline import local_runner
+from pipeline import paths
 from tests.conftest import make_class_folder, write_image
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ("--image-size", "16", "16", "--channels", "3", "--min-accuracy", "0", "--max-accuracy-drop", "1",
          "--tflite", "float32")
 
@@ -28,11 +27,11 @@ SMALL = ("--image-size", "16", "16", "--channels", "3", "--min-accuracy", "0", "
 class Workspace:
     def __init__(self, base):
         self.data_root, self.output_dir = str(base / "data"), str(base / "out")
-        self.serving_dir = local_runner.serving_dir_of(self.output_dir)
+        self.serving_dir = paths.serving_dir(self.output_dir)
 
     def start(self, *flags):
         return subprocess.Popen([sys.executable, "-m", "pipeline.local_runner", "--data-root", self.data_root,
-                                 "--output-dir", self.output_dir, *SMALL, *flags], cwd=REPO,
+                                 "--output-dir", self.output_dir, *SMALL, *flags], cwd=paths.REPO_ROOT,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def record_of(self, out: str) -> dict:

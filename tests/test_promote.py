@@ -5,7 +5,7 @@ import os
 import pytest
 
 from components import promotion
-from pipeline import local_runner, promote
+from pipeline import paths, promote
 
 
 def _publish(serving_dir: str, text: str, **entry) -> int:
@@ -17,13 +17,13 @@ def _publish(serving_dir: str, text: str, **entry) -> int:
 
 
 def _write_run(output_dir: str, run_id: str, **fields) -> None:
-    os.makedirs(os.path.join(output_dir, "runs"), exist_ok=True)
-    with open(os.path.join(output_dir, "runs", local_runner.run_filename(run_id)), "w") as f:
+    os.makedirs(paths.runs_dir(output_dir), exist_ok=True)
+    with open(paths.run_summary(output_dir, run_id), "w") as f:
         json.dump({"run_id": run_id, "status": "not_blessed", "blessed": False, "error": None, **fields}, f)
 
 
 def test_list_marks_the_champion_and_shows_every_promotion(tmp_path, capsys):
-    serving = local_runner.serving_dir_of(str(tmp_path))
+    serving = paths.serving_dir(str(tmp_path))
     first = _publish(serving, "a", run_id="r1", metrics={"accuracy": 0.91})
     second = _publish(serving, "b", run_id="r2", metrics={"accuracy": 0.95})
     assert promote.main(["--output-dir", str(tmp_path), "list"]) == 0
@@ -34,7 +34,7 @@ def test_list_marks_the_champion_and_shows_every_promotion(tmp_path, capsys):
 
 
 def test_rollback_makes_an_old_version_the_champion_and_an_unknown_one_is_named(tmp_path, capsys):
-    serving = local_runner.serving_dir_of(str(tmp_path))
+    serving = paths.serving_dir(str(tmp_path))
     first = _publish(serving, "good", run_id="r1")
     _publish(serving, "bad", run_id="r2")
     assert promote.main(["--output-dir", str(tmp_path), "rollback", "--to", str(first), "--reason", "r2 is bad"]) == 0
@@ -54,7 +54,7 @@ def test_force_publishes_a_runs_trained_model_with_the_reason(tmp_path):
                evaluation={"accuracy": 0.88, "validation_failures": ["short by 0.02"]})
     assert promote.main(["--output-dir", str(tmp_path), "force", "--run", "2026-11-22T10:00:00.5",
                          "--reason", "hotfix for class 3"]) == 0
-    serving = local_runner.serving_dir_of(str(tmp_path))
+    serving = paths.serving_dir(str(tmp_path))
     entry, = promotion.promotion_log(serving)
     assert (entry["action"], entry["run_id"], entry["reason"], entry["blessed"]) == \
         ("forced", "2026-11-22T10:00:00.5", "hotfix for class 3", False)
@@ -73,4 +73,4 @@ def test_force_refuses_with_one_clear_line(tmp_path, capsys, run_id, fields, rea
         _write_run(str(tmp_path), "r1", **fields)
     assert promote.main(["--output-dir", str(tmp_path), "force", "--run", run_id, "--reason", reason]) == 2
     assert message in capsys.readouterr().err
-    assert promotion.promotion_log(local_runner.serving_dir_of(str(tmp_path))) == []
+    assert promotion.promotion_log(paths.serving_dir(str(tmp_path))) == []

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from pipeline import report, report_figures
+from pipeline import paths, report, report_figures
 
 SECTION_IDS = ("data", "validation", "training", "evaluation", "promotion", "tflite", "timings")
 
@@ -146,7 +146,8 @@ def test_rerendering_a_finished_run_writes_its_report_beside_its_summary(tmp_pat
     (runs / "2026-11-22T100000.json").write_text(json.dumps(SUMMARY))
     assert report.main([str(runs / "2026-11-22T100000") + "/"]) == 0
     assert capsys.readouterr().out.strip() == f"report: {runs / '2026-11-22T100000' / report.REPORT_FILENAME}"
-    assert report.run_dir_of(str(tmp_path), "2026-11-22T100000.json") == str(runs / "2026-11-22T100000")
+    assert paths.run_report_dir(str(tmp_path), "2026-11-22T10:00:00") == str(runs / "2026-11-22T100000")
+    assert paths.run_summary(str(tmp_path), "2026-11-22T10:00:00") == str(runs / "2026-11-22T100000.json")
 
 
 def test_chromium_sees_every_section_and_tells_a_broken_image(tmp_path):

@@ -3,14 +3,14 @@ import os
 import shutil
 
 from components.image_example_gen import folder_layout
-from pipeline import schema
+from pipeline import paths, schema
 from tests.conftest import make_class_folder, write_image
 
-EMBEDDED_DATA = os.path.join(schema.REPO_ROOT, "data", "mnist-sample")
+EMBEDDED_DATA = paths.EMBEDDED_DATA
 
 
 def test_embedded_schema_lists_the_embedded_classes_and_is_what_the_command_would_write():
-    curated = schema.load(schema.EMBEDDED_SCHEMA)
+    curated = schema.load(paths.EMBEDDED_SCHEMA)
     classes = schema.class_names(curated)
     assert classes == list(folder_layout.discover(EMBEDDED_DATA).class_names)
     assert schema.with_classes(curated, classes) == curated

@@ -15,10 +15,8 @@ import re
 import sys
 from typing import Any, Dict, List
 
-from pipeline import configs
+from pipeline import configs, paths
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SCHEMAS_DIR = os.path.join(REPO_ROOT, "schemas")
 IMAGE_SCHEMAS_DIR = "/opt/image-cnn/schemas"  # where pipeline/kubeflow/Dockerfile puts schemas/
 TARGETS = ("kfp", "vertex")
 BEAM_TARGETS = ("direct", "dataflow", "flink", "spark")
@@ -77,8 +75,8 @@ def trainer_resources(gpus: int, memory_gb: float, cpus: float, gpu_type: str):
 
 def schema_path_in_image(schema_file: str) -> str:
     """Where the steps find the schema: schemas/ is copied into the image."""
-    if os.path.dirname(os.path.abspath(schema_file)) != SCHEMAS_DIR:
-        raise UsageError(f"--schema {schema_file}: the pipeline image holds only the files of {SCHEMAS_DIR}; "
+    if os.path.dirname(os.path.abspath(schema_file)) != paths.SCHEMAS_DIR:
+        raise UsageError(f"--schema {schema_file}: the pipeline image holds only the files of {paths.SCHEMAS_DIR}; "
                          f"copy the schema there and rebuild the image, or pass --schema-in-pipeline PATH "
                          f"(a path the steps can read, e.g. on the volume)")
     return os.path.join(IMAGE_SCHEMAS_DIR, os.path.basename(schema_file))
