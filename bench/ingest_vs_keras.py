@@ -26,7 +26,6 @@ sys.path[:0] = [os.path.dirname(BENCH_DIR), BENCH_DIR]  # the repository's packa
 from pipeline import paths  # noqa: E402
 
 
-
 def build_folder(root: str, copies: int) -> int:
     """<root>/{train,test}/<class>/c<k>_<file>: the sample repeated; returns the number of images."""
     count = 0

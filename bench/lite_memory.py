@@ -20,21 +20,22 @@ import time
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(BENCH_DIR), BENCH_DIR]  # the repository's packages, and bench/'s
+from models import features  # noqa: E402
 from pipeline import paths  # noqa: E402
-
 
 
 def make_examples(source_examples: str, target: str, size: int) -> None:
     """train: the run's own; eval: its eval records repeated up to size."""
     import tensorflow as tf
-    train = os.path.join(target, "Split-train")
+    train = features.split_dir(target, "train")
     os.makedirs(train)
-    for path in tf.io.gfile.glob(os.path.join(source_examples, "Split-train", "*")):
+    for path in tf.io.gfile.glob(os.path.join(features.split_dir(source_examples, "train"), "*")):
         tf.io.gfile.copy(path, os.path.join(train, os.path.basename(path)))
-    files = tf.io.gfile.glob(os.path.join(source_examples, "Split-eval", "*"))
+    files = tf.io.gfile.glob(os.path.join(features.split_dir(source_examples, "eval"), "*"))
     records = list(tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator())
-    os.makedirs(os.path.join(target, "Split-eval"))
-    with tf.io.TFRecordWriter(os.path.join(target, "Split-eval", "data-00000-of-00001.gz"), options="GZIP") as writer:
+    evaluation = features.split_dir(target, "eval")
+    os.makedirs(evaluation)
+    with tf.io.TFRecordWriter(os.path.join(evaluation, "data-00000-of-00001.gz"), options="GZIP") as writer:
         for i in range(size):
             writer.write(records[i % len(records)])
 

@@ -20,7 +20,6 @@ sys.path[:0] = [os.path.dirname(BENCH_DIR), BENCH_DIR]  # the repository's packa
 from pipeline import paths  # noqa: E402
 
 
-
 def trained(output_dir: str, flags: list) -> None:
     subprocess.run([sys.executable, "-m", "pipeline.local_runner", "--output-dir", output_dir,
                     "--quantization-aware", *flags], check=True, cwd=paths.REPO_ROOT, stdout=subprocess.DEVNULL)

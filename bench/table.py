@@ -27,7 +27,6 @@ import time
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(BENCH_DIR), BENCH_DIR]  # the repository's packages, and bench/'s
 from pipeline import paths  # noqa: E402
-
 import ingest_vs_keras  # noqa: E402  (bench/ is not a package)
 import trainer_vs_keras  # noqa: E402
 from models.recipe import TrainingConfig  # noqa: E402

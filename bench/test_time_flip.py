@@ -20,7 +20,6 @@ sys.path[:0] = [os.path.dirname(BENCH_DIR), BENCH_DIR]  # the repository's packa
 from pipeline import paths  # noqa: E402
 
 
-
 def _views_to_add(facts: dict, shift: int) -> dict:
     from models.export import InferenceViews
     flip = not facts.get("test_time_flip")  # the exported model averages mirrors itself otherwise

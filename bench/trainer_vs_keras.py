@@ -31,7 +31,6 @@ sys.path[:0] = [os.path.dirname(BENCH_DIR), BENCH_DIR]  # the repository's packa
 from pipeline import paths  # noqa: E402
 
 
-
 def steady(epochs) -> float:
     return statistics.median(e["images_per_s"] for e in epochs[1:])
 

@@ -16,7 +16,6 @@ import tempfile
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(BENCH_DIR), BENCH_DIR]  # the repository's packages, and bench/'s
 from pipeline import paths  # noqa: E402
-
 from bench.table import machine  # noqa: E402
 from pipeline.report_training import epoch_scalars  # noqa: E402
 

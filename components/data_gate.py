@@ -43,7 +43,7 @@ def read_anomalies(anomalies_uri: str, split_names: List[str]) -> Dict[str, List
     found = {}
     for split in split_names:
         anomalies = anomalies_pb2.Anomalies()
-        with tf.io.gfile.GFile(os.path.join(anomalies_uri, f"Split-{split}", "SchemaDiff.pb"), "rb") as f:
+        with tf.io.gfile.GFile(os.path.join(features.split_dir(anomalies_uri, split), "SchemaDiff.pb"), "rb") as f:
             anomalies.ParseFromString(f.read())
         messages = [f"{feature}: {info.description or info.short_description}"
                     for feature, info in sorted(anomalies.anomaly_info.items())]

@@ -31,7 +31,7 @@ QUALITY_FILENAME = "quality.json"
 
 def split_records(examples_uri: str, split: str) -> tf.data.TFRecordDataset:
     """The serialized examples ExampleGen wrote for a split, in file order."""
-    return tf.data.TFRecordDataset(tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{split}", "*")),
+    return tf.data.TFRecordDataset(tf.io.gfile.glob(os.path.join(features.split_dir(examples_uri, split), "*")),
                                    compression_type="GZIP")
 
 

@@ -25,3 +25,18 @@ def read_ingest_report(examples_uri: str) -> Dict[str, Any]:
     """ExampleGen's account of the data (counts, rejected files, data fingerprint) beside its examples."""
     with tf.io.gfile.GFile(os.path.join(examples_uri, INGEST_REPORT_FILENAME)) as f:
         return json.load(f)
+
+
+SPLIT_PREFIX = "Split-"
+
+
+def split_dir(artifact_uri: str, split: str) -> str:
+    """The folder of one split of an artifact with splits (examples, statistics, anomalies), by TFX's
+    rule (artifact_utils.get_split_uri), for the URIs passed around without their artifacts; a test
+    pins it against TFX's. split "*" makes a glob of every split's folder."""
+    return os.path.join(artifact_uri, f"{SPLIT_PREFIX}{split}")
+
+
+def split_of(folder: str) -> str:
+    """The split whose folder this is (split_dir's inverse)."""
+    return os.path.basename(folder.rstrip("/"))[len(SPLIT_PREFIX):]

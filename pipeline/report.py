@@ -161,8 +161,9 @@ def statistics_rows(statistics_uri: str) -> List[List[Any]]:
     """[split, feature, type, present, summary] per feature of TFDV's statistics."""
     import tensorflow_data_validation as tfdv
     rows = []
-    for path in sorted(glob.glob(os.path.join(statistics_uri, "Split-*", "FeatureStats.pb"))):
-        split = os.path.basename(os.path.dirname(path))[len("Split-"):]
+    from models.features import split_dir, split_of
+    for path in sorted(glob.glob(os.path.join(split_dir(statistics_uri, "*"), "FeatureStats.pb"))):
+        split = split_of(os.path.dirname(path))
         dataset = tfdv.load_stats_binary(path).datasets[0]
         for feature in dataset.features:
             kind = feature.WhichOneof("stats")

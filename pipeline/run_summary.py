@@ -69,7 +69,7 @@ def _single(node: Optional[Dict[str, Any]], key: str):
 def _split_counts(statistics) -> Dict[str, int]:
     counts = {}
     for split in json.loads(statistics.properties["split_names"].string_value):
-        stats = tfdv.load_stats_binary(os.path.join(statistics.uri, f"Split-{split}", "FeatureStats.pb"))
+        stats = tfdv.load_stats_binary(os.path.join(features.split_dir(statistics.uri, split), "FeatureStats.pb"))
         counts[split] = int(stats.datasets[0].num_examples)
     return counts
 

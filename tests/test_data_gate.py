@@ -6,11 +6,12 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx.types import artifact_utils, standard_artifacts
 
 from components import data_gate
+from models import features
 
 
 def _write(uri, split, anomalies):
-    os.makedirs(os.path.join(uri, f"Split-{split}"))
-    with open(os.path.join(uri, f"Split-{split}", "SchemaDiff.pb"), "wb") as f:
+    os.makedirs(features.split_dir(uri, split))
+    with open(os.path.join(features.split_dir(uri, split), "SchemaDiff.pb"), "wb") as f:
         f.write(anomalies.SerializeToString())
 
 
@@ -104,3 +105,13 @@ def test_a_retired_class_without_images_is_no_problem_and_an_unretired_one_is():
     assert missing.startswith("class(es) ['b'] are in the schema but have no usable images") and "retire" in missing
     assert data_gate.problems({**report, "retired_classes": ["b"]}, {}, balance, max_class_drift=0.05,
                                     strict=False) == []
+
+
+def test_split_folders_follow_tfxs_own_rule():
+    """features.split_dir is TFX's artifact_utils.get_split_uri for URIs passed without their artifact."""
+    anomalies = standard_artifacts.ExampleAnomalies()
+    anomalies.uri = "/somewhere/ExampleValidator/anomalies/7"
+    anomalies.split_names = artifact_utils.encode_split_names(["train", "eval"])
+    for split in ("train", "eval"):
+        assert features.split_dir(anomalies.uri, split) == artifact_utils.get_split_uri([anomalies], split)
+        assert features.split_of(features.split_dir(anomalies.uri, split)) == split

@@ -71,8 +71,8 @@ def test_executor_writes_presplit_folders_as_train_and_eval(tmp_path):
     make_class_folder(str(tmp_path / "data" / "test"), per_class=2, seed=1)
     examples = _run_executor(str(tmp_path / "data"), str(tmp_path / "out"))
     assert artifact_utils.decode_split_names(examples.split_names) == ["train", "eval"]
-    assert _count_records(str(tmp_path / "out" / "Split-train")) == 12
-    assert _count_records(str(tmp_path / "out" / "Split-eval")) == 6
+    assert _count_records(features.split_dir(str(tmp_path / "out"), "train")) == 12
+    assert _count_records(features.split_dir(str(tmp_path / "out"), "eval")) == 6
     assert (tmp_path / "out" / "labels.txt").read_text() == "blue\ngreen\nred\n"
     report = json.loads((tmp_path / "out" / "ingest_report.json").read_text())
     assert report["layout"] == "pre-split" and report["rejected"] == []
@@ -83,11 +83,11 @@ def test_executor_hash_splits_a_flat_folder_deterministically(tmp_path):
     first = _run_executor(str(tmp_path / "data"), str(tmp_path / "out1"))
     _run_executor(str(tmp_path / "data"), str(tmp_path / "out2"))
     assert artifact_utils.decode_split_names(first.split_names) == ["train", "eval"]
-    counts = [_count_records(str(tmp_path / "out1" / f"Split-{s}")) for s in ("train", "eval")]
+    counts = [_count_records(features.split_dir(str(tmp_path / "out1"), s)) for s in ("train", "eval")]
     assert sum(counts) == 60 and 0 < counts[1] < counts[0]
 
     def eval_files(out):
-        files = tf.io.gfile.glob(str(tmp_path / out / "Split-eval" / "*"))
+        files = tf.io.gfile.glob(os.path.join(features.split_dir(str(tmp_path / out), "eval"), "*"))
         return sorted(tf.train.Example.FromString(r.numpy()).features.feature[features.FILENAME_KEY]
                       .bytes_list.value[0] for r in tf.data.TFRecordDataset(files, compression_type="GZIP"))
     assert eval_files("out1") == eval_files("out2")
@@ -108,7 +108,7 @@ def test_executor_accounts_for_every_file_of_a_messy_folder(tmp_path):
     assert report["counts"] == {"seen": ingested + len(listed), "ingested": ingested,
                                 "rejected": len(report["rejected"]), "ignored": len(report["ignored"])}
     assert sum(sum(c.values()) for c in report["accepted"].values()) == ingested
-    examples = sum(_count_records(str(tmp_path / "out" / f"Split-{s}")) for s in ("train", "eval"))
+    examples = sum(_count_records(features.split_dir(str(tmp_path / "out"), s)) for s in ("train", "eval"))
     assert examples == ingested
     assert report["converted"] == [{"file": "blue/phone.JPG", "note": "EXIF orientation 6 applied, stored as PNG"},
                                    {"file": "red/phone_cmyk.jpg", "note": "EXIF orientation 6 applied, stored as PNG"}]
@@ -121,7 +121,7 @@ def test_executor_numbers_classes_as_the_schema_does_even_a_missing_one_and_writ
         (tmp_path / "data" / "test" / name / "x.png").write_bytes(b"")
     _run_executor(str(tmp_path / "data"), str(tmp_path / "out"), known_classes=["red", "violet", "blue", "green"])
     assert (tmp_path / "out" / "labels.txt").read_text() == "red\nviolet\nblue\ngreen\n"
-    assert _count_records(str(tmp_path / "out" / "Split-eval")) == 0
+    assert _count_records(features.split_dir(str(tmp_path / "out"), "eval")) == 0
     report = features.read_ingest_report(str(tmp_path / "out"))
     assert report["accepted"]["train"] == {"red": 2, "violet": 0, "blue": 2, "green": 2}
     assert report["accepted"]["eval"] == {"red": 0, "violet": 0, "blue": 0, "green": 0}
@@ -202,7 +202,7 @@ def test_a_file_reached_twice_through_symlinks_is_one_example_and_copies_across_
     report = json.loads((tmp_path / "out" / "ingest_report.json").read_text())
 
     def split_files(split):
-        files = tf.io.gfile.glob(str(tmp_path / "out" / f"Split-{split}" / "*"))
+        files = tf.io.gfile.glob(os.path.join(features.split_dir(str(tmp_path / "out"), split), "*"))
         return [tf.train.Example.FromString(r.numpy()).features.feature[features.FILENAME_KEY].bytes_list.value[0]
                 .decode() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
     train, evaluation = split_files("train"), split_files("eval")

@@ -95,8 +95,8 @@ def test_int8_weights_per_tensor_carry_one_scale_each_and_make_a_smaller_file(ex
 def _write_examples(examples_uri: str, pixels: np.ndarray, labels=None, splits=("train", "eval")) -> None:
     labels = [i % 2 for i in range(len(pixels))] if labels is None else labels
     for split in splits:
-        os.makedirs(os.path.join(examples_uri, f"Split-{split}"))
-        path = os.path.join(examples_uri, f"Split-{split}", "data_tfrecord-00000-of-00001.gz")
+        os.makedirs(features.split_dir(examples_uri, split))
+        path = os.path.join(features.split_dir(examples_uri, split), "data_tfrecord-00000-of-00001.gz")
         with tf.io.TFRecordWriter(path, options="GZIP") as writer:
             for image, label in zip(pixels, labels):
                 writer.write(tf.train.Example(features=tf.train.Features(feature={

@@ -228,9 +228,9 @@ def test_the_checkpoint_folder_changes_with_the_code_and_a_source_edit_changes_t
     from models import features, sources
     from models.run_fn import checkpoint_dir
     examples = tmp_path / "examples"
-    (examples / "Split-train").mkdir(parents=True)
+    os.makedirs(features.split_dir(str(examples), "train"))
     (examples / features.INGEST_REPORT_FILENAME).write_text(json.dumps({"data_fingerprint": "abc"}))
-    fn_args = types.SimpleNamespace(train_files=[str(examples / "Split-train" / "*")], custom_config={"x": 1})
+    fn_args = types.SimpleNamespace(train_files=[os.path.join(features.split_dir(str(examples), "train"), "*")], custom_config={"x": 1})
     first = checkpoint_dir(str(tmp_path), fn_args)
     assert checkpoint_dir(str(tmp_path), fn_args) == first
 

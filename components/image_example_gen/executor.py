@@ -201,8 +201,8 @@ def identical_content(examples_uri: str) -> Dict[str, Any]:
     such files with its splits, and the leaks, groups found in more than one split (the same image
     trained on and evaluated on)."""
     by_digest: Dict[bytes, List[Tuple[str, str]]] = collections.defaultdict(list)
-    for split_dir in sorted(tf.io.gfile.glob(os.path.join(examples_uri, "Split-*"))):
-        split = os.path.basename(split_dir)[len("Split-"):]
+    for split_dir in sorted(tf.io.gfile.glob(features.split_dir(examples_uri, "*"))):
+        split = features.split_of(split_dir)
         files = tf.io.gfile.glob(os.path.join(split_dir, "*"))
         for record in tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator():
             example = tf.train.Example.FromString(record)
