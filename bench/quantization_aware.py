@@ -31,12 +31,11 @@ def measured(output_dir: str) -> dict:
     import tensorflow as tf
     from components.lite_models import sample_split, split_batches
     from models import export, lite
-    from models.preprocessing import ImageSpec
     summary = paths.read_last_run(output_dir)
     examples, serving = summary["artifacts"]["examples"], summary["trained_model"]
     saved_model = lite.load(serving)
     quantization_aware = lite.load(export.quantization_aware_dir(serving))
-    spec = ImageSpec(*(int(d) for d in lite.image_shape(saved_model)))
+    spec = lite.image_spec(saved_model)
     calibration, _ = sample_split(examples, "train", spec, lite.CALIBRATION_IMAGES)  # as LiteModels does
     images, labels = (np.concatenate(part) for part in zip(*split_batches(examples, "eval", spec)))
     reference = np.concatenate([saved_model.signatures["serve_images"](images=tf.constant(images[i:i + 256]))

@@ -38,12 +38,11 @@ def accuracies(output_dir: str, shift: int = 0) -> dict:
     from components.lite_models import split_batches
     from models import export, lite
     from models.model import read_facts
-    from models.preprocessing import ImageSpec
     summary = paths.read_last_run(output_dir)
     facts = read_facts(summary["trained_model"]) or {}
     saved_model = lite.load(summary["trained_model"])
     serve = saved_model.signatures["serve_images"]
-    spec = ImageSpec(*(int(d) for d in lite.image_shape(saved_model)))
+    spec = lite.image_spec(saved_model)
     graph = max(glob.glob(os.path.join(output_dir, "pipeline", "Transform", "transform_graph", "*")),
                 key=os.path.getmtime)  # the run's: a run's Transform is its newest
     mean, std = export.normalization_constants(tft.TFTransformOutput(graph), spec)

@@ -190,7 +190,7 @@ def variants_with_quality(saved_model_dir: str, examples_uri: str, output_dir: s
     saved_model = lite.load(saved_model_dir)  # once: every variant is converted from it
     sources = {"saved_model": saved_model,
                **({QUANTIZATION_AWARE: lite.load(quantization_aware_dir)} if quantization_aware_dir else {})}
-    spec = ImageSpec(*(int(d) for d in lite.image_shape(saved_model)))
+    spec = lite.image_spec(saved_model)
     # drawn uniformly from the whole split: ExampleGen writes class by class, so the first 200 are one or
     # two classes (int8 agreement 0.988 vs 1.000)
     training_images, _ = sample_split(examples_uri, "train", spec, lite.CALIBRATION_IMAGES)

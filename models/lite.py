@@ -10,10 +10,12 @@ in 0..255, the Transform normalization inside), so it needs no preprocessing a c
                  or per output channel (WEIGHT_QUANTIZATIONS)
 """
 import time
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Union
 
 import numpy as np
 import tensorflow as tf
+
+from models.preprocessing import ImageSpec
 
 VARIANTS = ("float32", "dynamic_range", "float16", "int8")
 # int8 weight scales, smallest file first. Per channel, each output channel of every weight and bias
@@ -41,9 +43,10 @@ def _classify(loaded):
     return classify.get_concrete_function()
 
 
-def image_shape(saved_model) -> Tuple[int, ...]:
-    """(height, width, channels) the model takes; saved_model is a path or a loaded SavedModel."""
-    return tuple(load(saved_model).signatures["serve_images"].structured_input_signature[1]["images"].shape[1:])
+def image_spec(saved_model) -> ImageSpec:
+    """The images the model takes; saved_model is a path or a loaded SavedModel."""
+    shape = load(saved_model).signatures["serve_images"].structured_input_signature[1]["images"].shape[1:]
+    return ImageSpec(*(int(d) for d in shape))
 
 
 def _quantize_weights_per_tensor(converter: tf.lite.TFLiteConverter) -> None:
@@ -97,9 +100,9 @@ class LiteClassifier:
         self._batch = None
 
     @property
-    def image_shape(self):
-        """(height, width, channels) it takes."""
-        return tuple(int(d) for d in self._input["shape"][1:])
+    def image_spec(self) -> ImageSpec:
+        """The images it takes."""
+        return ImageSpec(*(int(d) for d in self._input["shape"][1:]))
 
     def _resize(self, batch: int) -> None:
         if batch != self._batch:

@@ -86,10 +86,9 @@ class EvalSplit:
         import tensorflow as tf
         from components.lite_models import split_batches
         from models import lite
-        from models.preprocessing import ImageSpec
         self._examples_uri = examples_uri
         self._model = lite.load(saved_model_dir)
-        self._spec = ImageSpec(*(int(d) for d in lite.image_shape(self._model)))
+        self._spec = lite.image_spec(self._model)
         serve = self._model.signatures["serve_images"]
         labels, predicted = [], []
         for images, batch_labels in split_batches(examples_uri, "eval", self._spec):

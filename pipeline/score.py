@@ -48,10 +48,10 @@ def tflite_top1(tflite_path: str, paths: Sequence[str], batch_size: int = 256) -
     would, a batch at a time (memory does not grow with the folder)."""
     import tensorflow as tf
     from models.lite import LiteClassifier
-    from models.preprocessing import ImageSpec, decode_images
+    from models.preprocessing import decode_images
     with open(tflite_path, "rb") as f:
         classifier = LiteClassifier(f.read())
-    spec = ImageSpec(*(int(d) for d in classifier.image_shape))
+    spec = classifier.image_spec
     top1 = [np.zeros([0], np.int64)]
     for start in range(0, len(paths), batch_size):
         batch = [tf.io.gfile.GFile(p, "rb").read() for p in paths[start:start + batch_size]]

@@ -23,7 +23,7 @@ def _scale_counts(model: bytes):
 
 def test_the_float32_variant_gives_the_savedmodels_probabilities(exported):  # noqa: F811
     export_dir, pixels = exported
-    assert lite.image_shape(export_dir) == SPEC.shape
+    assert lite.image_spec(export_dir) == SPEC
     probabilities = lite.LiteClassifier(lite.convert(export_dir, "float32"))(pixels.astype(np.float32))
     saved = tf.saved_model.load(export_dir).signatures["serve_images"](images=tf.constant(pixels, tf.float32))
     np.testing.assert_allclose(probabilities, saved["probabilities"].numpy(), atol=1e-5)
