@@ -106,10 +106,8 @@ def problems(report: Dict[str, Any], anomalies: Dict[str, List[str]], balance: D
 
 
 def _read_baseline(path: str) -> Optional[Dict[str, int]]:
-    if not path or not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f)["class_counts"]
+    baseline = files.read_json_if_exists(path) if path else None
+    return baseline and baseline["class_counts"]
 
 
 def _write_baseline(path: str, counts: Dict[str, int]) -> None:

@@ -23,6 +23,7 @@ from components.artifacts import TFLiteModels, serving_model_path
 from components.progress import key_figure
 from models import export, features, lite
 from models.labels import read_labels, write_labels
+from models import files
 from models.preprocessing import ImageSpec, client_preprocessing, decode_images
 from models.settings import LiteBounds
 
@@ -223,8 +224,7 @@ def variants_with_quality(saved_model_dir: str, examples_uri: str, output_dir: s
 
 
 def read_quality(lite_models_uri: str) -> Dict[str, Any]:
-    with tf.io.gfile.GFile(os.path.join(lite_models_uri, QUALITY_FILENAME)) as f:
-        return json.load(f)
+    return files.read_json(os.path.join(lite_models_uri, QUALITY_FILENAME))
 
 
 @tfx.dsl.components.component

@@ -99,8 +99,7 @@ def record(serving_dir: str, version: int) -> Dict[str, Any]:
     """The promotion record stored inside a version."""
     path = os.path.join(version_dir(serving_dir, version), RECORD_FILENAME)
     try:
-        with open(path) as f:
-            return json.load(f)
+        return files.read_json(path)
     except (OSError, ValueError) as error:
         raise PromotionError(f"version {version} has no readable {RECORD_FILENAME} ({type(error).__name__}: "
                              f"{error}); it was not published by this tool, or was changed since") from error

@@ -33,7 +33,7 @@ def training_figure(model_run_dir: str) -> str:
     --quantization-aware its fine-tuning epochs."""
     from models.model import read_facts
     from models.run_fn import THROUGHPUT_FILENAME
-    model, epochs = read_facts(model_run_dir), files.read_json(os.path.join(model_run_dir, THROUGHPUT_FILENAME))
+    model, epochs = read_facts(model_run_dir), files.read_json_if_exists(os.path.join(model_run_dir, THROUGHPUT_FILENAME))
     parts = [f"{model['parameters']:,} parameters"] if model else []
     if epochs:  # written by the chief's ThroughputLogger
         parts.append(f"{len(epochs)} epoch{'' if len(epochs) == 1 else 's'}, {steady_images_per_s(epochs):.0f} images/s")

@@ -1,9 +1,9 @@
 """Feature keys shared by ExampleGen, Transform, the Trainer and serving: one source of truth."""
-import json
 import os
 from typing import Any, Dict
 
-import tensorflow as tf
+from models import files
+
 
 IMAGE_KEY = "image_raw"        # encoded image file contents (bytes)
 LABEL_KEY = "label"            # int64 class id, index into the labels file
@@ -23,8 +23,7 @@ IMAGE_XF_KEY = transformed_name(IMAGE_KEY)
 
 def read_ingest_report(examples_uri: str) -> Dict[str, Any]:
     """ExampleGen's account of the data (counts, rejected files, data fingerprint) beside its examples."""
-    with tf.io.gfile.GFile(os.path.join(examples_uri, INGEST_REPORT_FILENAME)) as f:
-        return json.load(f)
+    return files.read_json(os.path.join(examples_uri, INGEST_REPORT_FILENAME))
 
 
 SPLIT_PREFIX = "Split-"

@@ -43,18 +43,24 @@ def write_json(path: str, value: Any, **dump_options: Any) -> None:
     write_atomically(path, json.dumps(value, **dump_options))
 
 
-def read_json(path: str, default: Any = None) -> Any:
+def read_json(path: str) -> Any:
+    """The JSON in path (a local path or a gs://, s3://... URI)."""
+    if _remote(path):
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+        with tf.io.gfile.GFile(path) as f:
+            return json.load(f)
+    with open(path) as f:
+        return json.load(f)
+
+
+def read_json_if_exists(path: str, default: Any = None) -> Any:
     """The JSON in path, or default when there is no such file."""
     if _remote(path):
         import tensorflow as tf  # pylint: disable=import-outside-toplevel
-        if not tf.io.gfile.exists(path):
-            return default
-        with tf.io.gfile.GFile(path) as f:
-            return json.load(f)
-    if not os.path.exists(path):
-        return default
-    with open(path) as f:
-        return json.load(f)
+        exists = tf.io.gfile.exists(path)
+    else:
+        exists = os.path.exists(path)
+    return read_json(path) if exists else default
 
 
 def _make_parent(path: str) -> None:

@@ -263,4 +263,4 @@ def write_facts(model: keras.Model, config: ModelConfig, folder: str, **more: An
 
 def read_facts(folder: str) -> Optional[Dict[str, Any]]:
     """What write_facts wrote into folder, or None when it holds no such file."""
-    return files.read_json(os.path.join(folder, FACTS_FILENAME))
+    return files.read_json_if_exists(os.path.join(folder, FACTS_FILENAME))

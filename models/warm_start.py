@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional, Sequence
 import tensorflow as tf
 import tf_keras as keras
 
-from models import features
+from models import features, files
 from models.labels import read_labels
 from models.model import ModelConfig, build_classifier, read_facts
 
@@ -51,11 +51,8 @@ def mismatch(champion_dir: Optional[str], config: ModelConfig, label_names: Sequ
 
 
 def champion_version(champion_dir: str) -> Optional[int]:
-    path = os.path.join(champion_dir, PROMOTION_RECORD)
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f).get("version")
+    record = files.read_json_if_exists(os.path.join(champion_dir, PROMOTION_RECORD))
+    return record and record.get("version")
 
 
 def restore_weights(model: keras.Model, saved_model_dir: str) -> None:

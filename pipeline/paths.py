@@ -8,10 +8,10 @@ The runners, promote, the report, bench/ and tests/ take every path from here.
   schema.pbtxt                 the curated schema of a folder of the user's own (the first run writes it)
   last_run.log, .run.lock      what the libraries printed; the lock of the run using the folder
 """
-import json
 import os
 from typing import Any, Dict
 
+from models import files
 from pipeline import configs
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -69,5 +69,4 @@ def run_report_dir(output_dir: str, run_id: str) -> str:
 
 def read_last_run(output_dir: str) -> Dict[str, Any]:
     """The last run's summary (last_run.json), as bench/ and tests/ read it after a run."""
-    with open(last_run(output_dir)) as f:
-        return json.load(f)
+    return files.read_json(last_run(output_dir))

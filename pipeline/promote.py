@@ -12,12 +12,12 @@ A rollback pins the champion: runs then hold (status `held`) instead of replacin
 last_run.json or runs/). Exit code 2 and one line naming the cause when a request cannot be done.
 """
 import argparse
-import json
 import os
 import sys
 from typing import List, Optional
 
 from components import promotion
+from models import files
 from pipeline import paths
 
 
@@ -60,8 +60,7 @@ def force(output_dir: str, serving_dir: str, run_id: str, reason: str) -> int:
     if not os.path.exists(path):
         known = sorted(name[:-len(".json")] for name in os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []
         raise promotion.PromotionError(f"no run {run_id!r} in {runs_dir}; runs: {known or 'none'}")
-    with open(path) as f:
-        run = json.load(f)
+    run = files.read_json(path)
     model = run.get("trained_model")
     if not model or not os.path.isdir(model):
         raise promotion.PromotionError(f"run {run_id!r} has no trained model to publish (status {run['status']}"

@@ -12,7 +12,6 @@ import base64
 import glob
 import html
 import io
-import json
 import os
 import sys
 from typing import Any, Dict, List, Optional, Tuple
@@ -363,8 +362,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not os.path.exists(summary_path):
         print(f"error: no run summary {summary_path}: RUN_DIR is <output-dir>/runs/<run>/", file=sys.stderr)
         return 2
-    with open(summary_path) as f:
-        summary = json.load(f)
+    summary = files.read_json(summary_path)
     print(f"report: {render(summary, os.path.splitext(summary_path)[0])}")
     return 0
 

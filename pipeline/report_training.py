@@ -1,9 +1,10 @@
 """The run report's training section: loss and accuracy per epoch, the learning-rate schedule, and what
 the Trainer reported (parameters, throughput, where training started)."""
 import glob
-import json
 import os
 from typing import Any, Dict
+
+from models import files
 
 
 def epoch_scalars(log_dir: str) -> Dict[str, Dict[int, float]]:
@@ -43,9 +44,8 @@ def training_section(page, summary: Dict[str, Any]) -> None:
             axis.grid(alpha=.3)
         body.append(page.figure("training_curves", fig, "loss and accuracy per epoch"))
     schedule_path = os.path.join(model_run, LEARNING_RATE_FILENAME)
-    if os.path.exists(schedule_path):  # every step's rate, as the Trainer's schedule gives it
-        with open(schedule_path) as f:
-            schedule = json.load(f)
+    schedule = files.read_json_if_exists(schedule_path)  # every step's rate, as the Trainer's schedule gives it
+    if schedule:
         rates = schedule["learning_rate"]
         fig, axis = plt.subplots(figsize=(5.5, 3))
         axis.plot([step / schedule["steps_per_epoch"] for step in range(len(rates))], rates)
@@ -68,10 +68,9 @@ def training_section(page, summary: Dict[str, Any]) -> None:
         if "started_from" in model:
             from components.trainer import started_from_text
             facts.append(started_from_text(model["started_from"]))
-    if os.path.exists(throughput_path):
+    epochs = files.read_json_if_exists(throughput_path)
+    if epochs:
         from components.trainer import steady_images_per_s
-        with open(throughput_path) as f:
-            epochs = json.load(f)
         facts.append(f"{len(epochs)} epochs; {steady_images_per_s(epochs):.0f} images/s (median epoch after the first)")
     body.append("<p>" + "; ".join(facts) + ".</p>")
     page.add("training", "Training", "\n".join(body))

@@ -4,7 +4,6 @@ import json
 import os
 from typing import Any, Dict, List, Optional
 
-import tensorflow as tf
 import tensorflow_data_validation as tfdv
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
@@ -17,7 +16,7 @@ from components.model_pusher import (ALREADY_SERVING_PROPERTY, DESTINATION_PROPE
 from components.evaluation import COMPARED_WITH_PROPERTY
 from components.retrain_gate import REASON_PROPERTY, RETRAIN_PROPERTY
 from components.data_gate import read_anomalies
-from models import features
+from models import features, files
 from models.labels import read_labels
 from models.model import read_facts
 
@@ -90,10 +89,8 @@ def summarize(nodes: Dict[str, Dict[str, Any]], *, run_id: str, data_root: str, 
     examples = _single(nodes.get("ImageFolderExampleGen"), "examples")
     if examples is not None:
         summary["artifacts"]["examples"] = examples.uri
-        report_path = os.path.join(examples.uri, features.INGEST_REPORT_FILENAME)
-        if tf.io.gfile.exists(report_path):
-            with tf.io.gfile.GFile(report_path) as f:
-                report = json.load(f)
+        report = files.read_json_if_exists(os.path.join(examples.uri, features.INGEST_REPORT_FILENAME))
+        if report:
             summary.update(classes=report["classes"], layout=report["layout"],
                            data_fingerprint=report["data_fingerprint"], file_counts=report["counts"],
                            ingested_per_class=report["accepted"], rejected_files=report["rejected"],
@@ -108,8 +105,7 @@ def summarize(nodes: Dict[str, Dict[str, Any]], *, run_id: str, data_root: str, 
         summary["anomalies"] = read_anomalies(anomalies.uri, json.loads(anomalies.properties["split_names"].string_value))
     class_balance = _single(nodes.get("DataGate"), "class_balance")
     if class_balance is not None:
-        with tf.io.gfile.GFile(class_balance.uri) as f:  # a value artifact: the uri is the file
-            summary["class_balance"] = json.load(f)
+        summary["class_balance"] = files.read_json(class_balance.uri)  # a value artifact: the uri is the file
     model = _single(nodes.get("Trainer"), "model")
     if model is not None:
         summary["trained_model"] = serving_model_path(model.uri)  # what `pipeline.promote force` publishes

@@ -28,6 +28,7 @@ import subprocess
 import sys
 from typing import Any, Dict, List, Optional, Tuple
 
+from models import files
 from pipeline.kubeflow import launcher
 
 TFX_ENTRYPOINT = "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"
@@ -153,8 +154,8 @@ def empty_folders(path: str) -> List[str]:
     if not os.path.isdir(path):
         return []
     empty = []
-    for folder, _, files in os.walk(path, topdown=False):
-        if not files and all(os.path.join(folder, sub) in empty for sub in os.listdir(folder)
+    for folder, _, names in os.walk(path, topdown=False):
+        if not names and all(os.path.join(folder, sub) in empty for sub in os.listdir(folder)
                              if os.path.isdir(os.path.join(folder, sub))):
             empty.append(folder)
     return sorted(empty)
@@ -164,8 +165,7 @@ def restore_remote_uris(output_file: str, remote_of: Dict[str, str]) -> List[str
     """The executor output file with every output's local path replaced by its remote URI (rewritten
     atomically); returns a line per output, and per empty folder that will not be uploaded."""
     lines = []
-    with open(output_file) as f:
-        output = json.load(f)
+    output = files.read_json(output_file)
     for name, artifact_list in sorted(output.get("artifacts", {}).items()):
         for artifact in artifact_list.get("artifacts", []):
             local = artifact.get("uri", "")
@@ -177,10 +177,7 @@ def restore_remote_uris(output_file: str, remote_of: Dict[str, str]) -> List[str
             if lost:
                 lines.append(f"output {name!r}: {len(lost)} empty folder(s) will not reach the store (the launcher "
                              f"uploads files only): {', '.join(os.path.relpath(p, local) for p in lost)}")
-    temporary = f"{output_file}.{os.getpid()}.tmp"
-    with open(temporary, "w") as f:
-        json.dump(output, f)
-    os.replace(temporary, output_file)
+    files.write_json(output_file, output)
     return lines
 
 

@@ -14,9 +14,10 @@ The contract a step works under:
   (uploadOutputArtifacts): an empty folder is lost; a URI without a known scheme is not uploaded,
   only logged, and still recorded in ML Metadata.
 """
-import json
 import os
 from typing import Any, Dict, Optional
+
+from models import files
 
 # objectstore/config.go ParseBucketPathToConfig: the schemes a pipeline root may have (mem:// is
 # parsed, then refused as a provider).
@@ -73,10 +74,7 @@ def task_output_file(task_root_uri: str) -> str:
 def merge_outputs(provisioned: Dict[str, Any], output_file: str) -> Dict[str, Dict[str, Any]]:
     """The step's output artifacts: the provisioned ones, with the URI and metadata the executor
     reported merged in (launcher mergeRuntimeArtifacts)."""
-    reported = {}
-    if os.path.exists(output_file):
-        with open(output_file) as f:
-            reported = json.load(f).get("artifacts", {})
+    reported = files.read_json_if_exists(output_file, {}).get("artifacts", {})
     merged = {}
     for name, artifact_list in provisioned.items():
         artifact = dict(artifact_list["artifacts"][0])
