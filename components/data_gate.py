@@ -9,6 +9,7 @@ It collects every problem, then fails once with one message listing them:
 - with strict, any rejected file.
 When the data passes, its class counts become the baseline of the next run's drift check.
 """
+import collections
 import datetime
 import json
 import os
@@ -19,7 +20,7 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx import v1 as tfx
 from tfx.types import artifact_utils
 
-from components.image_example_gen import executor
+from components.image_example_gen import folder_layout
 from components.progress import key_figure
 from models import features, files
 
@@ -54,6 +55,15 @@ def read_anomalies(anomalies_uri: str, split_names: List[str]) -> Dict[str, List
     return found
 
 
+def common_reasons(report: Dict[str, Any]) -> List[str]:
+    """The three most frequent reasons files were rejected, in ExampleGen's ingest report."""
+    return [reason for reason, _ in collections.Counter(r["reason"] for r in report["rejected"]).most_common(3)]
+
+
+def training_split(report: Dict[str, Any]) -> str:
+    return folder_layout.TRAIN_SPLIT if folder_layout.TRAIN_SPLIT in report["accepted"] else folder_layout.UNSPLIT
+
+
 def class_counts(report: Dict[str, Any]) -> Dict[str, int]:
     """Usable images per class over all splits."""
     return {c: sum(counts.get(c, 0) for counts in report["accepted"].values()) for c in report["classes"]}
@@ -75,7 +85,7 @@ def problems(report: Dict[str, Any], anomalies: Dict[str, List[str]], balance: D
              max_class_drift: float, strict: bool,
              accept_command: str = GENERIC_ACCEPT_COMMAND) -> List[str]:
     found = [f"split {split!r} has no usable images ({len(report['rejected'])} file(s) rejected; most common "
-             f"reasons: {executor.common_reasons(report)})"
+             f"reasons: {common_reasons(report)})"
              for split, split_counts in report["accepted"].items() if not sum(split_counts.values())]
     counts = class_counts(report)
     retired = set(report.get("retired_classes", []))  # removed on purpose; they keep their ids
@@ -83,11 +93,11 @@ def problems(report: Dict[str, Any], anomalies: Dict[str, List[str]], balance: D
     if missing:
         found.append(f"class(es) {missing} are in the schema but have no usable images in the data root; "
                      f"if intended, retire them (they keep their ids) with: {accept_command}")
-    training = report["accepted"][executor.training_split(report)]
+    training = report["accepted"][training_split(report)]
     empty = [c for c in report["classes"] if training.get(c, 0) == 0 and c not in missing and c not in retired]
     if empty:
         found.append(f"class(es) {empty} have no usable training images; most common rejection reasons: "
-                     f"{executor.common_reasons(report)}")
+                     f"{common_reasons(report)}")
     found += [f"[{split}] {message}" for split, messages in anomalies.items() for message in messages]
     if report.get("new_classes"):
         found.append(f"class folder(s) {report['new_classes']} are not in the schema; if intended, accept them "

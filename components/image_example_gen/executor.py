@@ -258,14 +258,6 @@ def summarize_ingest(report_dir: str, layout: folder_layout.FolderLayout,
     }
 
 
-def common_reasons(summary: Dict[str, Any]) -> List[str]:
-    return [reason for reason, _ in collections.Counter(r["reason"] for r in summary["rejected"]).most_common(3)]
-
-
-def training_split(summary: Dict[str, Any]) -> str:
-    return folder_layout.TRAIN_SPLIT if folder_layout.TRAIN_SPLIT in summary["accepted"] else folder_layout.UNSPLIT
-
-
 class Executor(base_example_gen_executor.BaseExampleGenExecutor):
     """Resolves the folder layout, runs the PTransform, then writes labels.txt and the ingest report.
 
