@@ -21,7 +21,7 @@ from tfx import v1 as tfx
 from tfx.types import artifact_utils
 
 from components.image_example_gen import folder_layout
-from components.progress import key_figure
+from models.progress import key_figure
 from models import features, files
 
 _LISTED_FILES = 20  # a message names at most this many files; last_run.json has them all

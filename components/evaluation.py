@@ -26,8 +26,8 @@ from tfx.types import standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ExecutionParameter
 from tfx.utils import io_utils, json_utils, path_utils, proto_utils
 
-from components import promotion
-from components.progress import key_figure
+from models import promotion
+from models.progress import key_figure
 from models import features
 from models.labels import read_labels
 from models.settings import check_fraction
@@ -37,7 +37,7 @@ CANDIDATE, BASELINE = "candidate", "champion"
 CHAMPION_VERSION_PROPERTY = "champion_version"  # 0: there is no champion
 CHAMPION_SKIPPED_PROPERTY = "champion_skipped"  # on the evaluation: why the champion was not compared
 # on the evaluation: the champion version serving when the run looked (0: none), compared or not; the
-# Pusher publishes only if it still serves (components/promotion.py publish_if_still_champion)
+# Pusher publishes only if it still serves (models/promotion.py publish_if_still_champion)
 COMPARED_WITH_PROPERTY = "champion_version_seen"
 MIN_ACCURACY_KEY = "min_accuracy"
 

@@ -20,7 +20,7 @@ import tensorflow as tf
 from tfx import v1 as tfx
 
 from components.artifacts import TFLiteModels, serving_model_path
-from components.progress import key_figure
+from models.progress import key_figure
 from models import export, features, lite
 from models.labels import read_labels, write_labels
 from models import files

@@ -1,5 +1,5 @@
 """ModelPusher: publishes a blessed model as a new serving version, the champion, with a promotion
-record (components/promotion.py). The pipeline runs it only for a blessed model (a tfx.dsl.Cond);
+record (models/promotion.py). The pipeline runs it only for a blessed model (a tfx.dsl.Cond);
 it refuses an unblessed one all the same.
 """
 import dataclasses
@@ -13,10 +13,10 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from tfx.utils import io_utils
 
-from components import promotion
+from models import promotion
 from components.artifacts import RetrainDecision, TFLiteModels, serving_model_path
 from components.lite_models import QUALITY_FILENAME, read_quality
-from components.progress import key_figure
+from models.progress import key_figure
 from components.retrain_gate import RUN_FINGERPRINT_PROPERTY
 from components.evaluation import COMPARED_WITH_PROPERTY, promotion_metrics, read_evaluation
 from models import features
@@ -41,7 +41,7 @@ def superseded_line(compared_with: int, champion_version: int) -> str:
 
 def model_content(model_path: str, entry: Dict[str, Any], lite_models_uri: str = ""
                   ) -> Tuple[Callable[[str], None], Dict[str, Any]]:
-    """What publishing a trained model writes (see components.promotion): write(staging) fills a
+    """What publishing a trained model writes (see models.promotion): write(staging) fills a
     version with the SavedModel and, in tflite/, the TFLite variants whose quality allows it beside
     labels.txt and quality.json; and the promotion entry with that quality added."""
     quality = read_quality(lite_models_uri) if lite_models_uri else None

@@ -21,9 +21,9 @@ from typing import Any, Dict, Optional, Tuple
 
 from tfx import v1 as tfx
 
-from components import promotion
+from models import promotion
 from components.artifacts import RetrainDecision
-from components.progress import key_figure
+from models.progress import key_figure
 from models import features
 
 RETRAIN_PROPERTY = "retrain"            # 1: train; 0: unchanged since the champion

@@ -14,7 +14,7 @@ from tfx.proto import trainer_pb2
 from tfx.types import standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ExecutionParameter
 
-from components.progress import key_figure
+from models.progress import key_figure
 from models import files
 
 EPOCHS_KEY = "epochs"

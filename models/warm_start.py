@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional, Sequence
 import tensorflow as tf
 import tf_keras as keras
 
-from models import features, files
+from models import features, files, promotion
 from models.labels import read_labels
 from models.model import ModelConfig, build_classifier, read_facts
 
@@ -24,7 +24,6 @@ from models.model import ModelConfig, build_classifier, read_facts
 # "Warm start"), and the epochs saved went into climbing back.
 WARM_START_LEARNING_RATE = 0.1
 
-PROMOTION_RECORD = "promotion.json"  # components.promotion.RECORD_FILENAME: the version it was published as
 
 
 def _normalized(config: Dict[str, Any]) -> Dict[str, Any]:
@@ -51,7 +50,7 @@ def mismatch(champion_dir: Optional[str], config: ModelConfig, label_names: Sequ
 
 
 def champion_version(champion_dir: str) -> Optional[int]:
-    record = files.read_json_if_exists(os.path.join(champion_dir, PROMOTION_RECORD))
+    record = files.read_json_if_exists(os.path.join(champion_dir, promotion.RECORD_FILENAME))
     return record and record.get("version")
 
 

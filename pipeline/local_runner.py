@@ -51,7 +51,7 @@ def beam_pipeline_args() -> List[str]:
 
 class StageProgress(logging.Handler):
     """Turns the orchestrator's 'Component X is running/finished' logs into one line per stage, ending
-    with the key figure the stage reported (components/progress.py); a stage its condition skipped
+    with the key figure the stage reported (models/progress.py); a stage its condition skipped
     (the Pusher of an unblessed model) or whose earlier outputs were reused says so."""
 
     def __init__(self, run_started: float):

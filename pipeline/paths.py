@@ -2,7 +2,7 @@
 The runners, promote, the report, bench/ and tests/ take every path from here.
 
 --output-dir holds:
-  serving/<model>/<version>/   pushed models, champion.json, promotions.jsonl (components/promotion.py)
+  serving/<model>/<version>/   pushed models, champion.json, promotions.jsonl (models/promotion.py)
   last_run.json, runs/<run>.json, runs/<run>/report.html   each run's summary and report
   pipeline/                    every stage's artifacts (the pipeline root); metadata.sqlite (ML Metadata)
   schema.pbtxt                 the curated schema of a folder of the user's own (the first run writes it)

@@ -16,7 +16,7 @@ import os
 import sys
 from typing import List, Optional
 
-from components import promotion
+from models import promotion
 from models import files
 from pipeline import paths
 

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 
-from components import promotion
+from models import promotion
 from models import sources
 from models.model import ModelConfig, expected_parameter_count
 from models.run_fn import LEARNING_RATE_FILENAME

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from components import promotion
+from models import promotion
 from models import preprocessing
 from models.model import ModelConfig, expected_parameter_count
 from models.preprocessing import ImageSpec

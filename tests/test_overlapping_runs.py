@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from components import promotion
+from models import promotion
 from pipeline import paths
 from tests.conftest import make_class_folder, write_image
 

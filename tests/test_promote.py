@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from components import promotion
+from models import promotion
 from pipeline import paths, promote
 
 

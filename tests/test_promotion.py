@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from components import promotion
+from models import promotion
 
 
 def _write_model(text: str):

@@ -113,11 +113,20 @@ def test_weights_that_do_not_fit_leave_the_model_untouched(tmp_path):
     assert _weights_equal(model.get_weights(), before)
 
 
-def test_the_version_is_read_from_the_record_the_pusher_writes():
-    """models/ does not import components/: the record's file name is written twice, and pinned here."""
-    from components import promotion
+def test_the_version_is_read_from_the_record_the_pusher_writes(tmp_path):
+    """The champion's version comes from the promotion record that publishing wrote into it."""
+    from models import promotion
     from models import warm_start
-    assert warm_start.PROMOTION_RECORD == promotion.RECORD_FILENAME
+    serving = str(tmp_path / "serving")
+
+    def write(folder):
+        os.makedirs(folder, exist_ok=True)
+        open(os.path.join(folder, "saved_model.pb"), "w").close()
+    versions = [promotion.publish(serving, write, {"action": "blessed"}) for _ in range(2)]
+    assert len(set(versions)) == 2
+    for version in versions:
+        assert warm_start.champion_version(promotion.version_dir(serving, version)) == version
+    assert warm_start.champion_version(str(tmp_path)) is None
 
 
 def test_the_progress_line_says_what_training_started_from():

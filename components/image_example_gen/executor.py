@@ -17,7 +17,7 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
 from components.image_example_gen import folder_layout, image_check
-from components.progress import key_figure
+from models.progress import key_figure
 from models import features
 from models.settings import DEFAULT_MAX_IMAGE_PIXELS
 from models.labels import write_labels
