@@ -165,14 +165,19 @@ def test_a_step_skipped_by_its_condition_skips_the_steps_after_it(tmp_path):
 
 def test_independent_steps_run_together_and_after_a_failure_no_step_starts(tmp_path):
     """The engine is a script standing in for `docker run` (the containers' own run is
-    tests/test_kubeflow_containers.py): it logs each step's start and end; b fails after half a
-    second, a takes one and a half. a and b start together; c, after a, never starts; a is waited for; b's failure is raised."""
-    events = tmp_path / "events"
+    tests/test_kubeflow_containers.py): it logs each step's start and end. By handshakes, not sleeps:
+    b fails only once a has started, and a ends only once the runner has collected b's exit (a zombie
+    answers kill -0 until it is reaped). So a and b must run together (one at a time, b would wait in
+    vain and fail with code 9); c, after a, never starts; a is waited for; b's failure is raised."""
+    events, b_pid = tmp_path / "events", tmp_path / "b.pid"
     engine = tmp_path / "engine"
     engine.write_text('#!/bin/sh\nname=$(echo "$@" | sed "s/.*--name kfp-[^-]*-\\([a-z]*\\).*/\\1/")\n'
                       f'echo "start $name" >> {events}\n'
-                      f'if [ "$name" = b ]; then sleep 0.5; echo "end $name" >> {events}; exit 3; fi\n'
-                      f'sleep 1.5; echo "end $name" >> {events}\n')
+                      f'wait_for() {{ i=0; until eval "$1"; do i=$((i+1)); [ $i -gt 600 ] && exit 9; sleep 0.05; done; }}\n'
+                      f'if [ "$name" = b ]; then echo $$ > {b_pid}; wait_for "grep -qx \'start a\' {events}"; '
+                      f'echo "end $name" >> {events}; exit 3; fi\n'
+                      f'wait_for "grep -qx \'end b\' {events} && ! kill -0 $(cat {b_pid}) 2>/dev/null"; '
+                      f'echo "end $name" >> {events}\n')
     engine.chmod(0o755)
     spec = {"pipelineInfo": {"name": "p"}, "defaultPipelineRoot": "/mnt/v/pipeline",
             "root": {"dag": {"tasks": {"a": {"componentRef": {"name": "c"}}, "b": {"componentRef": {"name": "c"}},
@@ -186,6 +191,15 @@ def test_independent_steps_run_together_and_after_a_failure_no_step_starts(tmp_p
     assert sorted(lines[:2]) == ["start a", "start b"]  # together: both started before either ended
     assert lines[2:] == ["end b", "end a"]  # c never started; a was waited for
     assert [(step["step"], step["status"]) for step in run.record] == [("a", "succeeded"), ("b", "failed")]
+
+
+def test_of_steps_that_ended_together_the_failed_one_is_taken_first():
+    """Else the success beside it would start the next steps before the failure is seen."""
+    import subprocess
+    running = {name: (subprocess.Popen(["sh", "-c", f"exit {code}"]),) for name, code in (("a", 0), ("b", 3), ("c", 0))}
+    for process, in running.values():
+        process.wait()
+    assert kfp_local.Run._wait_for_one(running) == "b"
 
 
 @pytest.mark.parametrize("uri, local", [("minio://mlpipeline/v2/a/b", "/minio/mlpipeline/v2/a/b"),

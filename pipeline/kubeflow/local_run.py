@@ -268,10 +268,12 @@ class Run:
 
     @staticmethod
     def _wait_for_one(running: Dict[str, Any]) -> str:
+        """A finished step, a failed one first: steps that ended within one poll must not let a success
+        start the next steps before the failure beside it is seen."""
         while True:
-            for task_name, (process, *_) in running.items():
-                if process.poll() is not None:
-                    return task_name
+            finished = [name for name, (process, *_) in running.items() if process.poll() is not None]
+            if finished:
+                return min(finished, key=lambda name: running[name][0].returncode == 0)
             time.sleep(0.2)
 
     def _finish(self, task_name: str, process, step: Dict[str, Any], inputs: Dict[str, Any], outputs_dir: str,
