@@ -225,32 +225,6 @@ def build_classifier(config: ModelConfig, normalization: Tuple[float, float] = (
     return keras.Model(inputs, logits, name="image_cnn")
 
 
-def expected_parameter_count(config: ModelConfig) -> int:
-    """Parameter count computed by hand from the architecture (pinned by a test); the custom CNN's only."""
-    if config.backbone != "none":
-        raise ValueError("the parameter count of a Keras application is not computed by hand")
-    batchnorm = 4  # gamma, beta, moving mean, moving variance per channel
-    channels, stem = config.input_shape[-1], config.scaled(config.stem_filters)
-    total = 9 * channels * stem + batchnorm * stem
-    channels = stem
-    for _, filters, stride, _ in config.blocks():
-        if config.architecture == "classic":
-            total += 9 * channels * filters + batchnorm * filters        # conv 3x3 + BN
-            channels = filters
-            continue
-        total += 9 * channels + batchnorm * channels                 # depthwise + BN
-        total += channels * filters + batchnorm * filters            # pointwise + BN
-        if config.attention != "none":
-            squeezed = max(1, int(filters * config.attention_ratio))
-            total += filters * squeezed + squeezed + squeezed * filters + filters  # the (shared) MLP
-            if config.attention == "cbam":
-                total += 7 * 7 * 2 + 1                               # spatial gate
-        if stride != 1 or channels != filters:
-            total += channels * filters + batchnorm * filters        # projection + BN
-        channels = filters
-    return total + channels * config.num_classes + config.num_classes
-
-
 FACTS_FILENAME = "model.json"
 
 

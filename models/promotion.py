@@ -186,10 +186,6 @@ def _write_pointer(serving_dir: str, pointer: Dict[str, Any]) -> None:
     files.write_atomically(os.path.join(serving_dir, CHAMPION_FILENAME), json.dumps(pointer) + "\n")
 
 
-def is_pinned(serving_dir: str) -> bool:
-    return bool((champion(serving_dir) or {}).get("pinned"))
-
-
 PUBLISHED, HELD, SUPERSEDED = "published", "held", "superseded"  # what a run's publish did
 
 

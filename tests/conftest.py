@@ -1,48 +1,21 @@
-"""Synthetic image folders for tests: the network is closed, so tests make their own data."""
+"""Fixtures the tests share (helpers.py has the plain functions), and the order pytest's workers take the files in."""
 import fcntl
 import os
 import pickle
 import sys
-from typing import Dict, Sequence
 
 import numpy as np
 import pytest
-from PIL import Image
 
 # TFX's Beam executors parse absl flags from sys.argv, where pytest's own options would be read
 # (`-v` is absl's --verbosity). pytest has parsed them already; hide them from absl.
 del sys.argv[1:]
 
-# Class -> the colour its images are made of (with noise); learnable in a few epochs.
-COLOURS = {"blue": (30, 60, 220), "green": (40, 200, 60), "red": (220, 40, 30)}
-
-
-def write_image(path: str, colour: Sequence[int], size: Sequence[int], seed: int) -> str:
-    """An RGB image of the given colour plus noise; the format follows the file extension."""
-    rng = np.random.default_rng(seed)
-    height, width = size
-    pixels = np.clip(np.array(colour)[None, None, :] + rng.normal(0, 25, (height, width, 3)), 0, 255)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    Image.fromarray(pixels.astype(np.uint8)).save(path)
-    return path
-
-
-def make_class_folder(root: str, per_class: int, seed: int = 0, colours: Dict = None) -> Dict[str, list]:
-    """<root>/<class>/img_<i>.png|jpg in mixed sizes; returns {class: [paths]}."""
-    files = {}
-    for class_index, (name, colour) in enumerate(sorted((colours or COLOURS).items())):
-        files[name] = []
-        for i in range(per_class):
-            size = (20 + (7 * i) % 41, 24 + (11 * i) % 37)
-            ext = ".jpg" if i % 3 == 0 else ".png"
-            files[name].append(write_image(os.path.join(root, name, f"img_{i:03d}{ext}"), colour, size,
-                                           seed=seed * 100003 + class_index * 1009 + i))
-    return files
-
 
 @pytest.fixture
 def image_folder(tmp_path):
     """A flat class-per-folder tree of 3 RGB classes, 6 images each."""
+    from tests.helpers import make_class_folder  # TensorFlow, only for the tests that ask
     root = str(tmp_path / "images")
     make_class_folder(root, per_class=6)
     return root
@@ -103,3 +76,35 @@ def golden_session(tmp_path_factory):
         return GoldenSession(str(base))
 
 
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """The small model of helpers.CONFIG, Transform graph and all, exported as the Trainer does:
+    (export dir, the images as uint8 pixels at the model's size). Once per test module."""
+    import tensorflow as tf
+    import tensorflow_transform as tft
+    import tensorflow_transform.beam as tft_beam
+    import tf_keras as keras
+    from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
+    from models import export, features, preprocessing
+    from models.model import build_classifier
+    from tests.helpers import CONFIG, LABELS, SPEC, png
+    tmp = tmp_path_factory.mktemp("export")
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (6,) + SPEC.shape, dtype=np.uint8)
+    raw_spec = {features.IMAGE_KEY: tf.io.FixedLenFeature([1], tf.string),
+                features.LABEL_KEY: tf.io.FixedLenFeature([1], tf.int64)}
+    raw = [{features.IMAGE_KEY: [png(p)], features.LABEL_KEY: [i % 2]} for i, p in enumerate(pixels)]
+
+    def fn(inputs):
+        return preprocessing.preprocessing_fn(inputs, {"image": SPEC.to_config()})
+
+    metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(raw_spec))
+    with tft_beam.Context(temp_dir=str(tmp / "tft-tmp"), force_tf_compat_v1=False):
+        transform_fn = (raw, metadata) | tft_beam.AnalyzeDataset(fn)
+        _ = transform_fn | tft_beam.WriteTransformFn(str(tmp / "transform"))
+    metadata_io.write_metadata(metadata, str(tmp / "transform" / tft.TFTransformOutput.RAW_METADATA_DIR))
+    keras.utils.set_random_seed(0)
+    model = build_classifier(CONFIG)
+    export.export_serving_model(model, tft.TFTransformOutput(str(tmp / "transform")), LABELS, SPEC,
+                                str(tmp / "model"))
+    return str(tmp / "model"), pixels

@@ -12,7 +12,7 @@ from typing import Dict, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from tests.conftest import COLOURS, make_class_folder
+from tests.helpers import COLOURS, make_class_folder
 
 
 def _pixels(colour, size=(24, 32), seed=0) -> np.ndarray:

@@ -18,14 +18,13 @@ import pytest
 
 from models import promotion
 from models import sources
-from models.model import ModelConfig, expected_parameter_count
+from models.model import ModelConfig
 from models.run_fn import LEARNING_RATE_FILENAME
 from models.warm_start import WARM_START_LEARNING_RATE
 from pipeline import local_runner, paths, promote, report, schema
-from tests.conftest import make_class_folder, write_image
+from tests.helpers import expected_parameter_count, make_class_folder, table_rows, write_image
 from tests.golden import ACCURACY_FLOOR, ALWAYS_RUN, DIGIT_CLASSES, STAGES, WORSE
 from tests.odd_files import INGESTED
-from tests.test_report import table_rows
 
 pytestmark = pytest.mark.e2e
 

@@ -1,5 +1,4 @@
 """The exported SavedModel: three signatures, one model, the same outputs; loads with TensorFlow alone."""
-import io
 import json
 import os
 import subprocess
@@ -10,50 +9,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
-import tensorflow_transform.beam as tft_beam
 import tf_keras as keras
-from PIL import Image
-from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
 
-from models import export, features, preprocessing
-from models.model import ModelConfig, build_classifier
-from models.preprocessing import ImageSpec
-
-SPEC = ImageSpec(height=12, width=10, channels=3)
-LABELS = ["cat", "dog"]
-CONFIG = ModelConfig(input_shape=SPEC.shape, num_classes=2, stage_filters=(8, 8), stage_strides=(1, 2))
-
-
-def _png(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """(export dir, the images as uint8 pixels at the model's size)."""
-    tmp = tmp_path_factory.mktemp("export")
-    rng = np.random.default_rng(0)
-    pixels = rng.integers(0, 256, (6,) + SPEC.shape, dtype=np.uint8)
-    raw_spec = {features.IMAGE_KEY: tf.io.FixedLenFeature([1], tf.string),
-                features.LABEL_KEY: tf.io.FixedLenFeature([1], tf.int64)}
-    raw = [{features.IMAGE_KEY: [_png(p)], features.LABEL_KEY: [i % 2]} for i, p in enumerate(pixels)]
-
-    def fn(inputs):
-        return preprocessing.preprocessing_fn(inputs, {"image": SPEC.to_config()})
-
-    metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(raw_spec))
-    with tft_beam.Context(temp_dir=str(tmp / "tft-tmp"), force_tf_compat_v1=False):
-        transform_fn = (raw, metadata) | tft_beam.AnalyzeDataset(fn)
-        _ = transform_fn | tft_beam.WriteTransformFn(str(tmp / "transform"))
-    metadata_io.write_metadata(metadata, str(tmp / "transform" / tft.TFTransformOutput.RAW_METADATA_DIR))
-    keras.utils.set_random_seed(0)
-    model = build_classifier(CONFIG)
-    export.export_serving_model(model, tft.TFTransformOutput(str(tmp / "transform")), LABELS, SPEC,
-                                str(tmp / "model"))
-    return str(tmp / "model"), pixels
-
+from models import export, features
+from models.model import build_classifier
+from tests.helpers import CONFIG, LABELS, SPEC, png
 
 def _example(png: bytes) -> bytes:
     return tf.train.Example(features=tf.train.Features(feature={
@@ -63,7 +23,7 @@ def _example(png: bytes) -> bytes:
 def test_the_three_signatures_give_the_same_outputs_for_the_same_images(exported):
     export_dir, pixels = exported
     signatures = tf.saved_model.load(export_dir).signatures
-    pngs = [_png(p) for p in pixels]
+    pngs = [png(p) for p in pixels]
     outputs = {
         "serving_default": signatures["serving_default"](examples=tf.constant([_example(p) for p in pngs])),
         "serve_image_bytes": signatures["serve_image_bytes"](image_bytes=tf.constant(pngs)),
@@ -139,7 +99,7 @@ def test_with_test_time_views_every_entry_point_answers_the_mean_over_the_views(
     assert len(each) == views.count() == (2 if views.flip else 1) * (5 if views.shift else 1)
     expected = np.mean(each, axis=0)
     signatures = tf.saved_model.load(str(tmp_path / "views")).signatures
-    pngs = [_png(p) for p in pixels]
+    pngs = [png(p) for p in pixels]
     outputs = {
         "serving_default": signatures["serving_default"](examples=tf.constant([_example(p) for p in pngs])),
         "serve_image_bytes": signatures["serve_image_bytes"](image_bytes=tf.constant(pngs)),

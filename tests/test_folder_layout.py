@@ -3,7 +3,7 @@ import os
 import pytest
 
 from components.image_example_gen import folder_layout
-from tests.conftest import make_class_folder, write_image
+from tests.helpers import make_class_folder, write_image
 
 
 def test_flat_folder_is_one_unsplit_split_with_sorted_classes(image_folder):

@@ -13,14 +13,13 @@ import pytest
 
 from models import promotion
 from models import preprocessing
-from models.model import ModelConfig, expected_parameter_count
+from models.model import ModelConfig
 from models.preprocessing import ImageSpec
-from models.settings import LiteBounds
 from pipeline import paths, report, score
 from tests import two_workers
 from tests.browser import open_page
 from tests.golden import DIGIT_CLASSES
-from tests.test_report import SECTION_IDS, embedded_images, table_rows
+from tests.helpers import SECTION_IDS, embedded_images, expected_parameter_count, table_rows
 
 pytestmark = pytest.mark.e2e
 
@@ -80,10 +79,10 @@ def test_the_golden_tflite_files_agree_with_the_saved_model_and_shrink_as_promis
     summary = golden_session.run.summary
     quality = summary["tflite"]["variants"]
     assert set(quality) == {"float32", "dynamic_range", "float16", "int8"}
+    # pushed: each agrees with the SavedModel as the pipeline promises (LiteBounds.min_agreement). A bound of
+    # 0.99 on the int8 file, tighter than the promise, failed an intact golden run by chance (bench/RESULTS.md).
     assert all(measured["push"] for measured in quality.values()), quality
-    # int8: the agreement the pipeline promises. Intact golden runs gave 0.988 to 0.998 (bench/golden_floor.py,
-    # bench/RESULTS.md): a bound of 0.99, tighter than the promise, failed one of them by chance.
-    assert quality["float32"]["agreement"] == 1.0 and quality["int8"]["agreement"] >= LiteBounds().min_agreement
+    assert quality["float32"]["agreement"] == 1.0
     assert quality["int8"]["weight_quantization"] in ("per-tensor", "per-channel")
     sizes = {name: measured["size_bytes"] for name, measured in quality.items()}
     assert sizes["int8"] < sizes["float16"] < sizes["float32"] and sizes["dynamic_range"] < sizes["float32"]

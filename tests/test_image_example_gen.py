@@ -13,7 +13,7 @@ from tfx.utils import proto_utils
 from components.image_example_gen import executor, folder_layout
 from components.image_example_gen.component import ImageFolderExampleGen, hash_split_config
 from models import features
-from tests.conftest import make_class_folder
+from tests.helpers import make_class_folder
 from tests.odd_files import INGESTED, make_messy_folder
 
 BEAM_ARGS = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]

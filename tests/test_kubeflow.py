@@ -16,6 +16,7 @@ from pipeline.kubeflow import compile as kfp_compile
 from pipeline import configs, kubeflow_runner, paths
 from pipeline.kubeflow import local_run as kfp_local
 from tests.fake_kfp import API, FakeKfp
+from tests import helpers
 
 STEPS = {"ImageFolderExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator", "DataGate", "RetrainGate",
          "Transform", "Trainer", "LiteModels", "ChampionModel", "Evaluator", "Pusher"}
@@ -143,7 +144,7 @@ def test_every_step_runs_the_image_and_mounts_the_volume(kfp_spec, kfp_documents
 
 
 def test_every_class_the_spec_names_imports_here(kfp_documents):
-    named = kfp_compile.named_classes(kfp_documents[0])
+    named = helpers.named_classes(kfp_documents[0])
     assert {"components.image_example_gen.executor.Executor", "components.trainer.Executor",
             "components.evaluation._Executor", "components.TFLiteModels"} <= set(named)
     for class_path in named:

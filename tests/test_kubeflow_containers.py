@@ -16,7 +16,7 @@ import yaml
 from pipeline.kubeflow import compile as kfp_compile
 from pipeline import kubeflow_runner, paths
 from pipeline.kubeflow import local_run as kfp_local
-from tests.golden import DIGITS
+from tests import helpers
 
 STEPS_WITH_INPUTS = {"RetrainGate", "StatisticsGen", "ExampleValidator", "DataGate", "Transform", "Trainer",
                      "LiteModels", "ChampionModel", "Evaluator", "Pusher"}
@@ -72,10 +72,10 @@ def _handed_over(record, step_name):
 def volume(tmp_path_factory):
     volume = tmp_path_factory.mktemp("volume")
     for split, count in PER_CLASS.items():
-        for digit in sorted(os.listdir(os.path.join(DIGITS, split))):
+        for digit in sorted(os.listdir(os.path.join(paths.EMBEDDED_DATA, split))):
             os.makedirs(volume / "data" / split / digit)
-            for name in sorted(os.listdir(os.path.join(DIGITS, split, digit)))[:count]:
-                shutil.copy(os.path.join(DIGITS, split, digit, name), volume / "data" / split / digit)
+            for name in sorted(os.listdir(os.path.join(paths.EMBEDDED_DATA, split, digit)))[:count]:
+                shutil.copy(os.path.join(paths.EMBEDDED_DATA, split, digit, name), volume / "data" / split / digit)
     return volume
 
 
@@ -98,7 +98,7 @@ def test_the_image_holds_the_project_and_every_class_the_spec_names(image, tmp_p
     spec_file = tmp_path / "pipeline.json"
     assert kubeflow_runner.main(["compile", "--output", str(spec_file), "--image", image]) == 0
     with open(spec_file) as f:
-        named = kfp_compile.named_classes(json.load(f))
+        named = helpers.named_classes(json.load(f))
     check = ("import importlib, sys\nfrom tfx.utils import import_utils\n"
              f"importlib.import_module({kfp_compile.TFX_ENTRYPOINT!r})\n"
              "for path in sys.argv[1:]: import_utils.import_class_by_path(path)\n"

@@ -12,7 +12,7 @@ from models import export, features, lite
 from models.model import build_classifier
 from models.recipe import TrainingConfig
 from models.run_fn import fine_tune_quantization_aware
-from tests.test_export import CONFIG, LABELS, SPEC, _png, exported  # noqa: F401  (the module-scoped fixture)
+from tests.helpers import CONFIG, LABELS, SPEC, png
 
 
 def _scale_counts(model: bytes):
@@ -100,7 +100,7 @@ def _write_examples(examples_uri: str, pixels: np.ndarray, labels=None, splits=(
         with tf.io.TFRecordWriter(path, options="GZIP") as writer:
             for image, label in zip(pixels, labels):
                 writer.write(tf.train.Example(features=tf.train.Features(feature={
-                    features.IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[_png(image)])),
+                    features.IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[png(image)])),
                     features.LABEL_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[label]))})
                 ).SerializeToString())
 

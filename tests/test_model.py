@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models.model import ModelConfig, build_classifier, depthwise_separable_block, expected_parameter_count
+from models.model import ModelConfig, build_classifier, depthwise_separable_block
 import tf_keras as keras
+from tests.helpers import expected_parameter_count
 
 
 @pytest.mark.parametrize("input_shape, options", [

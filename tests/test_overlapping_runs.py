@@ -18,7 +18,7 @@ import pytest
 
 from models import promotion
 from pipeline import paths
-from tests.conftest import make_class_folder, write_image
+from tests.helpers import make_class_folder, write_image
 
 SMALL = ("--image-size", "16", "16", "--channels", "3", "--min-accuracy", "0", "--max-accuracy-drop", "1",
          "--tflite", "float32")

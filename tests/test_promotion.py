@@ -4,6 +4,7 @@ import os
 import pytest
 
 from models import promotion
+from tests import helpers
 
 
 def _write_model(text: str):
@@ -133,14 +134,14 @@ def test_a_rollback_pins_the_champion_a_run_then_holds_and_unpin_releases_it(tmp
     good = promotion.publish(serving, _write_model("good"), {"action": "blessed", "run_id": "r1"})
     promotion.publish(serving, _write_model("bad"), {"action": "blessed", "run_id": "r2"})
     pinned = promotion.rollback(serving, good, "r2 misbehaves")
-    assert promotion.is_pinned(serving)
+    assert helpers.is_pinned(serving)
     version, outcome = promotion.publish_if_still_champion(serving, _write_model("next"),
                                                            {"action": "blessed", "run_id": "r3"}, compared_with=pinned)
     assert (version, outcome) == (pinned, promotion.HELD)
     assert promotion.champion(serving)["version"] == pinned and promotion.versions(serving)[-1] == pinned
     assert promotion.promotion_log(serving)[-1] == {**promotion.promotion_log(serving)[-1], "action": "held",
                                                     "run_id": "r3", "version": pinned}
-    assert promotion.unpin(serving) == pinned and not promotion.is_pinned(serving)
+    assert promotion.unpin(serving) == pinned and not helpers.is_pinned(serving)
     version, outcome = promotion.publish_if_still_champion(serving, _write_model("next"),
                                                            {"action": "blessed", "run_id": "r4"}, compared_with=pinned)
     assert outcome == promotion.PUBLISHED and version > pinned and promotion.champion(serving)["version"] == version

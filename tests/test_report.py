@@ -1,62 +1,11 @@
 """The run report rendered from a run summary: sections, tables, embedded plots and PNG files."""
-import base64
-import html.parser
 import json
 import os
 
 import pytest
 
 from pipeline import paths, report, report_figures
-
-SECTION_IDS = ("data", "validation", "training", "evaluation", "promotion", "tflite", "timings")
-
-
-class _Parser(html.parser.HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.tables, self.images, self._table, self._row, self._cell = {}, [], None, None, None
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        if tag == "table":
-            self._table = self.tables.setdefault(attrs.get("id", f"table{len(self.tables)}"), [])
-        elif tag == "tr" and self._table is not None:
-            self._row = []
-        elif tag in ("td", "th") and self._row is not None:
-            self._cell = ""
-        elif tag == "img":
-            self.images.append(attrs)
-
-    def handle_data(self, data):
-        if self._cell is not None:
-            self._cell += data
-
-    def handle_endtag(self, tag):
-        if tag in ("td", "th") and self._cell is not None:
-            self._row.append(self._cell)
-            self._cell = None
-        elif tag == "tr" and self._row is not None:
-            self._table.append(self._row)
-            self._row = None
-        elif tag == "table":
-            self._table = None
-
-
-def _parse(page: str) -> _Parser:
-    parser = _Parser()
-    parser.feed(page)
-    return parser
-
-
-def table_rows(page: str, table_id: str):
-    """The body rows of the table with that id, as text cells (the header row left out)."""
-    return _parse(page).tables[table_id][1:]
-
-
-def embedded_images(page: str):
-    """{PNG file name: decoded bytes} of the page's images (each a data URI named by its title)."""
-    return {img["title"]: base64.b64decode(img["src"].split(",", 1)[1]) for img in _parse(page).images}
-
+from tests.helpers import SECTION_IDS, embedded_images, table_rows
 
 SUMMARY = {
     "run_id": "2026-11-22T10:00:00", "status": "not_blessed", "blessed": False, "error": None,

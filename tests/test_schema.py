@@ -4,7 +4,7 @@ import shutil
 
 from components.image_example_gen import folder_layout
 from pipeline import paths, schema
-from tests.conftest import make_class_folder, write_image
+from tests.helpers import make_class_folder, write_image
 
 EMBEDDED_DATA = paths.EMBEDDED_DATA
 

@@ -138,23 +138,6 @@ def use_project_entrypoint(pipeline_spec: Dict[str, Any]) -> None:
         executor["container"]["command"] = [*command[:-1], PROJECT_ENTRYPOINT]
 
 
-def named_classes(pipeline_spec: Dict[str, Any]) -> List[str]:
-    """Every class a step imports by name at run time: executors, and artifact types other than TFX's
-    (whose schema title is the import path). The image must hold them all."""
-    import yaml
-    named = set()
-    for executor in pipeline_spec["deploymentSpec"]["executors"].values():
-        args = executor["container"].get("args", [])
-        named.add(args[args.index("--executor_class_path") + 1])
-    for component in pipeline_spec["components"].values():
-        for side in ("inputDefinitions", "outputDefinitions"):
-            for artifact in component.get(side, {}).get("artifacts", {}).values():
-                title = yaml.safe_load(artifact["artifactType"]["instanceSchema"])["title"]
-                if not title.startswith("tfx."):
-                    named.add(title)
-    return sorted(named)
-
-
 def platform_spec(pipeline_spec: Dict[str, Any], volume: str, mount_path: str) -> Dict[str, Any]:
     """The Kubernetes platform spec that mounts the volume in every step."""
     executors = pipeline_spec["deploymentSpec"]["executors"]
