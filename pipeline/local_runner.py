@@ -65,7 +65,7 @@ class StageProgress(logging.Handler):
 
     def attach(self) -> None:
         """Listens to the orchestrator (absl) and to the stages' key figures, until detach()."""
-        from components import progress
+        from models import progress
         logging.getLogger("absl").addHandler(self)
         figures = logging.getLogger(progress.LOGGER_NAME)
         figures.setLevel(logging.INFO)
@@ -73,12 +73,12 @@ class StageProgress(logging.Handler):
         figures.addHandler(self)
 
     def detach(self) -> None:
-        from components import progress
+        from models import progress
         logging.getLogger("absl").removeHandler(self)
         logging.getLogger(progress.LOGGER_NAME).removeHandler(self)
 
     def emit(self, record: logging.LogRecord) -> None:
-        from components import progress
+        from models import progress
         if record.name == progress.LOGGER_NAME:
             self._figure = record.getMessage()
             return
