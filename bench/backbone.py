@@ -9,7 +9,7 @@ shuffle), half of them held out as the test/ folder (500 held-out photos with th
 runs `python -m pipeline.local_runner --image-size 96 96 --channels 3` on them: once with the photo
 preset (the custom CNN), then once per backbone with its default epochs (frozen, then fine-tuned).
 Without the archive, says so and exits 0. No network here, so the default weights are random: with
-ImageNet weights (--backbone-weights, README: Transfer learning) a user measures what they add.
+ImageNet weights (--backbone-weights, docs/transfer-learning.md) a user measures what they add.
 Prints each run's held-out accuracy, the Trainer's time and parameters.
 """
 import argparse

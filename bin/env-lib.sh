@@ -7,7 +7,7 @@ ROOT_DIR="$ENV_DIR/root"
 ROOT_VENV=/usr/local/tfx-venv         # path of the virtualenv inside the Debian 13 root
 NATIVE_VENV="$ENV_DIR/venv"
 MIN_GLIBC=2.39                   # ml-metadata / TFDV 1.21 wheels are manylinux_2_39
-# Keras 2 (tf_keras) everywhere, as in the official TFX 1.21 image; see README "Keras".
+# Keras 2 (tf_keras) everywhere, as in the official TFX 1.21 image; see docs/running.md, "Keras".
 export TF_USE_LEGACY_KERAS=1
 # oneDNN kernels: TensorFlow leaves them off on non-Intel CPUs; ~18 % faster training on this AMD EPYC.
 export TF_ENABLE_ONEDNN_OPTS="${TF_ENABLE_ONEDNN_OPTS:-1}"

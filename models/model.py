@@ -3,7 +3,7 @@ or CBAM attention, or a classic Conv-BN-ReLU-Pool stack.
 
 Blocks are plain functions whose layer names derive from a prefix; the head returns logits
 (softmax belongs to serving). Everything is chosen by one validated ModelConfig. Keras 2 (tf_keras)
-is used explicitly, see README "Keras".
+is used explicitly, see docs/running.md, "Keras".
 """
 import dataclasses
 import os
@@ -40,7 +40,7 @@ class ModelConfig:
     weight_decay: float = 0.0             # 0 disables it
     weight_decay_mode: str = "decoupled"  # decoupled (AdamW, in the Trainer) or l2 (kernel regularizers)
     # 0.9 instead of Keras' 0.99: moving statistics must converge within a few hundred steps
-    # on small datasets, or inference-mode accuracy collapses (shared NOTES §7).
+    # on small datasets, or inference-mode accuracy collapses (docs/model.md).
     bn_momentum: float = 0.9
 
     def __post_init__(self):

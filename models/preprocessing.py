@@ -60,7 +60,7 @@ RESIZE_ANTIALIAS = True
 
 
 def client_preprocessing(spec: ImageSpec) -> Dict[str, Any]:
-    """The exact steps from image bytes to a TFLite model's input, for quality.json and the README."""
+    """The exact steps from image bytes to a TFLite model's input, for quality.json and docs/tflite.md."""
     return {
         "decode": "tf.io.decode_image(bytes, channels=0, expand_animations=False): the file's own "
                   "channels; a GIF's first frame; EXIF orientation is not applied",

@@ -84,8 +84,8 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
                         help="a Keras application instead of the custom CNN, trained in two phases: frozen, then "
                              "its top layers fine-tuned (default none; images of at least 32x32)")
     parser.add_argument("--backbone-weights", metavar="PATH|imagenet|none",
-                        help="the backbone's starting weights: a weights file without the top (README: Transfer "
-                             "learning), imagenet (downloaded by Keras) or none (random; the default)")
+                        help="the backbone's starting weights: a weights file without the top (docs/transfer-learning.md), "
+                             "imagenet (downloaded by Keras) or none (random; the default)")
     parser.add_argument("--fine-tune-epochs", type=at_least(0),
                         help="with --backbone: epochs of the second phase, top layers unfrozen at a tenth of the "
                              "peak rate (default: TrainingConfig.fine_tune_epochs, 5)")
@@ -128,7 +128,7 @@ def add_threshold_flags(parser: argparse.ArgumentParser) -> None:
 
 def add_preset_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=sorted(configs.PRESETS),
-                        help="flag values for a kind of images (README: Presets); flags you give win over them")
+                        help="flag values for a kind of images (docs/model.md: Presets); flags you give win over them")
 
 
 def add_pipeline_flags(parser: argparse.ArgumentParser) -> None:

@@ -34,7 +34,7 @@ class UsageError(ValueError):
 
 def beam_args(args: argparse.Namespace) -> List[str]:
     """Beam arguments of every Beam step, for --beam-target. Each target is refused, naming what is
-    missing, unless it can work as compiled (README: Kubeflow, Beam)."""
+    missing, unless it can work as compiled (docs/kubeflow.md: Scale-out hooks)."""
     target, extra = args.beam_target, list(args.beam_arg)
     if target == "direct":  # in the step's pod, on the engine the tests run (configs.BEAM_PIPELINE_ARGS)
         return [configs.BEAM_RUNNER, "--direct_running_mode=multi_processing", "--direct_num_workers=0", *extra]
