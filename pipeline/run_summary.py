@@ -73,9 +73,75 @@ def _split_counts(statistics) -> Dict[str, int]:
     return counts
 
 
+def _read_examples(summary: Dict[str, Any], examples) -> None:
+    summary["artifacts"]["examples"] = examples.uri
+    report = files.read_json_if_exists(os.path.join(examples.uri, features.INGEST_REPORT_FILENAME))
+    if report:
+        summary.update(classes=report["classes"], layout=report["layout"],
+                       data_fingerprint=report["data_fingerprint"], file_counts=report["counts"],
+                       ingested_per_class=report["accepted"], rejected_files=report["rejected"],
+                       ignored_files=report["ignored"], converted_files=report["converted"],
+                       identical_files=report.get("identical_files", []), split_leaks=report.get("split_leaks", 0))
+
+
+def _read_statistics(summary: Dict[str, Any], statistics) -> None:
+    summary["artifacts"]["statistics"] = statistics.uri
+    summary["examples_per_split"] = _split_counts(statistics)
+
+
+def _read_anomalies(summary: Dict[str, Any], anomalies) -> None:
+    summary["anomalies"] = read_anomalies(anomalies.uri, json.loads(anomalies.properties["split_names"].string_value))
+
+
+def _read_class_balance(summary: Dict[str, Any], class_balance) -> None:
+    summary["class_balance"] = files.read_json(class_balance.uri)  # a value artifact: the uri is the file
+
+
+def _read_model(summary: Dict[str, Any], model) -> None:
+    summary["trained_model"] = serving_model_path(model.uri)  # what `pipeline.promote force` publishes
+
+
+def _read_model_run(summary: Dict[str, Any], model_run) -> None:
+    summary["artifacts"]["model_run"] = model_run.uri  # TensorBoard logs, throughput.json
+    facts = read_facts(model_run.uri)
+    if facts and "started_from" in facts:  # --warm-start: the champion version, or why not
+        summary["started_from"] = facts["started_from"]
+
+
+def _read_lite_models(summary: Dict[str, Any], lite_models) -> None:
+    summary["tflite"] = read_quality(lite_models.uri)
+
+
+def _read_evaluation(summary: Dict[str, Any], evaluation) -> None:
+    labels = read_labels(os.path.join(summary["artifacts"]["examples"], features.LABELS_FILENAME))
+    summary["evaluation"] = read_evaluation(evaluation.uri, labels)
+    if CHAMPION_SKIPPED_PROPERTY in evaluation.custom_properties:
+        summary["evaluation"]["champion_skipped"] = evaluation.custom_properties[CHAMPION_SKIPPED_PROPERTY].string_value
+
+
+def _read_blessing(summary: Dict[str, Any], blessing) -> None:
+    summary["blessed"] = blessing.custom_properties["blessed"].int_value == 1
+
+
+# What the summary takes from each stage's output, in the pipeline's order: (stage, output key, reader).
+# A stage that did not run, or an output it did not write, is left out.
+STAGE_READERS = (
+    ("ImageFolderExampleGen", "examples", _read_examples),
+    ("StatisticsGen", "statistics", _read_statistics),
+    ("ExampleValidator", "anomalies", _read_anomalies),
+    ("DataGate", "class_balance", _read_class_balance),
+    ("Trainer", "model", _read_model),
+    ("Trainer", "model_run", _read_model_run),
+    ("LiteModels", "lite_models", _read_lite_models),
+    ("Evaluator", "evaluation", _read_evaluation),
+    ("Evaluator", "blessing", _read_blessing),
+)
+
+
 def summarize(nodes: Dict[str, Dict[str, Any]], *, run_id: str, data_root: str, output_dir: str,
               schema_file: str, started: float, error: Optional[BaseException] = None,
               thresholds: Optional[Dict[str, float]] = None) -> Dict[str, Any]:
+    """last_run.json's content: the run's facts, then what each stage wrote (STAGE_READERS), then its outcome."""
     summary: Dict[str, Any] = {
         "run_id": run_id, "status": "failed" if error else "not_blessed",
         "started_at": datetime.datetime.fromtimestamp(started, datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -86,47 +152,10 @@ def summarize(nodes: Dict[str, Dict[str, Any]], *, run_id: str, data_root: str, 
         "blessed": False, "pushed": False, "pushed_paths": {}, "thresholds": thresholds or {},
         "artifacts": {},  # where the run report finds its inputs
     }
-    examples = _single(nodes.get("ImageFolderExampleGen"), "examples")
-    if examples is not None:
-        summary["artifacts"]["examples"] = examples.uri
-        report = files.read_json_if_exists(os.path.join(examples.uri, features.INGEST_REPORT_FILENAME))
-        if report:
-            summary.update(classes=report["classes"], layout=report["layout"],
-                           data_fingerprint=report["data_fingerprint"], file_counts=report["counts"],
-                           ingested_per_class=report["accepted"], rejected_files=report["rejected"],
-                           ignored_files=report["ignored"], converted_files=report["converted"],
-                           identical_files=report.get("identical_files", []), split_leaks=report.get("split_leaks", 0))
-    statistics = _single(nodes.get("StatisticsGen"), "statistics")
-    if statistics is not None:
-        summary["artifacts"]["statistics"] = statistics.uri
-        summary["examples_per_split"] = _split_counts(statistics)
-    anomalies = _single(nodes.get("ExampleValidator"), "anomalies")
-    if anomalies is not None:
-        summary["anomalies"] = read_anomalies(anomalies.uri, json.loads(anomalies.properties["split_names"].string_value))
-    class_balance = _single(nodes.get("DataGate"), "class_balance")
-    if class_balance is not None:
-        summary["class_balance"] = files.read_json(class_balance.uri)  # a value artifact: the uri is the file
-    model = _single(nodes.get("Trainer"), "model")
-    if model is not None:
-        summary["trained_model"] = serving_model_path(model.uri)  # what `pipeline.promote force` publishes
-    model_run = _single(nodes.get("Trainer"), "model_run")
-    if model_run is not None:
-        summary["artifacts"]["model_run"] = model_run.uri  # TensorBoard logs, throughput.json
-        facts = read_facts(model_run.uri)
-        if facts and "started_from" in facts:  # --warm-start: the champion version, or why not
-            summary["started_from"] = facts["started_from"]
-    lite_models = _single(nodes.get("LiteModels"), "lite_models")
-    if lite_models is not None:
-        summary["tflite"] = read_quality(lite_models.uri)
-    evaluation = _single(nodes.get("Evaluator"), "evaluation")
-    if evaluation is not None:
-        summary["evaluation"] = read_evaluation(
-            evaluation.uri, read_labels(os.path.join(examples.uri, features.LABELS_FILENAME)))
-        if CHAMPION_SKIPPED_PROPERTY in evaluation.custom_properties:
-            summary["evaluation"]["champion_skipped"] = evaluation.custom_properties[CHAMPION_SKIPPED_PROPERTY].string_value
-    blessing = _single(nodes.get("Evaluator"), "blessing")
-    if blessing is not None:
-        summary["blessed"] = blessing.custom_properties["blessed"].int_value == 1
+    for stage, key, read in STAGE_READERS:
+        artifact = _single(nodes.get(stage), key)
+        if artifact is not None:
+            read(summary, artifact)
     _add_outcome(summary, nodes, error)
     return summary
 
