@@ -12,8 +12,9 @@ images; the inference arithmetic times the views).
 """
 import dataclasses
 import os
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
@@ -150,6 +151,19 @@ def normalization_constants(tf_transform_output: tft.TFTransformOutput, spec: Im
     low, high = transformed_pixel(0), transformed_pixel(255)
     std = 255.0 / (high - low)
     return -low * std, std
+
+
+def whitening_filters(tf_transform_output: tft.TFTransformOutput, spec: ImageSpec) -> Optional[np.ndarray]:
+    """The dense network's whitening filters [n, n] the Transform step computed (the same for any
+    image: one transformed probe reads them), or None when it computed none."""
+    if features.WHITENING_XF_KEY not in tf_transform_output.transformed_feature_spec():
+        return None
+    png = tf.io.encode_png(tf.zeros(spec.shape, tf.uint8))
+    transformed = tf_transform_output.transform_features_layer()(
+        raw_image_features(tf.reshape(png, [1]), tf_transform_output))
+    flat = transformed[features.WHITENING_XF_KEY].numpy()[0]
+    size = int(round(len(flat) ** 0.5))
+    return flat.reshape(size, size)
 
 
 def export_serving_model(model: keras.Model, tf_transform_output: tft.TFTransformOutput,

@@ -19,6 +19,9 @@ def transformed_name(key: str) -> str:
 
 
 IMAGE_XF_KEY = transformed_name(IMAGE_KEY)
+# The dense network's whitening filters, when the Transform step computes them: the same for every
+# example (an analyzer's result), read once by the Trainer (export.whitening_filters).
+WHITENING_XF_KEY = "whitening_xf"
 
 
 def read_ingest_report(examples_uri: str) -> Dict[str, Any]:

@@ -12,10 +12,10 @@ from typing import Any, Dict, List, Optional, Tuple
 import tensorflow as tf
 import tf_keras as keras
 
-from models import applications
+from models import applications, dense
 from models import files
 
-ARCHITECTURES = ("residual", "classic")
+ARCHITECTURES = ("residual", "classic", "dense")
 ATTENTIONS = ("se", "cbam", "none")
 WEIGHT_DECAY_MODES = ("decoupled", "l2")
 
@@ -26,13 +26,16 @@ class ModelConfig:
     input_shape: Tuple[int, int, int] = (28, 28, 1)
     num_classes: int = 10
     backbone: str = "none"                # a Keras application instead of the blocks below (models/applications.py)
-    architecture: str = "residual"        # residual: depthwise-separable blocks; classic: Conv-BN-ReLU-Pool
+    architecture: str = "residual"        # residual: depthwise-separable blocks; classic: Conv-BN-ReLU-Pool;
+    #                                       dense: whitening, dense 3x3 conv groups, max-pool head (models/dense.py)
     attention: str = "se"                 # residual blocks only: squeeze-excite, CBAM or none
     attention_ratio: float = 0.25         # channel reduction of the attention MLP
     stem_filters: int = 32
     stage_filters: Tuple[int, ...] = (32, 64, 64, 128, 128)
     stage_strides: Tuple[int, ...] = (1, 2, 1, 2, 1)
     stage_dilations: Tuple[int, ...] = ()  # residual blocks, one per stage (empty: all 1); stride-1 stages only
+    group_filters: Tuple[int, ...] = (64, 128, 128)  # dense: the conv groups' filters (x width)
+    whitening_patch: int = 2              # dense: side of the patches the first layer whitens
     width: float = 1.0                    # multiplies the filters of the stem and of every stage
     depth: int = 1                        # blocks per stage: the first takes the stage's stride, the rest 1
     dropout: float = 0.2                  # before the head
@@ -44,7 +47,7 @@ class ModelConfig:
     bn_momentum: float = 0.9
 
     def __post_init__(self):
-        for name in ("input_shape", "stage_filters", "stage_strides", "stage_dilations"):
+        for name in ("input_shape", "stage_filters", "stage_strides", "stage_dilations", "group_filters"):
             object.__setattr__(self, name, tuple(int(d) for d in getattr(self, name)))
         if len(self.input_shape) != 3 or min(self.input_shape) < 1:
             raise ValueError(f"input_shape must be (height, width, channels), got {self.input_shape!r}")
@@ -68,6 +71,9 @@ class ModelConfig:
                                      or any(d > 1 and s > 1 for d, s in zip(self.stage_dilations, self.stage_strides))):
             raise ValueError("stage_dilations must give one rate >= 1 per stage, and 1 where the stride is 2, got "
                              f"{self.stage_dilations!r}")
+        if not self.group_filters or min(self.group_filters) < 1 or not 1 <= self.whitening_patch <= 4:
+            raise ValueError(f"group_filters must be positive and whitening_patch from 1 to 4, got "
+                             f"{self.group_filters!r} and {self.whitening_patch!r}")
         if not 0 < self.width <= 16:
             raise ValueError(f"width must be in (0, 16], got {self.width!r}")
         if not 1 <= self.depth <= 16:
@@ -81,6 +87,13 @@ class ModelConfig:
             raise ValueError(f"weight_decay_mode must be one of {WEIGHT_DECAY_MODES}, got {self.weight_decay_mode!r}")
         if not 0 < self.bn_momentum < 1:
             raise ValueError(f"bn_momentum must be in (0, 1), got {self.bn_momentum!r}")
+
+    def transform_options(self) -> Dict[str, Any]:
+        """What the Transform step computes for this network besides the normalization (the dense
+        network's whitening filters)."""
+        if self.architecture == "dense" and self.backbone == "none":
+            return {"whitening_patch": self.whitening_patch}
+        return {}
 
     def options(self) -> Dict[str, Any]:
         """Everything but the input shape and class count, which the Trainer takes from the data."""
@@ -214,6 +227,8 @@ def build_classifier(config: ModelConfig, normalization: Tuple[float, float] = (
     folded_batchnorm: the custom CNN without BatchNormalization layers, its convolutions with biases
     instead (models/quantization.py folds a trained model's statistics into them)."""
     inputs = keras.Input(shape=config.input_shape, name="image")
+    if config.architecture == "dense" and config.backbone == "none":
+        return dense.dense_classifier(inputs, config)
     if config.backbone != "none":
         x = applications.backbone_features(inputs, config.backbone, normalization)
     else:

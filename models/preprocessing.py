@@ -104,11 +104,25 @@ def _as_vector(tensor) -> tf.Tensor:
     return tf.reshape(tensor, [-1])
 
 
+def whitening_filters(images: tf.Tensor, patch: int, epsilon: float = 5e-4) -> tf.Tensor:
+    """[n, n] (n = patch * patch * channels): a row per filter that whitens the images' patches, the
+    eigenvectors of the patches' covariance over the training split (tft.covariance) divided by the square
+    root of their eigenvalues, largest first. A patch's values are in (row, column, channel) order."""
+    patches = tf.image.extract_patches(images, sizes=[1, patch, patch, 1], strides=[1, 1, 1, 1],
+                                       rates=[1, 1, 1, 1], padding="VALID")
+    covariance = tft.covariance(tf.reshape(patches, [-1, patches.shape[-1]]), tf.float32)
+    eigenvalues, eigenvectors = tf.linalg.eigh(covariance)  # ascending; eigenvectors in columns
+    return tf.reverse(tf.transpose(eigenvectors) / tf.sqrt(eigenvalues + epsilon)[:, None], axis=[0])
+
+
 def preprocessing_fn(inputs: Dict[str, Any], custom_config: Dict[str, Any]) -> Dict[str, tf.Tensor]:
-    """tf.Transform entry point. Normalization statistics are computed over the training split."""
+    """tf.Transform entry point. Normalization statistics are computed over the training split, and so
+    are the dense network's whitening filters when custom_config asks for them (whitening_patch)."""
     spec = ImageSpec.from_config(custom_config["image"])
     images = decode_images(_as_vector(inputs[features.IMAGE_KEY]), spec)
-    return {
-        features.IMAGE_XF_KEY: normalize(images, tft.mean(images), tft.var(images)),
-        features.LABEL_KEY: _as_vector(inputs[features.LABEL_KEY]),
-    }
+    normalized = normalize(images, tft.mean(images), tft.var(images))
+    outputs = {features.IMAGE_XF_KEY: normalized, features.LABEL_KEY: _as_vector(inputs[features.LABEL_KEY])}
+    if custom_config.get("whitening_patch"):
+        filters = tf.reshape(whitening_filters(normalized, int(custom_config["whitening_patch"])), [1, -1])
+        outputs[features.WHITENING_XF_KEY] = tf.tile(filters, [tf.shape(normalized)[0], 1])
+    return outputs

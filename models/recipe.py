@@ -17,6 +17,11 @@ class TrainingConfig:
     warmup_epochs: float = 1.0        # linear warm-up from 0 to the peak (at most half of the training)
     restarts: int = 2                 # cosine cycles after the warm-up: restarts + 1, each twice the one before
     label_smoothing: float = 0.1
+    optimizer: str = "adam"           # adam (AdamW with decoupled weight decay) or sgd (Nesterov momentum)
+    momentum: float = 0.9             # sgd's
+    schedule: str = "cosine"          # after the warm-up: cosine decay with restarts, or linear decay
+    ema: float = 0.0                  # momentum of an average of the weights, which is what is exported (0: off)
+    pad_mode: str = "zero"            # crop-pad's fill: zero (the mean pixel once normalized) or reflect
     validation_percent: int = 10      # of the training split (by file-name hash), watched by early stopping
     early_stopping_patience: int = 8  # epochs without a lower validation loss; 0 disables early stopping
     shift_rotate: bool = True         # small shifts and rotations, training only
@@ -49,12 +54,40 @@ class TrainingConfig:
                              f"{self.crop_pad}: a model not trained on images shifted so far has not learnt them")
         if not self.backbone_weights:
             raise ValueError("backbone_weights must be none, imagenet or a path, got an empty string")
+        for name, value, choices in (("optimizer", self.optimizer, OPTIMIZERS), ("schedule", self.schedule, SCHEDULES),
+                                     ("pad_mode", self.pad_mode, PAD_MODES)):
+            if value not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+        if not 0 <= self.momentum < 1 or not 0 <= self.ema < 1:
+            raise ValueError(f"momentum and ema must be in [0, 1), got {self.momentum!r} and {self.ema!r}")
         if not 0 <= self.validation_percent <= 50:
             raise ValueError(f"validation_percent must be from 0 to 50, got {self.validation_percent!r}")
 
     @property
     def inference_views(self) -> export.InferenceViews:
         return export.InferenceViews(flip=self.test_time_flip, shift=self.test_time_shift)
+
+
+OPTIMIZERS, SCHEDULES, PAD_MODES = ("adam", "sgd"), ("cosine", "linear"), ("zero", "reflect")
+
+
+@keras.utils.register_keras_serializable(package="image_cnn")
+class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up to peak, then linear decay to end x peak when the training ends (the CIFAR-10
+    speed records' schedule)."""
+
+    def __init__(self, peak: float, warmup_steps: int, total_steps: int, end: float = 0.07):
+        super().__init__()
+        self.peak, self.warmup_steps, self.total_steps, self.end = float(peak), int(warmup_steps), int(total_steps), float(end)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        warming = self.peak * (step + 1) / max(self.warmup_steps, 1)
+        done = (step - self.warmup_steps) / max(self.total_steps - self.warmup_steps, 1)
+        return tf.where(step < self.warmup_steps, warming, self.peak * (1 - (1 - self.end) * tf.minimum(done, 1.0)))
+
+    def get_config(self):
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps, "end": self.end}
 
 
 @keras.utils.register_keras_serializable(package="image_cnn")
@@ -90,27 +123,36 @@ def smoothed_sparse_crossentropy(num_classes: int, label_smoothing: float):
     return loss
 
 
-def schedule_for(training: TrainingConfig, steps_per_epoch: int, replicas: int) -> WarmupCosineRestarts:
+def schedule_for(training: TrainingConfig, steps_per_epoch: int, replicas: int):
     """Peak learning rate x replicas (the linear scaling rule); the warm-up takes at most half the training."""
     total_steps = training.epochs * steps_per_epoch
-    return WarmupCosineRestarts(training.learning_rate * replicas,
-                                warmup_steps=min(round(training.warmup_epochs * steps_per_epoch), total_steps // 2),
+    warmup_steps = min(round(training.warmup_epochs * steps_per_epoch), total_steps // 2)
+    if training.schedule == "linear":
+        return WarmupLinearDecay(training.learning_rate * replicas, warmup_steps, total_steps)
+    return WarmupCosineRestarts(training.learning_rate * replicas, warmup_steps=warmup_steps,
                                 total_steps=total_steps, restarts=training.restarts)
 
 
 def compile_model(model: keras.Model, model_config: ModelConfig, training: TrainingConfig,
-                  steps_per_epoch: int, replicas: int, loss=None) -> WarmupCosineRestarts:
+                  steps_per_epoch: int, replicas: int, loss=None):
     """Optimizer, schedule, loss (by default, label-smoothed cross-entropy on the labels) and metric;
     returns the learning-rate schedule."""
     schedule = schedule_for(training, steps_per_epoch, replicas)
-    model.compile(optimizer=optimizer_for(model_config, schedule),
+    model.compile(optimizer=optimizer_for(model_config, training, schedule),
                   loss=loss or smoothed_sparse_crossentropy(model_config.num_classes, training.label_smoothing),
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
     return schedule
 
 
-def optimizer_for(model_config: ModelConfig, learning_rate) -> keras.optimizers.Optimizer:
-    """Adam; AdamW when the model asks for decoupled weight decay (L2 mode lives in the layers)."""
-    if model_config.weight_decay and model_config.weight_decay_mode == "decoupled":
-        return keras.optimizers.AdamW(learning_rate, weight_decay=model_config.weight_decay)
-    return keras.optimizers.Adam(learning_rate)
+def optimizer_for(model_config: ModelConfig, training: TrainingConfig, learning_rate) -> keras.optimizers.Optimizer:
+    """Adam, or SGD with Nesterov momentum; decoupled weight decay when the model asks for it (L2 mode
+    lives in the layers); with training.ema, an average of the weights that fit writes into the model
+    when it ends, so that the average is what is exported."""
+    decay = model_config.weight_decay if model_config.weight_decay_mode == "decoupled" else 0.0
+    average = {"use_ema": True, "ema_momentum": training.ema} if training.ema else {}
+    if training.optimizer == "sgd":
+        return keras.optimizers.SGD(learning_rate, momentum=training.momentum, nesterov=True,
+                                    weight_decay=decay or None, **average)
+    if decay:
+        return keras.optimizers.AdamW(learning_rate, weight_decay=decay, **average)
+    return keras.optimizers.Adam(learning_rate, **average)

@@ -8,19 +8,20 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from absl import logging
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 from tfx import v1 as tfx
 
-from models import applications
+from models import applications, dense
 from models import export, features, lite, sources
 from models import files
 from models.distribution import is_chief, save_on_chief, tf_config, training_strategy
 from models.labels import read_labels
 from models.model import ModelConfig, build_classifier, write_facts
 from models.preprocessing import ImageSpec
-from models.recipe import TrainingConfig, WarmupCosineRestarts, compile_model
+from models.recipe import TrainingConfig, compile_model
 # make_datasets by module attribute: tests/two_workers.py records what run_fn passes it
 from models.training_data import count_examples, examples_root, make_datasets
 from models.warm_start import WARM_START_LEARNING_RATE, start_from_champion, warm_started
@@ -30,7 +31,7 @@ from models.warm_start import WARM_START_LEARNING_RATE, start_from_champion, war
 LEARNING_RATE_FILENAME = "learning_rate.json"
 
 
-def write_learning_rates(schedule: WarmupCosineRestarts, steps_per_epoch: int, log_dir: str) -> None:
+def write_learning_rates(schedule: keras.optimizers.schedules.LearningRateSchedule, steps_per_epoch: int, log_dir: str) -> None:
     """<log_dir>/learning_rate.json: the rate of every training step, for the run report's curve."""
     rates = schedule(tf.range(schedule.total_steps)).numpy()
     tf.io.gfile.makedirs(log_dir)
@@ -134,8 +135,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     # a backbone undoes the Transform graph's normalization; probed outside the scope, which would own its variables
     normalization = ((0.0, 1.0) if model_config.backbone == "none" else
                      export.normalization_constants(tf_transform_output, spec))
+    whitening = export.whitening_filters(tf_transform_output, spec)
     with strategy.scope():
-        model = build_network(model_config, training, normalization, train)
+        model = build_network(model_config, training, normalization, train, whitening)
         # base_model is the champion when the pipeline was made with --warm-start, and None otherwise
         started_from = (None if fn_args.base_model is None else
                         start_from_champion(model, model_config, label_names, fn_args.base_model))
@@ -169,11 +171,12 @@ CALIBRATION_BATCHES = 4  # of training images, for a random backbone's BatchNorm
 
 
 def build_network(model_config: ModelConfig, training: TrainingConfig, normalization: Tuple[float, float],
-                  train: tf.data.Dataset) -> keras.Model:
-    """The classifier; with a Keras application backbone, its starting weights loaded (random ones
-    with BatchNormalization statistics from the training batches) and the backbone frozen for the
-    first phase."""
+                  train: tf.data.Dataset, whitening: Optional[np.ndarray] = None) -> keras.Model:
+    """The classifier; the dense network's whitening filters set (the Transform step's); with a Keras
+    application backbone, its starting weights loaded (random ones with BatchNormalization statistics
+    from the training batches) and the backbone frozen for the first phase."""
     model = build_classifier(model_config, normalization)
+    dense.set_whitening(model, whitening)
     if model_config.backbone != "none":
         applications.load_weights(model, model_config.backbone, training.backbone_weights)
         if training.backbone_weights == "none":

@@ -47,15 +47,16 @@ def count_examples(file_patterns: List[str], validation_percent: int) -> Tuple[i
 
 def augmenter(training: TrainingConfig, height: int, width: int) -> Optional[keras.Sequential]:
     """The training-only augmentation the config asks for, or None. Crop-pad is a shift of each image by
-    a whole number of pixels, up to the pad, filled with zeros (the mean pixel once normalized): Keras'
+    a whole number of pixels, up to the pad, filled with zeros (the mean pixel once normalized) or reflected (pad_mode): Keras'
     RandomCrop would crop a whole batch at one offset."""
     layers = []
     if training.shift_rotate:
         layers += [keras.layers.RandomTranslation(0.1, 0.1, fill_mode="nearest"),
                    keras.layers.RandomRotation(0.04, fill_mode="nearest")]
     if training.crop_pad:
+        fill = "reflect" if training.pad_mode == "reflect" else "constant"
         layers.append(keras.layers.RandomTranslation(training.crop_pad / height, training.crop_pad / width,
-                                                     fill_mode="constant", fill_value=0.0, interpolation="nearest"))
+                                                     fill_mode=fill, fill_value=0.0, interpolation="nearest"))
     if training.flip:
         layers.append(keras.layers.RandomFlip("horizontal"))
     return keras.Sequential(layers, name="augment") if layers else None

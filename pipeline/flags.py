@@ -43,6 +43,16 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--restarts", type=at_least(0),
                         help="cosine cycles after the warm-up, each twice as long as the one before; "
                              "default: TrainingConfig.restarts (2)")
+    parser.add_argument("--optimizer", choices=("adam", "sgd"),
+                        help="adam (AdamW with --weight-decay; the default) or sgd (Nesterov momentum 0.9)")
+    parser.add_argument("--schedule", choices=("cosine", "linear"),
+                        help="after the warm-up: cosine decay with --restarts (default), or linear decay to 0.07 of "
+                             "the peak")
+    parser.add_argument("--warmup-epochs", type=float, help="default: TrainingConfig.warmup_epochs (1)")
+    parser.add_argument("--label-smoothing", type=float, help="default: TrainingConfig.label_smoothing (0.1)")
+    parser.add_argument("--ema", type=float, metavar="MOMENTUM",
+                        help="keep an exponential average of the weights (e.g. 0.99) and export it as the served "
+                             "weights (default 0: off)")
     parser.add_argument("--shift-rotate", action=argparse.BooleanOptionalAction,
                         help="augment with small shifts and rotations (default: on)")
     parser.add_argument("--flip", action=argparse.BooleanOptionalAction,
@@ -55,7 +65,9 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
                              "PIXELS (with --test-time-flip, their mirrors too; needs --crop-pad of at least PIXELS; "
                              "five times the inference time; default 0: off)")
     parser.add_argument("--crop-pad", type=at_least(0), metavar="PIXELS",
-                        help="augment by shifting each image up to this many pixels, zero-filled (default 0: off)")
+                        help="augment by shifting each image up to this many pixels (default 0: off)")
+    parser.add_argument("--pad-mode", choices=("zero", "reflect"),
+                        help="what --crop-pad fills the uncovered border with: zeros (default) or the image reflected")
     parser.add_argument("--validation-percent", type=at_least(0), metavar="PERCENT",
                         help="share of the training images the Trainer holds out to watch each epoch and stop "
                              "early (0: train on all of them, no early stopping); default: "
@@ -73,8 +85,10 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def add_model_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--architecture", choices=("residual", "classic"),
-                        help="residual: depthwise-separable residual blocks (default); classic: Conv-BN-ReLU-Pool")
+    parser.add_argument("--architecture", choices=("residual", "classic", "dense"),
+                        help="residual: depthwise-separable residual blocks (default); classic: Conv-BN-ReLU-Pool; "
+                             "dense: a whitening layer the Transform step computes, dense 3x3 conv groups with "
+                             "pooling and a max-pool head, the shape of the CIFAR-10 speed records (docs/model.md)")
     parser.add_argument("--attention", choices=("se", "cbam", "none"),
                         help="attention in residual blocks: squeeze-excite (default), CBAM or none")
     parser.add_argument("--width", type=positive,
@@ -165,7 +179,8 @@ FLAG_FIELDS = {
     "channels": ("image", "channels"),
     **{name: ("training", name) for name in (
         "epochs", "batch_size", "learning_rate", "restarts", "shift_rotate", "flip", "test_time_flip",
-        "test_time_shift", "crop_pad", "validation_percent", "profile", "fine_tune_epochs")},
+        "test_time_shift", "crop_pad", "validation_percent", "profile", "fine_tune_epochs", "optimizer", "schedule",
+        "warmup_epochs", "label_smoothing", "ema", "pad_mode")},
     "quantization_aware": ("training", "quantization_aware_epochs"),
     "backbone_weights": ("training", "backbone_weights"),
     **{name: ("model", name) for name in (

@@ -100,7 +100,7 @@ def _training_stages(example_gen, schema_gen, data_gate, retrain_gate, *, servin
         # StatisticsGen already describes the raw images, and nothing reads statistics of the
         # normalized pixels: computing both again was most of Transform's time (bench/RESULTS.md)
         disable_statistics=True,
-        custom_config={"image": image_spec.to_config()})
+        custom_config={"image": image_spec.to_config(), **settings.model.transform_options()})
     transform.add_upstream_node(data_gate)
     champion = ChampionModel(serving_dir=serving_dir)
     trainer = Trainer(

@@ -111,10 +111,25 @@ def png(pixels: np.ndarray) -> bytes:
 
 # --- facts computed by hand ---------------------------------------------------------------------
 
+def _dense_parameter_count(config: ModelConfig) -> int:
+    """The dense network: a bias-free whitening layer of 2 x patch^2 x channels filters; per group two 3x3
+    convolutions without bias, each followed by BatchNormalization without scale (beta, moving mean and
+    variance); a bias-free head."""
+    channels = config.input_shape[-1]
+    patch_values = config.whitening_patch ** 2 * channels
+    total, channels = patch_values * 2 * patch_values, 2 * patch_values
+    for filters in (config.scaled(f) for f in config.group_filters):
+        total += 9 * channels * filters + 3 * filters + 9 * filters * filters + 3 * filters
+        channels = filters
+    return total + channels * config.num_classes
+
+
 def expected_parameter_count(config: ModelConfig) -> int:
     """Parameter count computed by hand from the architecture (pinned by a test); the custom CNN's only."""
     if config.backbone != "none":
         raise ValueError("the parameter count of a Keras application is not computed by hand")
+    if config.architecture == "dense":
+        return _dense_parameter_count(config)
     batchnorm = 4  # gamma, beta, moving mean, moving variance per channel
     channels, stem = config.input_shape[-1], config.scaled(config.stem_filters)
     total = 9 * channels * stem + batchnorm * stem

@@ -173,7 +173,9 @@ NOT_DEFAULT = {"image_size": [32, 32], "channels": 3, "epochs": 3, "batch_size":
                "backbone_weights": "none", "fine_tune_epochs": 5, "weight_decay": 0.1, "weight_decay_mode": "l2",
                "eval_percent": 10, "strict": True, "retrain_always": True, "max_class_drift": 0.2,
                "max_image_pixels": 1000, "min_accuracy": 0.7, "max_accuracy_drop": 0.05, "min_class_accuracy": 0.3,
-               "max_tflite_accuracy_drop": 0.02, "tflite": ["int8"], "min_tflite_agreement": 0.95}
+               "max_tflite_accuracy_drop": 0.02, "tflite": ["int8"], "min_tflite_agreement": 0.95,
+               "optimizer": "sgd", "schedule": "linear", "warmup_epochs": 2.0, "label_smoothing": 0.2, "ema": 0.99,
+               "pad_mode": "reflect"}
 AT_DEFAULT = {"backbone", "backbone_weights", "fine_tune_epochs"}  # only a backbone could change them
 
 

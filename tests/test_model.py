@@ -44,6 +44,24 @@ def test_classic_parameter_count_by_hand():
     assert build_classifier(ModelConfig(architecture="classic")).count_params() == 289_066
 
 
+def test_dense_network_parameter_count_is_pinned_by_hand():
+    """The airbench93 shape on CIFAR-sized photos: 2x2 whitening (24 filters), groups 64/128/128."""
+    config = ModelConfig(architecture="dense", input_shape=(32, 32, 3), num_classes=10)
+    whitening = 12 * 24                                                           # 288, frozen
+    groups = ((9 * 24 * 64 + 3 * 64 + 9 * 64 * 64 + 3 * 64)                       # 51,072
+              + (9 * 64 * 128 + 3 * 128 + 9 * 128 * 128 + 3 * 128)               # 221,952
+              + (9 * 128 * 128 + 3 * 128 + 9 * 128 * 128 + 3 * 128))              # 295,680
+    head = 128 * 10                                                               # 1,280, no bias
+    assert whitening + groups + head == 570_272 == expected_parameter_count(config)
+    model = build_classifier(config)
+    assert model.count_params() == 570_272
+    assert not model.get_layer("whitening_conv").trainable
+    assert model(np.zeros((2, 32, 32, 3), np.float32)).shape == (2, 10)
+    wider = ModelConfig(architecture="dense", input_shape=(32, 32, 3), num_classes=10, group_filters=(64, 256, 256),
+                        width=0.5)
+    assert build_classifier(wider).count_params() == expected_parameter_count(wider)
+
+
 def test_default_config_parameter_count_is_pinned():
     # By hand (dw = depthwise 3x3, pw = pointwise 1x1, BN = 4 per channel, SE = two 1x1 convs with bias):
     stem = 9 * 32 + 4 * 32                                                                    # 416

@@ -79,3 +79,36 @@ def test_a_client_following_the_recorded_preprocessing_feeds_the_model_exactly_w
     np.testing.assert_array_equal(_client_from_contract(photo, contract), model_input)
     defaults = tf.image.resize(tf.cast(tf.io.decode_png(photo, channels=3), tf.float32), [32, 32]).numpy()
     assert np.abs(defaults - model_input).max() > 10
+
+
+def test_the_whitening_filters_the_transform_step_computes_whiten_the_training_patches(tmp_path):
+    """Images whose neighbouring pixels and channels are strongly correlated (smooth colour fields):
+    through real tf.Transform, the dense network's filters, set into its frozen first layer, make the
+    training patches' covariance the identity (up to the epsilon that keeps tiny directions finite)."""
+    from models import dense
+    from models.model import ModelConfig, build_classifier
+    rng = np.random.default_rng(1)
+    spec = ImageSpec(height=8, width=8, channels=3)
+    base = rng.normal(0, 1, (40, 4, 4, 3)) @ np.array([[1.0, 0.8, 0.6], [0.0, 0.5, 0.3], [0.0, 0.0, 0.2]])
+    smooth = np.kron(base, np.ones((1, 2, 2, 1))) + rng.normal(0, 0.3, (40, 8, 8, 3))
+    pixels = np.clip(128 + 40 * smooth, 0, 255).astype(np.uint8)
+    raw = [{features.IMAGE_KEY: [_encoded(p, "PNG")], features.LABEL_KEY: [0]} for p in pixels]
+
+    def fn(inputs):
+        return preprocessing.preprocessing_fn(inputs, {"image": spec.to_config(), "whitening_patch": 2})
+
+    with tft_beam.Context(temp_dir=str(tmp_path), force_tf_compat_v1=False):
+        (transformed, _), _ = ((raw, _raw_metadata()) | tft_beam.AnalyzeAndTransformDataset(fn))
+    filters = np.asarray(transformed[0][features.WHITENING_XF_KEY]).reshape(12, 12)
+    assert all(np.array_equal(t[features.WHITENING_XF_KEY], transformed[0][features.WHITENING_XF_KEY])
+               for t in transformed), "an analyzer's result: the same for every example"
+    images = np.stack([t[features.IMAGE_XF_KEY] for t in transformed]).astype(np.float32)
+    model = build_classifier(ModelConfig(architecture="dense", input_shape=spec.shape, num_classes=2,
+                                         group_filters=(4,)))
+    dense.set_whitening(model, filters)
+    conv = model.get_layer("whitening_conv")
+    whitened = conv(images).numpy().reshape(-1, 24)[:, :12]  # the filters, without their negatives
+    covariance = np.cov(whitened, rowvar=False)
+    assert np.allclose(covariance, np.eye(12), atol=0.05), np.round(covariance, 2)
+    raw_patches = tf.image.extract_patches(images, [1, 2, 2, 1], [1, 1, 1, 1], [1, 1, 1, 1], "VALID").numpy()
+    assert np.abs(np.corrcoef(raw_patches.reshape(-1, 12), rowvar=False) - np.eye(12)).max() > 0.5  # it had work

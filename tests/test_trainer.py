@@ -245,3 +245,59 @@ def test_the_checkpoint_folder_changes_with_the_code_and_a_source_edit_changes_t
 
     monkeypatch.setattr(sources, "sources_digest", lambda: before)  # the project's code, as if edited
     assert checkpoint_dir(str(tmp_path), fn_args) != first
+
+
+def test_reflect_padding_fills_the_border_a_shift_uncovers_with_the_image_not_zeros():
+    augment = augmenter(TrainingConfig(shift_rotate=False, crop_pad=4, pad_mode="reflect"), 16, 16)
+    image = np.arange(1, 257, dtype=np.float32).reshape(1, 16, 16, 1)  # no zero anywhere
+    keras.utils.set_random_seed(0)
+    outputs = augment(np.repeat(image, 32, axis=0), training=True).numpy()
+    assert (outputs > 0).all(), "reflected, never zero-filled"
+    moved = [not np.array_equal(out, image[0]) for out in outputs]
+    assert sum(moved) > 16, "most images are shifted"
+    zero_filled = augmenter(TrainingConfig(shift_rotate=False, crop_pad=4), 16, 16)
+    assert (zero_filled(np.repeat(image, 32, axis=0), training=True).numpy() == 0).any()
+
+
+def test_the_linear_schedule_warms_up_then_decays_linearly_to_its_end_share():
+    from models.recipe import WarmupLinearDecay
+    schedule = schedule_for(TrainingConfig(epochs=10, learning_rate=0.1, schedule="linear", warmup_epochs=2),
+                            steps_per_epoch=10, replicas=1)
+    assert isinstance(schedule, WarmupLinearDecay)
+    rates = schedule(tf.range(100)).numpy()
+    assert rates[19] == pytest.approx(0.1) and rates[0] == pytest.approx(0.1 / 20)
+    assert np.all(np.diff(rates[:20]) > 0) and np.all(np.diff(rates[20:]) < 0)
+    assert np.allclose(np.diff(rates[20:]), np.diff(rates[20:])[0], atol=1e-7), "a straight line"
+    assert rates[99] == pytest.approx(0.1 * (1 - 0.93 * 79 / 80), rel=1e-4)
+    assert WarmupLinearDecay(**schedule.get_config()).get_config() == schedule.get_config()
+
+
+def test_sgd_is_nesterov_and_the_exported_weights_are_the_average_computed_by_hand():
+    """With --ema, fit leaves in the model the exponential average of the weights after every step
+    (tf_keras starts it at the weights before training), which is what the SavedModel then holds."""
+    from models.recipe import optimizer_for
+    sgd = optimizer_for(ModelConfig(weight_decay=0.01), TrainingConfig(optimizer="sgd"), 0.1)
+    assert isinstance(sgd, keras.optimizers.SGD) and sgd.nesterov and sgd.momentum == 0.9
+    assert sgd.weight_decay == 0.01
+    assert isinstance(optimizer_for(ModelConfig(), TrainingConfig(), 0.1), keras.optimizers.Adam)
+    images = np.random.default_rng(0).normal(0, 1, (64, 4)).astype(np.float32)
+    labels = (images[:, 0] > 0).astype(np.int64)
+
+    def trained(ema: float):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        model.compile(optimizer_for(ModelConfig(), TrainingConfig(optimizer="sgd", ema=ema), 0.5),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        seen = []
+        after_step = keras.callbacks.LambdaCallback(on_train_begin=lambda *_: seen.append(model.get_weights()),
+                                                    on_train_batch_end=lambda *_: seen.append(model.get_weights()))
+        model.fit(images, labels, batch_size=16, epochs=2, shuffle=False, verbose=0, callbacks=[after_step])
+        return model.get_weights(), seen
+
+    plain, steps = trained(0.0)
+    averaged, _ = trained(0.8)
+    by_hand = steps[0]
+    for weights in steps[1:]:
+        by_hand = [0.8 * a + 0.2 * w for a, w in zip(by_hand, weights)]
+    assert all(np.allclose(a, h, atol=1e-6) for a, h in zip(averaged, by_hand))
+    assert not all(np.allclose(a, p) for a, p in zip(averaged, plain))
