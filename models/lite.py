@@ -90,11 +90,11 @@ def convert(saved_model, variant: str, representative_images: Optional[np.ndarra
 
 
 class LiteClassifier:
-    """A TFLite model on one thread: float images in 0..255 -> float probabilities, whatever the
-    variant's input and output types."""
+    """A TFLite model (on one thread unless told otherwise): float images in 0..255 -> float
+    probabilities, whatever the variant's input and output types."""
 
-    def __init__(self, model: bytes):
-        self._interpreter = tf.lite.Interpreter(model_content=model, num_threads=1)
+    def __init__(self, model: bytes, num_threads: int = 1):
+        self._interpreter = tf.lite.Interpreter(model_content=model, num_threads=num_threads)
         self._input = self._interpreter.get_input_details()[0]
         self._output = self._interpreter.get_output_details()[0]
         self._batch = None

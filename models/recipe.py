@@ -78,7 +78,8 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
 
     def __init__(self, peak: float, warmup_steps: int, total_steps: int, end: float = 0.07):
         super().__init__()
-        self.peak, self.warmup_steps, self.total_steps, self.end = float(peak), int(warmup_steps), int(total_steps), float(end)
+        self.peak, self.end = float(peak), float(end)
+        self.warmup_steps, self.total_steps = int(warmup_steps), int(total_steps)
 
     def __call__(self, step):
         step = tf.cast(step, tf.float32)

@@ -31,7 +31,8 @@ from models.warm_start import WARM_START_LEARNING_RATE, start_from_champion, war
 LEARNING_RATE_FILENAME = "learning_rate.json"
 
 
-def write_learning_rates(schedule: keras.optimizers.schedules.LearningRateSchedule, steps_per_epoch: int, log_dir: str) -> None:
+def write_learning_rates(schedule: keras.optimizers.schedules.LearningRateSchedule, steps_per_epoch: int,
+                         log_dir: str) -> None:
     """<log_dir>/learning_rate.json: the rate of every training step, for the run report's curve."""
     rates = schedule(tf.range(schedule.total_steps)).numpy()
     tf.io.gfile.makedirs(log_dir)

@@ -97,8 +97,10 @@ class PipelineSettings:
         from models.applications import check_input
         backbone, weights = self.model.backbone, self.training.backbone_weights
         check_input(backbone, self.image.shape)
-        if backbone == "none" and (weights != "none" or self.training.fine_tune_epochs != TrainingConfig.fine_tune_epochs):
-            raise ValueError("--backbone-weights and --fine-tune-epochs need --backbone mobilenet_v2 or efficientnet_b0")
+        fine_tuning = self.training.fine_tune_epochs != TrainingConfig.fine_tune_epochs
+        if backbone == "none" and (weights != "none" or fine_tuning):
+            raise ValueError("--backbone-weights and --fine-tune-epochs need --backbone mobilenet_v2 or "
+                             "efficientnet_b0")
         if self.model.architecture == "dense" and backbone == "none" and self.training.quantization_aware_epochs:
             raise ValueError("--quantization-aware works on the residual and classic networks: the dense network's "
                              "frozen whitening layer has no BatchNormalization to fold; post-training int8 applies")

@@ -47,8 +47,8 @@ def count_examples(file_patterns: List[str], validation_percent: int) -> Tuple[i
 
 def augmenter(training: TrainingConfig, height: int, width: int) -> Optional[keras.Sequential]:
     """The training-only augmentation the config asks for, or None. Crop-pad is a shift of each image by
-    a whole number of pixels, up to the pad, filled with zeros (the mean pixel once normalized) or reflected (pad_mode): Keras'
-    RandomCrop would crop a whole batch at one offset."""
+    a whole number of pixels, up to the pad, filled with zeros (the mean pixel once normalized) or
+    reflected (pad_mode): Keras' RandomCrop would crop a whole batch at one offset."""
     layers = []
     if training.shift_rotate:
         layers += [keras.layers.RandomTranslation(0.1, 0.1, fill_mode="nearest"),
