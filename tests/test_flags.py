@@ -29,6 +29,18 @@ def test_the_photos_preset_sets_the_network_augmentation_and_schedule_it_documen
                                               "min_tflite_agreement"}
 
 
+def test_the_photos_dense_preset_sets_the_records_network_and_recipe():
+    settings = _settings("--preset", "photos-dense", "--image-size", "32", "32", "--channels", "3")
+    training = settings.training
+    assert (settings.model.architecture, settings.model.group_filters) == ("dense", (64, 128, 128))
+    assert (training.optimizer, training.schedule, training.learning_rate, training.label_smoothing) == (
+        "sgd", "linear", 1.0, 0.2)
+    assert (training.crop_pad, training.pad_mode, training.flip, training.test_time_flip) == (2, "reflect", True, True)
+    assert (training.validation_percent, training.epochs, training.batch_size) == (0, 12, 512)
+    assert settings.model.transform_options() == {"whitening_patch": 2}
+    assert _settings("--preset", "photos-dense", "--architecture", "residual").model.transform_options() == {}
+
+
 def test_both_runners_take_the_presets_accuracy_floor_where_they_read_it_themselves():
     from pipeline import kubeflow_runner
     # local_runner records it in last_run.json; kubeflow_runner makes it the run parameter's default
