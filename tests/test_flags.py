@@ -12,33 +12,31 @@ def _settings(*argv: str):
     return flags.pipeline_settings(local_runner.parse_args(list(argv)))
 
 
-def test_the_photos_preset_sets_the_network_augmentation_and_schedule_it_documents():
+def test_the_photos_preset_sets_the_records_network_and_recipe_it_documents():
     settings = _settings("--preset", "photos", "--image-size", "32", "32", "--channels", "3")
-    model, training = settings.model, settings.training
-    assert (model.width, model.depth) == (1.5, 1)
-    assert (training.flip, training.crop_pad, training.shift_rotate, training.restarts) == (True, 4, False, 0)
-    assert (training.test_time_flip, training.test_time_shift) == (True, 0)
-    assert (settings.lite.min_agreement, settings.thresholds.min_accuracy, model.weight_decay) == (0.99, 0.8, 0.05)
-    assert _settings().lite.min_agreement == LiteBounds().min_agreement
-    assert _settings().thresholds.min_accuracy == Thresholds().min_accuracy
-    assert _settings("--preset", "photos", "--min-accuracy", "0.5").thresholds.min_accuracy == 0.5
-    assert settings.image.shape == (32, 32, 3)
-    assert (training.epochs, training.batch_size) == (27, 64)
-    assert set(configs.PRESETS["photos"]) == {"width", "flip", "test_time_flip", "crop_pad", "shift_rotate",
-                                              "restarts", "epochs", "batch_size", "weight_decay", "min_accuracy",
-                                              "min_tflite_agreement"}
-
-
-def test_the_photos_dense_preset_sets_the_records_network_and_recipe():
-    settings = _settings("--preset", "photos-dense", "--image-size", "32", "32", "--channels", "3")
     training = settings.training
     assert (settings.model.architecture, settings.model.group_filters) == ("dense", (64, 128, 128))
+    assert settings.model.transform_options() == {"whitening_patch": 2}
     assert (training.optimizer, training.schedule, training.learning_rate, training.label_smoothing) == (
         "sgd", "linear", 1.0, 0.2)
     assert (training.crop_pad, training.pad_mode, training.flip, training.test_time_flip) == (2, "reflect", True, True)
-    assert (training.validation_percent, training.epochs, training.batch_size) == (0, 12, 512)
-    assert settings.model.transform_options() == {"whitening_patch": 2}
-    assert _settings("--preset", "photos-dense", "--architecture", "residual").model.transform_options() == {}
+    assert (training.shift_rotate, training.validation_percent, training.epochs, training.batch_size) == (
+        False, 0, 18, 512)
+    assert (settings.lite.min_agreement, settings.thresholds.min_accuracy, settings.model.weight_decay) == (
+        0.99, 0.8, 0.005)
+    assert _settings().lite.min_agreement == LiteBounds().min_agreement
+    assert _settings().thresholds.min_accuracy == Thresholds().min_accuracy
+    assert _settings("--preset", "photos", "--min-accuracy", "0.5").thresholds.min_accuracy == 0.5
+    assert _settings("--preset", "photos", "--architecture", "residual").model.transform_options() == {}
+    assert settings.image.shape == (32, 32, 3)
+
+
+def test_the_photos_residual_preset_keeps_the_residual_network_tuned_for_photos():
+    settings = _settings("--preset", "photos-residual", "--image-size", "32", "32", "--channels", "3")
+    model, training = settings.model, settings.training
+    assert (model.architecture, model.width, model.depth, model.weight_decay) == ("residual", 1.5, 1, 0.05)
+    assert (training.flip, training.crop_pad, training.shift_rotate, training.restarts) == (True, 4, False, 0)
+    assert (training.epochs, training.batch_size, training.optimizer) == (27, 64, "adam")
 
 
 def test_both_runners_take_the_presets_accuracy_floor_where_they_read_it_themselves():

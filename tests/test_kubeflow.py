@@ -312,7 +312,7 @@ def test_the_local_runners_model_training_and_data_choices_compile_into_the_step
         "architecture": "classic", "attention": "cbam", "weight_decay": 0.0001, "weight_decay_mode": "l2"}
     assert (trainer["training"]["batch_size"], trainer["training"]["learning_rate"]) == (64, 0.002)
     assert trainer["training"]["quantization_aware_epochs"] == configs.QUANTIZATION_AWARE_EPOCHS
-    assert (trainer["model"]["width"], trainer["training"]["flip"], trainer["training"]["crop_pad"]) == (2.0, True, 4)
+    assert (trainer["model"]["width"], trainer["training"]["flip"], trainer["training"]["crop_pad"]) == (2.0, True, 2)
     assert trainer["training"]["test_time_flip"] is True  # the preset's: the exported model answers for mirrors too
     assert spec["root"]["inputDefinitions"]["parameters"]["epochs"]["defaultValue"] == 7
     splits = json.loads(_constant(spec, "ImageFolderExampleGen", "output_config"))["split_config"]["splits"]
