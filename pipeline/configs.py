@@ -20,8 +20,8 @@ QUANTIZATION_AWARE_EPOCHS = 2
 #
 # photos: the dense network with the CIFAR-10 speed records' recipe (docs/model.md). Dense 3x3
 # convolutions keep a CPU's vector units busy (bench/network_efficiency.py): 4.4x the arithmetic per
-# image at the residual network's images/s. On CIFAR-10 it reached 0.890 held out in 19 minutes with 12
-# epochs, where photos-residual reached 0.861 in about 40. Why each value:
+# image at the residual network's images/s. On CIFAR-10 it reached 0.900 held out in 28 minutes (0.890 in
+# 19 with 12 epochs), where photos-residual reached 0.861 in about 40. Why each value:
 # - architecture dense: whitening the Transform step computes, dense 3x3 conv groups 64/128/128, max-pool head;
 # - optimizer sgd at learning rate 1.0 (Nesterov), linear schedule after a 2-epoch warm-up: the records'
 #   recipe; on 12,000 photos over 8 epochs, peak 1.0 held out 0.770 against 0.762 at 0.4;
