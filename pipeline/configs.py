@@ -20,23 +20,22 @@ QUANTIZATION_AWARE_EPOCHS = 2
 #
 # photos: the dense network with the CIFAR-10 speed records' recipe (docs/model.md). Dense 3x3
 # convolutions keep a CPU's vector units busy (bench/network_efficiency.py): 4.4x the arithmetic per
-# image at the residual network's images/s. On CIFAR-10 it reached 0.900 held out in 28 minutes (0.890 in
-# 19 with 12 epochs), where photos-residual reached 0.861 in about 40. Why each value:
+# image at the residual network's images/s; on CIFAR-10 it is more accurate than photos-residual in
+# less time (bench/RESULTS.md). Why each value:
 # - architecture dense: whitening the Transform step computes, dense 3x3 conv groups 64/128/128, max-pool head;
 # - optimizer sgd at learning rate 1.0 (Nesterov), linear schedule after a 2-epoch warm-up: the records'
-#   recipe; on 12,000 photos over 8 epochs, peak 1.0 held out 0.770 against 0.762 at 0.4;
+#   recipe; on a subset, a peak of 1.0 beat 0.4 (bench/RESULTS.md);
 # - label_smoothing 0.2, weight_decay 0.005 (decoupled: 0.005 of each weight per step at the peak rate);
 # - crop_pad 2 with pad_mode reflect, flip and test_time_flip: the records' augmentation and views; a
 #   mirrored photo shows the same thing (unlike a mirrored digit); shift_rotate off;
 # - validation_percent 0: a fixed schedule needs no early-stopping slice, so it trains on every photo;
-# - epochs 18 at batch 512: 12 took 19 minutes for the whole run on 45,000 photos (AMD EPYC), so 18 keep
-#   the full 50,000 within 45 minutes with room for a slower CPU;
+# - epochs 18 at batch 512: more accurate than 12, and the whole run on the full 50,000 stays well within
+#   45 minutes, with room for a slower CPU;
 # - min_tflite_agreement 0.99: a photo model's int8 file answers otherwise on 1-2 % of photos, too many to
 #   push it beside the model; the float16 and dynamic-range files stay within 0.5 %;
 # - min_accuracy 0.8: photos are harder than digits; a run is still compared with its champion.
 #
-# photos-residual: the default residual network tuned for photos before the dense one (0.861 held out,
-# about 40 minutes): width 1.5, crop_pad 4, one cosine decay (restarts 0), 27 epochs at batch 64, AdamW
+# photos-residual: the default residual network tuned for photos before the dense one: width 1.5, crop_pad 4, one cosine decay (restarts 0), 27 epochs at batch 64, AdamW
 # with weight decay 0.05.
 PRESETS = {
     "photos": {"architecture": "dense", "optimizer": "sgd", "learning_rate": 1.0, "schedule": "linear",
