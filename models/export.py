@@ -135,33 +135,30 @@ def _serve_images(model: keras.Model, mean: float, std: float, spec: ImageSpec,
     return serve_images
 
 
+def _transform_probe(tf_transform_output: tft.TFTransformOutput, spec: ImageSpec, pixel: int) -> Dict[str, tf.Tensor]:
+    """The Transform graph's outputs for one image whose every pixel is `pixel`."""
+    png = tf.io.encode_png(tf.fill(spec.shape, tf.constant(pixel, tf.uint8)))
+    return tf_transform_output.transform_features_layer()(raw_image_features(tf.reshape(png, [1]), tf_transform_output))
+
+
 def normalization_constants(tf_transform_output: tft.TFTransformOutput, spec: ImageSpec) -> Tuple[float, float]:
     """(mean, std) of the Transform graph's pixel normalization, read by probing it.
 
     The graph maps pixel p to (p - mean) / std; transforming an all-0 and an all-255 image
     recovers both constants exactly, so TFLite applies the very normalization serving applies.
     """
-    layer = tf_transform_output.transform_features_layer()
-
-    def transformed_pixel(value: int) -> float:
-        png = tf.io.encode_png(tf.fill(spec.shape, tf.constant(value, tf.uint8)))
-        transformed = layer(raw_image_features(tf.reshape(png, [1]), tf_transform_output))
-        return float(tf.reduce_mean(transformed[features.IMAGE_XF_KEY]))
-
-    low, high = transformed_pixel(0), transformed_pixel(255)
+    low, high = (float(tf.reduce_mean(_transform_probe(tf_transform_output, spec, value)[features.IMAGE_XF_KEY]))
+                 for value in (0, 255))
     std = 255.0 / (high - low)
     return -low * std, std
 
 
 def whitening_filters(tf_transform_output: tft.TFTransformOutput, spec: ImageSpec) -> Optional[np.ndarray]:
     """The dense network's whitening filters [n, n] the Transform step computed (the same for any
-    image: one transformed probe reads them), or None when it computed none."""
+    image: one probe reads them), or None when it computed none."""
     if features.WHITENING_XF_KEY not in tf_transform_output.transformed_feature_spec():
         return None
-    png = tf.io.encode_png(tf.zeros(spec.shape, tf.uint8))
-    transformed = tf_transform_output.transform_features_layer()(
-        raw_image_features(tf.reshape(png, [1]), tf_transform_output))
-    flat = transformed[features.WHITENING_XF_KEY].numpy()[0]
+    flat = _transform_probe(tf_transform_output, spec, 0)[features.WHITENING_XF_KEY].numpy()[0]
     size = int(round(len(flat) ** 0.5))
     return flat.reshape(size, size)
 
