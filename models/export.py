@@ -42,10 +42,12 @@ def _predictions(probabilities: tf.Tensor, label_names: tf.Tensor) -> Dict[str, 
 @dataclasses.dataclass(frozen=True)
 class InferenceViews:
     """The views of each image whose probabilities serving averages: the image, its left-right mirror
-    (flip) and, with shift, four copies shifted diagonally by that many pixels, filled with zeros (the
-    mean pixel once normalized) as crop-pad training fills them; and the mirror of each copy."""
+    (flip) and, with shift, four copies shifted diagonally by that many pixels, filled as crop-pad
+    training fills them (pad_mode: zeros, the mean pixel once normalized, or the image reflected); and
+    the mirror of each copy."""
     flip: bool = False
     shift: int = 0
+    pad_mode: str = "zero"  # what shifted copies are filled with: zeros or the image reflected, as training's
 
     def offsets(self) -> List[Tuple[int, int]]:
         s = self.shift
@@ -55,19 +57,21 @@ class InferenceViews:
         return len(self.offsets()) * (2 if self.flip else 1)
 
 
-def _shifted(normalized: tf.Tensor, dy: int, dx: int) -> tf.Tensor:
-    """Images [N, H, W, C] with the pixel at (y + dy, x + dx) at (y, x), zeros beyond the border."""
+def _shifted(normalized: tf.Tensor, dy: int, dx: int, pad_mode: str = "zero") -> tf.Tensor:
+    """Images [N, H, W, C] with the pixel at (y + dy, x + dx) at (y, x), zeros (or the image reflected)
+    beyond the border."""
     if not (dy or dx):
         return normalized
     pad, height, width = max(abs(dy), abs(dx)), normalized.shape[1], normalized.shape[2]
-    padded = tf.pad(normalized, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+    padded = tf.pad(normalized, [[0, 0], [pad, pad], [pad, pad], [0, 0]],
+                    mode="REFLECT" if pad_mode == "reflect" else "CONSTANT")
     return padded[:, pad + dy:pad + dy + height, pad + dx:pad + dx + width, :]
 
 
 def view_images(normalized: tf.Tensor, views: InferenceViews) -> List[tf.Tensor]:
     """Normalized images [N, H, W, C] as each view shows them, views.count() of them, in the order
     answer averages them."""
-    moved = [_shifted(normalized, dy, dx) for dy, dx in views.offsets()]
+    moved = [_shifted(normalized, dy, dx, views.pad_mode) for dy, dx in views.offsets()]
     return moved + ([tf.reverse(x, axis=[2]) for x in moved] if views.flip else [])
 
 

@@ -75,16 +75,20 @@ def test_explain_images_gives_serve_images_outputs_and_a_heatmap_per_image(expor
     assert not np.allclose(heatmap[0], heatmap[1])  # each image its own map
 
 
-def _view(pixels: np.ndarray, dy: int, dx: int, mirror: bool, fill: float) -> np.ndarray:
-    """pixels [N, H, W, C] with the pixel at (y + dy, x + dx) at (y, x), fill beyond the border."""
+def _view(pixels: np.ndarray, dy: int, dx: int, mirror: bool, fill: float, pad_mode: str = "zero") -> np.ndarray:
+    """pixels [N, H, W, C] with the pixel at (y + dy, x + dx) at (y, x), fill (or the image reflected)
+    beyond the border."""
     pad = max(abs(dy), abs(dx))
-    padded = np.pad(pixels.astype(np.float32), ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=fill)
+    widths = ((0, 0), (pad, pad), (pad, pad), (0, 0))
+    padded = (np.pad(pixels.astype(np.float32), widths, mode="reflect") if pad_mode == "reflect" else
+              np.pad(pixels.astype(np.float32), widths, constant_values=fill))
     view = padded[:, pad + dy:pad + dy + pixels.shape[1], pad + dx:pad + dx + pixels.shape[2]]
     return view[:, :, ::-1] if mirror else view
 
 
 @pytest.mark.parametrize("views", [export.InferenceViews(flip=True), export.InferenceViews(shift=2),
-                                   export.InferenceViews(flip=True, shift=1)], ids=["flip", "shift", "flip+shift"])
+                                   export.InferenceViews(flip=True, shift=1, pad_mode="reflect")],
+                         ids=["flip", "shift", "flip+reflected shift"])
 def test_with_test_time_views_every_entry_point_answers_the_mean_over_the_views(exported, tmp_path, views):
     from models import lite
     export_dir, pixels = exported
@@ -94,7 +98,8 @@ def test_with_test_time_views_every_entry_point_answers_the_mean_over_the_views(
     export.export_serving_model(model, transform, LABELS, SPEC, str(tmp_path / "views"), views)
     plain = tf.saved_model.load(export_dir).signatures["serve_images"]
     mean_pixel, _ = export.normalization_constants(transform, SPEC)  # what zero means once normalized
-    each = [plain(images=tf.constant(_view(pixels, dy, dx, mirror, mean_pixel)))["probabilities"].numpy()
+    each = [plain(images=tf.constant(_view(pixels, dy, dx, mirror, mean_pixel, views.pad_mode)))["probabilities"]
+            .numpy()
             for dy, dx in views.offsets() for mirror in ((False, True) if views.flip else (False,))]
     assert len(each) == views.count() == (2 if views.flip else 1) * (5 if views.shift else 1)
     expected = np.mean(each, axis=0)
