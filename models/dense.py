@@ -7,14 +7,19 @@ The whitening layer's filters are not learnt: the Transform step computes them f
 the training images' patches (models/preprocessing.py whitening_filters), and the Trainer sets them
 (set_whitening), so they travel inside the exported model. Blocks are plain functions named by prefix.
 """
+import math
 from typing import Optional
 
 import numpy as np
+import tensorflow as tf
 import tf_keras as keras
 
 WHITENING = "whitening"
 # Logits scaled down, as the records do: with SGD's large steps, unscaled logits saturate the softmax early.
 LOGIT_SCALE = 1.0 / 9.0
+# Small: weight decay shrinks the convolutions' weights and so their outputs' variance, which Keras'
+# default (1e-3) would then swamp; the records use 1e-12. 1.001e-5 is the least the fused kernel takes.
+BN_EPSILON = 1.001e-5
 
 
 def whitening_width(patch: int, channels: int) -> int:
@@ -29,15 +34,32 @@ def whitening(x, patch: int, *, name: str = WHITENING):
     return keras.layers.Activation("gelu", name=f"{name}_gelu")(x)
 
 
+@keras.utils.register_keras_serializable(package="image_cnn")
+class PartialIdentity(keras.initializers.Initializer):
+    """A 3x3 kernel uniform in +-1/sqrt(fan_in), whose first min(in, out) filters pass their input
+    channel through unchanged (the records' Dirac initialization): a deep stack starts near the
+    identity, so the first steps train every group at once."""
+
+    def __call__(self, shape, dtype=None, **kwargs):
+        rows, cols, channels_in, channels_out = shape
+        bound = 1.0 / math.sqrt(rows * cols * channels_in)
+        kernel = keras.initializers.RandomUniform(-bound, bound)(shape, dtype=tf.float32).numpy()
+        n = min(channels_in, channels_out)
+        kernel[..., :n] = 0.0
+        kernel[rows // 2, cols // 2, np.arange(n), np.arange(n)] = 1.0
+        return tf.constant(kernel, dtype=dtype or tf.float32)
+
+
 def conv_group(x, filters: int, *, bn_momentum: float, name: str, kernel_regularizer=None):
     """Conv 3x3 -> MaxPool 2x2 -> BN -> GELU -> Conv 3x3 -> BN -> GELU. BatchNormalization without a
     scale (the next convolution scales), as the records have it."""
     for index in (1, 2):
         x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_regularizer=kernel_regularizer,
-                                name=f"{name}_conv{index}")(x)
+                                kernel_initializer=PartialIdentity(), name=f"{name}_conv{index}")(x)
         if index == 1:
             x = keras.layers.MaxPooling2D(2, padding="same", name=f"{name}_pool")(x)
-        x = keras.layers.BatchNormalization(momentum=bn_momentum, scale=False, name=f"{name}_bn{index}")(x)
+        x = keras.layers.BatchNormalization(momentum=bn_momentum, scale=False, epsilon=BN_EPSILON,
+                                            name=f"{name}_bn{index}")(x)
         x = keras.layers.Activation("gelu", name=f"{name}_gelu{index}")(x)
     return x
 

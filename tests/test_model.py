@@ -62,6 +62,20 @@ def test_dense_network_parameter_count_is_pinned_by_hand():
     assert build_classifier(wider).count_params() == expected_parameter_count(wider)
 
 
+def test_dense_convolutions_start_passing_their_first_channels_through_and_the_rest_at_random():
+    """The records' Dirac initialization: filter i < min(in, out) is the identity on channel i."""
+    model = build_classifier(ModelConfig(architecture="dense", input_shape=(32, 32, 3), num_classes=10))
+    for name, channels_in, channels_out in (("group0_conv1", 24, 64), ("group1_conv2", 128, 128)):
+        kernel = model.get_layer(name).kernel.numpy()
+        assert kernel.shape == (3, 3, channels_in, channels_out)
+        identity = np.zeros((3, 3, channels_in, channels_in), np.float32)
+        identity[1, 1, np.arange(channels_in), np.arange(channels_in)] = 1.0
+        np.testing.assert_array_equal(kernel[..., :channels_in], identity)
+        rest = kernel[..., channels_in:]
+        bound = 1 / np.sqrt(9 * channels_in)
+        assert rest.size == 0 or (np.abs(rest).max() <= bound and rest.std() > bound / 3)
+
+
 def test_default_config_parameter_count_is_pinned():
     # By hand (dw = depthwise 3x3, pw = pointwise 1x1, BN = 4 per channel, SE = two 1x1 convs with bias):
     stem = 9 * 32 + 4 * 32                                                                    # 416
