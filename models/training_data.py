@@ -57,7 +57,7 @@ def augmenter(training: TrainingConfig, height: int, width: int) -> Optional[ker
         fill = "reflect" if training.pad_mode == "reflect" else "constant"
         layers.append(keras.layers.RandomTranslation(training.crop_pad / height, training.crop_pad / width,
                                                      fill_mode=fill, fill_value=0.0, interpolation="nearest"))
-    if training.flip:
+    if training.flip and not training.alternating_flip:  # alternating flips are made per image: alternating_flips
         layers.append(keras.layers.RandomFlip("horizontal"))
     return keras.Sequential(layers, name="augment") if layers else None
 
@@ -96,14 +96,32 @@ def training_batches(examples: tf.data.Dataset, counts: Tuple[int, int], shape: 
         return selected.cache() if cache else selected
 
     shuffle_buffer = max(1, min(counts[0], memory_bytes // image_bytes))
-    train = part(False).shuffle(shuffle_buffer, seed=training.seed, reshuffle_each_iteration=True)
-    train = train.repeat().batch(batch_size)
+    train = part(False)
+    if training.alternating_flip:
+        train = train.enumerate()
+    train = train.shuffle(shuffle_buffer, seed=training.seed, reshuffle_each_iteration=True).repeat()
+    if training.alternating_flip:
+        train = alternating_flips(train, counts[0], training.seed)
+    train = train.batch(batch_size)
     augment = augmenter(training, *shape[:2])
     if augment is not None:
         train = train.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
     validation = part(True).batch(batch_size).prefetch(tf.data.AUTOTUNE) if counts[1] else None
     train = train.prefetch(tf.data.AUTOTUNE).with_options(_shard_by_element())
     return train, validation.with_options(_shard_by_element()) if validation is not None else None
+
+
+def alternating_flips(numbered: tf.data.Dataset, count: int, seed: int) -> tf.data.Dataset:
+    """Repeated (index, (image, label)) -> (image, label), each image mirrored in every other epoch:
+    in even epochs as a coin tossed once for it says, in odd ones the other way. Every image is then
+    seen both ways in any two epochs running, which random flips leave to chance (the records'
+    alternating flip)."""
+    def flip(position, numbered_example):
+        index, (image, label) = numbered_example
+        coin = tf.random.stateless_uniform([], seed=[seed, tf.cast(index, tf.int32)]) < 0.5
+        odd_epoch = tf.equal((position // count) % 2, 1)
+        return tf.cond(tf.not_equal(coin, odd_epoch), lambda: tf.reverse(image, axis=[1]), lambda: image), label
+    return numbered.enumerate().map(flip, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _shard_by_element() -> tf.data.Options:
