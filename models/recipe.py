@@ -21,11 +21,14 @@ class TrainingConfig:
     momentum: float = 0.9             # sgd's
     schedule: str = "cosine"          # after the warm-up: cosine decay with restarts, or linear decay
     ema: float = 0.0                  # momentum of an average of the weights, which is what is exported (0: off)
+    lookahead: bool = False           # the records' average of the weights instead, BatchNorm statistics included
+    bias_lr_scale: float = 1.0        # sgd's steps on BatchNorm offsets, x this (the records: 64)
     pad_mode: str = "zero"            # crop-pad's fill: zero (the mean pixel once normalized) or reflect
     validation_percent: int = 10      # of the training split (by file-name hash), watched by early stopping
     early_stopping_patience: int = 8  # epochs without a lower validation loss; 0 disables early stopping
     shift_rotate: bool = True         # small shifts and rotations, training only
     flip: bool = False                # mirror flips: off, since a flip changes what digits and text mean
+    alternating_flip: bool = False    # with flip: each image mirrored every other epoch, from a random start
     crop_pad: int = 0                 # pad each side by this many pixels, then crop back at random (0: off)
     test_time_flip: bool = False      # the exported model answers with the mean for the image and its mirror
     test_time_shift: int = 0          # and for four copies shifted diagonally by this many pixels (0: off)
@@ -47,6 +50,8 @@ class TrainingConfig:
             raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs!r}")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        if self.alternating_flip and not self.flip:
+            raise ValueError("alternating_flip needs flip: it says how images are mirrored")
         if self.test_time_flip and not self.flip:
             raise ValueError("test_time_flip needs flip: a model not trained on mirror images has not learnt them")
         if self.test_time_shift > self.crop_pad:
@@ -58,6 +63,11 @@ class TrainingConfig:
                                      ("pad_mode", self.pad_mode, PAD_MODES)):
             if value not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+        if self.bias_lr_scale <= 0 or (self.bias_lr_scale != 1 and self.optimizer != "sgd"):
+            raise ValueError(f"bias_lr_scale must be > 0, and is for sgd only (Adam's steps do not scale with the "
+                             f"gradient), got {self.bias_lr_scale!r} with {self.optimizer}")
+        if self.lookahead and self.ema:
+            raise ValueError("lookahead and ema are two averages of the weights: choose one")
         if not 0 <= self.momentum < 1 or not 0 <= self.ema < 1:
             raise ValueError(f"momentum and ema must be in [0, 1), got {self.momentum!r} and {self.ema!r}")
         if not 0 <= self.validation_percent <= 50:
@@ -65,7 +75,7 @@ class TrainingConfig:
 
     @property
     def inference_views(self) -> export.InferenceViews:
-        return export.InferenceViews(flip=self.test_time_flip, shift=self.test_time_shift)
+        return export.InferenceViews(flip=self.test_time_flip, shift=self.test_time_shift, pad_mode=self.pad_mode)
 
 
 OPTIMIZERS, SCHEDULES, PAD_MODES = ("adam", "sgd"), ("cosine", "linear"), ("zero", "reflect")
@@ -152,8 +162,63 @@ def optimizer_for(model_config: ModelConfig, training: TrainingConfig, learning_
     decay = model_config.weight_decay if model_config.weight_decay_mode == "decoupled" else 0.0
     average = {"use_ema": True, "ema_momentum": training.ema} if training.ema else {}
     if training.optimizer == "sgd":
-        return keras.optimizers.SGD(learning_rate, momentum=training.momentum, nesterov=True,
-                                    weight_decay=decay or None, **average)
+        return NormBiasScaledSGD(learning_rate, momentum=training.momentum, nesterov=True, weight_decay=decay or None,
+                                 bias_scale=training.bias_lr_scale, **average)
     if decay:
         return keras.optimizers.AdamW(learning_rate, weight_decay=decay, **average)
     return keras.optimizers.Adam(learning_rate, **average)
+
+
+def is_norm_offset(variable: tf.Variable) -> bool:
+    """A BatchNormalization layer's offset (beta)."""
+    return variable.name.split("/")[-1].startswith("beta")
+
+
+@keras.utils.register_keras_serializable(package="image_cnn")
+class NormBiasScaledSGD(keras.optimizers.SGD):
+    """SGD whose steps on BatchNorm offsets are bias_scale times larger. The records train these with
+    64x the learning rate: after a BatchNorm without a scale, the convolutions' effective rate grows as
+    weight decay shrinks their weights, and the offsets' does not. With momentum, a gradient x k is a
+    step x k; the decoupled weight decay is applied apart and stays as it is, as the records keep it."""
+
+    def __init__(self, *args, bias_scale: float = 1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.bias_scale = float(bias_scale)
+
+    def apply_gradients(self, grads_and_vars, *args, **kwargs):
+        if self.bias_scale != 1.0:
+            grads_and_vars = [(g * self.bias_scale if g is not None and is_norm_offset(v) else g, v)
+                              for g, v in grads_and_vars]
+        return super().apply_gradients(grads_and_vars, *args, **kwargs)
+
+    def get_config(self):
+        return {**super().get_config(), "bias_scale": self.bias_scale}
+
+
+class Lookahead(keras.callbacks.Callback):
+    """The records' average of the weights (KellerJordan/cifar10-airbench, LookaheadState): every
+    `every` steps the average moves toward the weights, BatchNorm statistics included, and the
+    weights are set to it. Its decay grows as 0.95**every x (step / total)**3: early steps are hardly
+    averaged, late ones much. When training ends, the weights are the average, and that is exported.
+    A resumed training starts a new average from the restored weights."""
+
+    def __init__(self, total_steps: int, every: int = 5):
+        super().__init__()
+        self.total_steps, self.every = total_steps, every
+        self._average, self._step = [], 0
+
+    def on_train_begin(self, logs=None):
+        self._average = [w.numpy() for w in self.model.weights]
+        self._step = int(self.model.optimizer.iterations.numpy())
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._step += 1
+        if self._step % self.every == 0:
+            decay = 0.95 ** self.every * min(self._step / self.total_steps, 1.0) ** 3
+            for index, weight in enumerate(self.model.weights):
+                self._average[index] += (1.0 - decay) * (weight.numpy() - self._average[index])
+                weight.assign(self._average[index])
+
+    def on_train_end(self, logs=None):
+        for weight, average in zip(self.model.weights, self._average):
+            weight.assign(average)

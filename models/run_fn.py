@@ -21,7 +21,7 @@ from models.distribution import is_chief, save_on_chief, tf_config, training_str
 from models.labels import read_labels
 from models.model import ModelConfig, build_classifier, write_facts
 from models.preprocessing import ImageSpec
-from models.recipe import TrainingConfig, compile_model
+from models.recipe import Lookahead, TrainingConfig, compile_model
 # make_datasets by module attribute: tests/two_workers.py records what run_fn passes it
 from models.training_data import count_examples, examples_root, make_datasets
 from models.warm_start import WARM_START_LEARNING_RATE, start_from_champion, warm_started
@@ -91,6 +91,8 @@ def fit(model: keras.Model, train: tf.data.Dataset, validation: Optional[tf.data
                  keras.callbacks.TensorBoard(log_dir=log_dir, profile_batch=profiled_batches(training, steps_per_epoch))]
     if global_batch:
         callbacks.append(ThroughputLogger(global_batch, steps_per_epoch, log_dir, write=is_chief(tf_config())))
+    if training.lookahead:
+        callbacks.append(Lookahead(training.epochs * steps_per_epoch))
     if validation is not None and training.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=training.early_stopping_patience,
                                                        restore_best_weights=True, verbose=1))
@@ -200,8 +202,9 @@ def run_facts(model_config: ModelConfig, training: TrainingConfig, started_from:
 
 def inference_view_facts(training: TrainingConfig) -> Dict[str, Any]:
     """The test-time views the exported model averages, for model.json (none when it answers plainly)."""
-    return {name: value for name, value in (("test_time_flip", training.test_time_flip),
-                                            ("test_time_shift", training.test_time_shift)) if value}
+    facts = {name: value for name, value in (("test_time_flip", training.test_time_flip),
+                                             ("test_time_shift", training.test_time_shift)) if value}
+    return {**facts, "test_time_pad_mode": training.pad_mode} if training.test_time_shift else facts
 
 
 def fine_tune_backbone(model: keras.Model, model_config: ModelConfig, training: TrainingConfig,

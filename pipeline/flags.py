@@ -44,7 +44,10 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
                         help="cosine cycles after the warm-up, each twice as long as the one before; "
                              "default: TrainingConfig.restarts (2)")
     parser.add_argument("--optimizer", choices=("adam", "sgd"),
-                        help="adam (AdamW with --weight-decay; the default) or sgd (Nesterov momentum 0.9)")
+                        help="adam (AdamW with --weight-decay; the default) or sgd (Nesterov, with --momentum)")
+    parser.add_argument("--momentum", type=float, help="sgd's; default: TrainingConfig.momentum (0.9)")
+    parser.add_argument("--bias-lr-scale", type=float, metavar="FACTOR",
+                        help="sgd's steps on BatchNorm offsets x FACTOR (the CIFAR-10 records: 64; default 1)")
     parser.add_argument("--schedule", choices=("cosine", "linear"),
                         help="after the warm-up: cosine decay with --restarts (default), or linear decay to 0.07 of "
                              "the peak")
@@ -53,10 +56,17 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ema", type=float, metavar="MOMENTUM",
                         help="keep an exponential average of the weights (e.g. 0.99) and export it as the served "
                              "weights (default 0: off)")
+    parser.add_argument("--lookahead", action=argparse.BooleanOptionalAction,
+                        help="instead of --ema: every 5 steps, move an average toward the weights (BatchNorm "
+                             "statistics included) and set the weights to it, averaging more as training ends; "
+                             "the average is exported (the CIFAR-10 records'; default: off)")
     parser.add_argument("--shift-rotate", action=argparse.BooleanOptionalAction,
                         help="augment with small shifts and rotations (default: on)")
     parser.add_argument("--flip", action=argparse.BooleanOptionalAction,
                         help="augment with left-right mirror images (default: off: a flip changes digits and text)")
+    parser.add_argument("--alternating-flip", action=argparse.BooleanOptionalAction,
+                        help="with --flip: mirror each image every other epoch, from a random start, instead of at "
+                             "random each time (default: off)")
     parser.add_argument("--test-time-flip", action=argparse.BooleanOptionalAction,
                         help="serve the mean of the answers for each image and its mirror (needs --flip; twice "
                              "the inference time; default: off)")
@@ -180,7 +190,8 @@ FLAG_FIELDS = {
     **{name: ("training", name) for name in (
         "epochs", "batch_size", "learning_rate", "restarts", "shift_rotate", "flip", "test_time_flip",
         "test_time_shift", "crop_pad", "validation_percent", "profile", "fine_tune_epochs", "optimizer", "schedule",
-        "warmup_epochs", "label_smoothing", "ema", "pad_mode")},
+        "warmup_epochs", "label_smoothing", "ema", "pad_mode", "momentum", "bias_lr_scale", "lookahead",
+        "alternating_flip")},
     "quantization_aware": ("training", "quantization_aware_epochs"),
     "backbone_weights": ("training", "backbone_weights"),
     **{name: ("model", name) for name in (

@@ -70,7 +70,10 @@ def test_label_smoothing_loss_matches_the_formula():
                                              ({"validation_percent": 60}, "validation_percent"),
                                              ({"test_time_shift": -1}, "test_time_shift must be >= 0"),
                                              ({"crop_pad": 1, "test_time_shift": 2},
-                                              "test_time_shift needs crop_pad of at least 2, got 1")])
+                                              "test_time_shift needs crop_pad of at least 2, got 1"),
+                                             ({"bias_lr_scale": 64.0}, "bias_lr_scale .* for sgd only"),
+                                             ({"lookahead": True, "ema": 0.9}, "choose one"),
+                                             ({"alternating_flip": True}, "alternating_flip needs flip")])
 def test_training_config_rejects_bad_values_naming_them(kwargs, message):
     with pytest.raises(ValueError, match=message):
         TrainingConfig(**kwargs)
@@ -301,3 +304,78 @@ def test_sgd_is_nesterov_and_the_exported_weights_are_the_average_computed_by_ha
         by_hand = [0.8 * a + 0.2 * w for a, w in zip(by_hand, weights)]
     assert all(np.allclose(a, h, atol=1e-6) for a, h in zip(averaged, by_hand))
     assert not all(np.allclose(a, p) for a, p in zip(averaged, plain))
+
+
+def test_sgd_steps_on_batchnorm_offsets_are_scaled_and_every_other_step_and_the_decay_are_not():
+    """--bias-lr-scale 64: one SGD step moves each BatchNorm offset 64x as far as plain SGD does,
+    every other weight as far, and decoupled weight decay shrinks all of them alike."""
+    from models.recipe import NormBiasScaledSGD, is_norm_offset, optimizer_for
+    images = np.random.default_rng(0).normal(0, 1, (32, 4)).astype(np.float32)
+    labels = (images[:, 0] > 0).astype(np.int64)
+
+    def one_step(scale: float, weight_decay: float = 0.0):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d"),
+                                  keras.layers.BatchNormalization(scale=False, beta_initializer="ones", name="bn"),
+                                  keras.layers.Dense(2, name="out")])
+        before = [w.numpy() for w in model.trainable_weights]
+        optimizer = optimizer_for(ModelConfig(weight_decay=weight_decay),
+                                  TrainingConfig(optimizer="sgd", bias_lr_scale=scale), 0.1)
+        model.compile(optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.fit(images, labels, batch_size=32, epochs=1, shuffle=False, verbose=0)
+        return {w.name: (w.numpy() - b) for w, b in zip(model.trainable_weights, before)}, model
+
+    plain, _ = one_step(1.0)
+    scaled, model = one_step(64.0)
+    offsets = [w.name for w in model.trainable_weights if is_norm_offset(w)]
+    assert offsets == ["bn/beta:0"]
+    for name, step in plain.items():
+        assert np.abs(step).max() > 0
+        np.testing.assert_allclose(scaled[name], step * (64.0 if name in offsets else 1.0), rtol=1e-4, atol=1e-7)
+    assert isinstance(model.optimizer, NormBiasScaledSGD) and model.optimizer.get_config()["bias_scale"] == 64.0
+    decayed, _ = one_step(64.0, weight_decay=0.5)
+    decayed_plain, _ = one_step(1.0, weight_decay=0.5)
+    for name in offsets:  # the decay (weight x 0.5 x 0.1) is the same; only the gradient's part is scaled
+        np.testing.assert_allclose(decayed[name] - scaled[name], decayed_plain[name] - plain[name], atol=1e-6)
+
+
+def test_lookahead_pulls_the_weights_and_batchnorm_statistics_to_an_average_that_weighs_late_steps_more():
+    from models.recipe import Lookahead
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2), keras.layers.BatchNormalization()])
+    model.compile(keras.optimizers.SGD(0.1), loss="mse")
+    start = [np.full(w.shape, 1.0, np.float32) for w in model.weights]
+    model.set_weights(start)
+    lookahead = Lookahead(total_steps=10, every=5)
+    lookahead.set_model(model)
+    lookahead.on_train_begin()
+
+    def steps(value: float, count: int):
+        for _ in range(count):
+            model.set_weights([np.full(w.shape, value, np.float32) for w in model.weights])
+            lookahead.on_train_batch_end(0)
+        return [w.numpy() for w in model.weights]
+
+    assert np.allclose(steps(3.0, 4)[0], 3.0), "between pulls the weights train on"
+    early = 1.0 + (1 - 0.95 ** 5 * 0.5 ** 3) * (3.0 - 1.0)  # step 5 of 10: decay 0.95^5 x (5/10)^3
+    assert all(np.allclose(w, early) for w in steps(3.0, 1)), "every weight, moving statistics included"
+    late = early + (1 - 0.95 ** 5) * (-1.0 - early)  # step 10 of 10: decay 0.95^5
+    assert all(np.allclose(w, late) for w in steps(-1.0, 5))
+    steps(7.0, 2)
+    lookahead.on_train_end()
+    assert all(np.allclose(w, late) for w in model.weights), "training ends on the average"
+    names = {w.name.split("/")[-1] for w in model.weights}
+    assert {"moving_mean:0", "moving_variance:0"} <= names
+
+
+def test_alternating_flips_mirror_each_image_every_other_epoch_from_a_random_start():
+    images = np.arange(16 * 2, dtype=np.float32).reshape(16, 1, 2, 1)  # left pixel < right pixel
+    examples = tf.data.Dataset.from_tensor_slices((images, np.arange(16), np.zeros(16, bool)))
+    training = TrainingConfig(flip=True, alternating_flip=True, shift_rotate=False, validation_percent=0)
+    train, _ = training_batches(examples, (16, 0), (1, 2, 1), 16, training)
+    flipped = []
+    for x, y in train.take(4):
+        mirrored = x.numpy()[:, 0, 0, 0] > x.numpy()[:, 0, 1, 0]
+        flipped.append(dict(zip(y.numpy().tolist(), mirrored.tolist())))
+    assert 0 < sum(flipped[0].values()) < 16, "the first epoch's flips are a coin per image"
+    for image in range(16):
+        assert [epoch[image] for epoch in flipped] == [flipped[0][image], not flipped[0][image]] * 2
