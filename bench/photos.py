@@ -3,6 +3,12 @@ images/s beside plain Keras `fit` of the same network for the same epochs.
 
     bin/in-env python bench/photos.py [--per-class 5000] [--epochs N] [--preset photos|none]
                                       [--keras-epochs N] [--archive PATH] [-- RUNNER FLAGS, e.g. --batch-size 64]
+    bin/in-env python bench/photos.py --plot
+
+Each full run (--per-class 5000) is added to bench/photos_runs.json: network, epochs, held-out accuracy,
+the Trainer's minutes, the CPU. --plot draws them, held-out accuracy against training minutes for each
+network, into bench/photos_accuracy.png (the runs there were made on different CPU kinds; each point
+names its own).
 
 Reads ../shared/datasets/cifar10-train.tar.gz (the 50,000 CIFAR-10 training photos as JPEG class
 folders); without it, says so and exits 0. Holds out a tenth of each class (a fixed shuffle: 45,000
@@ -30,6 +36,8 @@ from pipeline import paths  # noqa: E402
 
 ARCHIVE = os.path.join(os.path.dirname(paths.REPO_ROOT), "shared", "datasets", "cifar10-train.tar.gz")
 HELD_OUT = 0.1
+RUNS = os.path.join(BENCH_DIR, "photos_runs.json")
+PLOT = os.path.join(BENCH_DIR, "photos_accuracy.png")
 
 
 def split_folder(archive: str, root: str, per_class: int, seed: int = 0, held_out: float = HELD_OUT) -> dict:
@@ -138,6 +146,51 @@ def report(counts: dict, flags: list, summary: dict, keras_result: dict) -> None
                       "keras": keras_result, "peak_gflops": round(peak / 1e9, 1)}))
 
 
+def record_run(flags: list, summary: dict, path: str = RUNS) -> None:
+    """Adds this full run to the runs --plot draws."""
+    import table
+    from models import files
+    from models.model import read_facts
+    with open(os.path.join(summary["artifacts"]["model_run"], "throughput.json")) as f:
+        epochs = len(json.load(f))
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=paths.REPO_ROOT).stdout.strip()
+    runs = files.read_json_if_exists(path) or []
+    network = read_facts(summary["artifacts"]["model_run"])["config"]["architecture"]
+    preset = flags[flags.index("--preset") + 1] if "--preset" in flags else "no preset"
+    runs.append({"network": network, "recipe": f"{network}, --preset {preset}",
+                 "flags": " ".join(flags), "epochs": epochs, "accuracy": summary["evaluation"]["accuracy"],
+                 "trainer_minutes": round(summary["stage_seconds"]["Trainer"] / 60, 1),
+                 "cpu": table.cpu_kind(), "commit": commit, "date": time.strftime("%Y-%m-%d")})
+    files.write_json(path, runs)
+
+
+def plot(runs_path: str = RUNS, png: str = PLOT) -> None:
+    """Held-out accuracy against the Trainer's minutes, a line per recipe (network and preset), each
+    point labelled with its epochs and CPU kind."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from models import files
+    runs = files.read_json(runs_path)
+    figure, axes = plt.subplots(figsize=(8, 5))
+    for recipe in sorted({run["recipe"] for run in runs}):
+        points = sorted((run for run in runs if run["recipe"] == recipe), key=lambda run: run["trainer_minutes"])
+        axes.plot([p["trainer_minutes"] for p in points], [p["accuracy"] for p in points], "o-", label=recipe)
+        for p in points:
+            axes.annotate(f"{p['epochs']} epochs, {p['cpu']}", (p["trainer_minutes"], p["accuracy"]),
+                          textcoords="offset points", xytext=(4, -12), fontsize=7)
+    axes.set_xlabel("Trainer, minutes (CIFAR-10, 45,000 photos trained on)")
+    axes.set_ylabel("held-out accuracy (5,000 photos)")
+    axes.set_title("bench/photos.py: accuracy against training time, whole pipeline runs")
+    axes.grid(alpha=0.3)
+    axes.margins(x=0.25, y=0.1)
+    axes.legend(title="network, recipe", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(png, dpi=100)
+    print(f"bench/photos.py: {len(runs)} runs drawn into {png}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--archive", default=ARCHIVE)
@@ -145,11 +198,16 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, help="default: the recipe's")
     parser.add_argument("--preset", default="photos", help="'none': the flags' defaults")
     parser.add_argument("--keras-epochs", type=int, help="default: the pipeline's epochs")
+    parser.add_argument("--plot", action="store_true", help=f"draw {os.path.basename(RUNS)} into "
+                                                            f"{os.path.basename(PLOT)} and exit")
     parser.add_argument("--child-keras", nargs=3, metavar=("DATA", "EPOCHS", "WORK"), help=argparse.SUPPRESS)
     parser.add_argument("flags", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.keras_epochs is not None and args.keras_epochs < 2:
         parser.error("--keras-epochs must be >= 2: images/s is taken from the epochs after the first")
+    if args.plot:
+        plot()
+        return 0
     if args.child_keras:
         data_root, epochs, work = args.child_keras
         print(json.dumps(run_keras(data_root, args.flags, int(epochs), work)))
@@ -162,6 +220,8 @@ def main() -> int:
         counts = split_folder(args.archive, work, args.per_class)
         data_root = os.path.join(work, "photos")
         summary = run_pipeline(data_root, os.path.join(work, "out"), flags)
+        if args.per_class == 5000:
+            record_run(flags, summary)
         with open(os.path.join(summary["artifacts"]["model_run"], "throughput.json")) as f:
             epochs = args.keras_epochs or len(json.load(f))
         child = subprocess.run([sys.executable, __file__, "--child-keras", data_root, str(epochs), work, "--", *flags],

@@ -52,6 +52,15 @@ def machine() -> str:
             f"{platform.release()}; Python {platform.python_version()}, TensorFlow {version('tensorflow')}, TFX {version('tfx')}")
 
 
+def cpu_kind() -> str:
+    """The CPU kind as RESULTS.md names it: the model name, and whether it has AVX-512 (NOTES §8)."""
+    with open("/proc/cpuinfo") as f:
+        info = f.read()
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                 platform.machine())
+    return f"{model} with AVX-512" if " avx512f" in info else f"{model} with AVX2" if " avx2" in info else model
+
+
 def pipeline_figures(epochs: int, work: str) -> dict:
     """P1, P6, P5 and the Trainer's rate of P2."""
     peer_dir, output_dir = os.path.join(work, "peer"), os.path.join(work, "pipeline")
