@@ -115,6 +115,8 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
                              "peak rate (default: TrainingConfig.fine_tune_epochs, 5)")
     parser.add_argument("--weight-decay", type=float, help="default 0 (off)")
     parser.add_argument("--weight-decay-mode", choices=("decoupled", "l2"), help="AdamW (default) or L2 in the loss")
+    parser.add_argument("--bn-momentum", type=float,
+                        help="of BatchNormalization's moving statistics; default: ModelConfig.bn_momentum (0.9)")
 
 
 def add_data_flags(parser: argparse.ArgumentParser) -> None:
@@ -195,7 +197,8 @@ FLAG_FIELDS = {
     "quantization_aware": ("training", "quantization_aware_epochs"),
     "backbone_weights": ("training", "backbone_weights"),
     **{name: ("model", name) for name in (
-        "architecture", "attention", "width", "depth", "backbone", "weight_decay", "weight_decay_mode")},
+        "architecture", "attention", "width", "depth", "backbone", "weight_decay", "weight_decay_mode",
+        "bn_momentum")},
     **{name: ("data", name) for name in ("eval_percent", "strict", "max_class_drift", "max_image_pixels")},
     **{name: ("thresholds", name) for name in ("min_accuracy", "max_accuracy_drop", "min_class_accuracy")},
     "max_tflite_accuracy_drop": ("lite", "max_accuracy_drop"),

@@ -186,7 +186,7 @@ NOT_DEFAULT = {"image_size": [32, 32], "channels": 3, "epochs": 3, "batch_size":
                "max_tflite_accuracy_drop": 0.02, "tflite": ["int8"], "min_tflite_agreement": 0.95,
                "optimizer": "sgd", "schedule": "linear", "warmup_epochs": 2.0, "label_smoothing": 0.2, "ema": 0.99,
                "pad_mode": "reflect", "momentum": 0.85, "bias_lr_scale": 64.0, "lookahead": True,
-               "alternating_flip": True}
+               "alternating_flip": True, "bn_momentum": 0.6}
 AT_DEFAULT = {"backbone", "backbone_weights", "fine_tune_epochs"}  # only a backbone could change them
 EXCLUSIVE = {"ema": "lookahead"}  # two flags that cannot be set together: the first is checked apart
 
@@ -195,14 +195,14 @@ def test_every_flag_a_preset_sets_reaches_the_settings(monkeypatch):
     """A preset key that does not reach PipelineSettings would be ignored silently: every flag of
     add_pipeline_flags is set by a preset here, and each must change the settings it feeds."""
     import argparse
+    monkeypatch.setitem(configs.PRESETS, "everything", {k: v for k, v in NOT_DEFAULT.items() if k not in EXCLUSIVE})
+    monkeypatch.setitem(configs.PRESETS, "exclusive", {k: NOT_DEFAULT[k] for k in EXCLUSIVE})
     parser = argparse.ArgumentParser()
     flags.add_pipeline_flags(parser)
     unset = vars(parser.parse_args([]))
     assert {name for name, value in unset.items() if value is not None} == set(), "no argparse defaults"
     assert set(NOT_DEFAULT) == set(unset) - {"preset"}, "a new flag needs a value here"
     assert set(flags.FLAG_FIELDS) | {"image_size"} == set(NOT_DEFAULT)
-    monkeypatch.setitem(configs.PRESETS, "everything", {k: v for k, v in NOT_DEFAULT.items() if k not in EXCLUSIVE})
-    monkeypatch.setitem(configs.PRESETS, "exclusive", {k: NOT_DEFAULT[k] for k in EXCLUSIVE})
     settings, exclusive = (flags.pipeline_settings(flags.with_preset(parser.parse_args(["--preset", preset])))
                            for preset in ("everything", "exclusive"))
     default = PipelineSettings()
