@@ -7,6 +7,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from models import export
+from models.precision import PRECISIONS
 from models.model import ModelConfig
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +37,7 @@ class TrainingConfig:
     quantization_aware_epochs: int = 0  # then fine-tunes a fake-quantized copy for the int8 TFLite file (0: off)
     backbone_weights: str = "none"    # with a Keras application backbone: none (random), imagenet or a file's path
     fine_tune_epochs: int = 5         # with a backbone: phase 2, its top layers unfrozen (0: the frozen phase alone)
+    precision: str = "float32"        # or auto: mixed bfloat16 where the CPU has it (models/precision.py)
     profile: bool = False             # trace PROFILED_STEPS steps of the second epoch into the TensorBoard logs
 
     def __post_init__(self):
@@ -60,7 +62,7 @@ class TrainingConfig:
         if not self.backbone_weights:
             raise ValueError("backbone_weights must be none, imagenet or a path, got an empty string")
         for name, value, choices in (("optimizer", self.optimizer, OPTIMIZERS), ("schedule", self.schedule, SCHEDULES),
-                                     ("pad_mode", self.pad_mode, PAD_MODES)):
+                                     ("pad_mode", self.pad_mode, PAD_MODES), ("precision", self.precision, PRECISIONS)):
             if value not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {value!r}")
         if self.bias_lr_scale <= 0 or (self.bias_lr_scale != 1 and self.optimizer != "sgd"):

@@ -15,7 +15,7 @@ import tf_keras as keras
 from tfx import v1 as tfx
 
 from models import applications, dense
-from models import export, features, lite, sources
+from models import export, features, lite, precision, sources
 from models import files
 from models.distribution import is_chief, save_on_chief, tf_config, training_strategy
 from models.labels import read_labels
@@ -123,8 +123,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
 
     keras.utils.set_random_seed(training.seed)
-    if tf.config.list_logical_devices("GPU"):
-        keras.mixed_precision.set_global_policy("mixed_float16")  # logits stay float32 (see the model's head)
+    keras.mixed_precision.set_global_policy(precision.training_policy(training.precision))
     replicas = strategy.num_replicas_in_sync
     global_batch = training.batch_size * replicas
     counts = count_examples(fn_args.train_files, training.validation_percent)
@@ -156,6 +155,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     if model_config.backbone != "none" and training.fine_tune_epochs:
         fine_tune_backbone(model, model_config, training, strategy, train, validation, steps_per_epoch, checkpoints,
                            fn_args.model_run_dir)
+    with strategy.scope():
+        model = precision.in_float32(model, lambda: build_classifier(model_config, normalization))
 
     def export_to(path: str) -> None:
         export.export_serving_model(model, tf_transform_output, label_names, spec, path, training.inference_views)
@@ -192,6 +193,8 @@ def run_facts(model_config: ModelConfig, training: TrainingConfig, started_from:
               ) -> Dict[str, Any]:
     """What model.json records of this run beside the network: for the Trainer's progress line and the report."""
     facts: Dict[str, Any] = {"started_from": started_from} if started_from else {}
+    if keras.mixed_precision.global_policy().name != "float32":
+        facts["trained_in"] = keras.mixed_precision.global_policy().name
     if training.quantization_aware_epochs:
         facts["quantization_aware_epochs"] = training.quantization_aware_epochs
     facts.update(inference_view_facts(training))

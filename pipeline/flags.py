@@ -35,14 +35,8 @@ def add_image_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channels", type=int, choices=(1, 3), help="default: ImageSpec.channels (1)")
 
 
-def add_training_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--epochs", type=at_least(1), help="default: TrainingConfig.epochs (15)")
-    parser.add_argument("--batch-size", type=at_least(1), help="per replica; default: TrainingConfig.batch_size (32)")
-    parser.add_argument("--learning-rate", type=float,
-                        help="peak, for one replica (x replicas when several); default: TrainingConfig.learning_rate")
-    parser.add_argument("--restarts", type=at_least(0),
-                        help="cosine cycles after the warm-up, each twice as long as the one before; "
-                             "default: TrainingConfig.restarts (2)")
+def add_optimizer_flags(parser: argparse.ArgumentParser) -> None:
+    """The optimizer, its schedule and averages, and the arithmetic: part of add_training_flags."""
     parser.add_argument("--optimizer", choices=("adam", "sgd"),
                         help="adam (AdamW with --weight-decay; the default) or sgd (Nesterov, with --momentum)")
     parser.add_argument("--momentum", type=float, help="sgd's; default: TrainingConfig.momentum (0.9)")
@@ -60,6 +54,21 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
                         help="instead of --ema: every 5 steps, move an average toward the weights (BatchNorm "
                              "statistics included) and set the weights to it, averaging more as training ends; "
                              "the average is exported (the CIFAR-10 records'; default: off)")
+    parser.add_argument("--precision", choices=("float32", "auto"),
+                        help="the Trainer's arithmetic: auto trains in mixed bfloat16 where the CPU has bfloat16 "
+                             "instructions (avx512_bf16, amx_bf16) and in float32 elsewhere; the exported model is "
+                             "float32 either way (default float32)")
+
+
+def add_training_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--epochs", type=at_least(1), help="default: TrainingConfig.epochs (15)")
+    parser.add_argument("--batch-size", type=at_least(1), help="per replica; default: TrainingConfig.batch_size (32)")
+    parser.add_argument("--learning-rate", type=float,
+                        help="peak, for one replica (x replicas when several); default: TrainingConfig.learning_rate")
+    parser.add_argument("--restarts", type=at_least(0),
+                        help="cosine cycles after the warm-up, each twice as long as the one before; "
+                             "default: TrainingConfig.restarts (2)")
+    add_optimizer_flags(parser)
     parser.add_argument("--shift-rotate", action=argparse.BooleanOptionalAction,
                         help="augment with small shifts and rotations (default: on)")
     parser.add_argument("--flip", action=argparse.BooleanOptionalAction,
@@ -193,7 +202,7 @@ FLAG_FIELDS = {
         "epochs", "batch_size", "learning_rate", "restarts", "shift_rotate", "flip", "test_time_flip",
         "test_time_shift", "crop_pad", "validation_percent", "profile", "fine_tune_epochs", "optimizer", "schedule",
         "warmup_epochs", "label_smoothing", "ema", "pad_mode", "momentum", "bias_lr_scale", "lookahead",
-        "alternating_flip")},
+        "alternating_flip", "precision")},
     "quantization_aware": ("training", "quantization_aware_epochs"),
     "backbone_weights": ("training", "backbone_weights"),
     **{name: ("model", name) for name in (
