@@ -181,8 +181,11 @@ def with_preset(args: argparse.Namespace) -> argparse.Namespace:
     for name, value in configs.PRESETS.get(args.preset, {}).items():
         if values[name] is None:
             values[name] = value
-    if args.test_time_flip is None and not values["flip"]:  # a preset's answers for mirrors yield to --no-flip
-        values["test_time_flip"] = None
+    # a preset's value that needs a setting the user's flags turned off yields to them
+    for name, needs in (("test_time_flip", values["flip"]), ("alternating_flip", values["flip"]),
+                        ("lookahead", not values["ema"]), ("bias_lr_scale", values["optimizer"] == "sgd")):
+        if getattr(args, name) is None and not needs:
+            values[name] = None
     return argparse.Namespace(**values)
 
 

@@ -18,12 +18,15 @@ def test_the_photos_preset_sets_the_records_network_and_recipe_it_documents():
     assert (settings.model.architecture, settings.model.group_filters) == ("dense", (64, 128, 128))
     assert settings.model.transform_options() == {"whitening_patch": 2}
     assert (training.optimizer, training.schedule, training.learning_rate, training.label_smoothing) == (
-        "sgd", "linear", 1.0, 0.2)
+        "sgd", "linear", 1.5, 0.2)
+    assert (training.momentum, training.bias_lr_scale, training.lookahead, settings.model.bn_momentum) == (
+        0.85, 64.0, True, 0.6)
     assert (training.crop_pad, training.pad_mode, training.flip, training.test_time_flip) == (2, "reflect", True, True)
+    assert (training.alternating_flip, training.test_time_shift, training.precision) == (True, 0, "auto")
     assert (training.shift_rotate, training.validation_percent, training.epochs, training.batch_size) == (
-        False, 0, 18, 512)
+        False, 0, 22, 1024)
     assert (settings.lite.min_agreement, settings.thresholds.min_accuracy, settings.model.weight_decay) == (
-        0.99, 0.8, 0.005)
+        0.99, 0.8, 0.0089)
     assert _settings().lite.min_agreement == LiteBounds().min_agreement
     assert _settings().thresholds.min_accuracy == Thresholds().min_accuracy
     assert _settings("--preset", "photos", "--min-accuracy", "0.5").thresholds.min_accuracy == 0.5
@@ -60,6 +63,9 @@ def test_a_flag_the_user_gives_wins_over_the_preset_wherever_it_stands(order):
     assert (settings.training.crop_pad, settings.training.restarts) == (0, 1)
     assert settings.training.shift_rotate is False  # not given: still the preset's
     assert settings.training.test_time_flip is False  # the preset's, but for the mirrors --no-flip refused
+    assert settings.training.alternating_flip is False  # likewise
+    recipe = _settings(*argv, "--ema", "0.99", "--optimizer", "adam").training
+    assert (recipe.ema, recipe.lookahead, recipe.optimizer, recipe.bias_lr_scale) == (0.99, False, "adam", 1.0)
 
 
 def test_test_time_shift_needs_crop_pad_training_as_far(tmp_path, capsys):
