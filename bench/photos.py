@@ -91,6 +91,7 @@ def run_keras(data_root: str, flags: list, epochs: int, work_dir: str) -> dict:
     import tf_keras as keras
     import trainer_vs_keras
     from models.model import ModelConfig, build_classifier
+    from models import precision
     from models.recipe import compile_model
     from models.run_fn import THROUGHPUT_FILENAME, ThroughputLogger
     from pipeline import flags as pipeline_flags_module, local_runner
@@ -103,6 +104,7 @@ def run_keras(data_root: str, flags: list, epochs: int, work_dir: str) -> dict:
     config = ModelConfig(**settings.model.options(), input_shape=train_x.shape[1:], num_classes=int(train_y.max()) + 1)
     steps = -(-len(train_x) // training.batch_size)
     keras.utils.set_random_seed(0)
+    keras.mixed_precision.set_global_policy(precision.training_policy(training.precision))  # as the Trainer does
     model = build_classifier(config)
     compile_model(model, config, training, steps_per_epoch=steps, replicas=1)
     started = time.time()
@@ -113,6 +115,7 @@ def run_keras(data_root: str, flags: list, epochs: int, work_dir: str) -> dict:
         rate = trainer_vs_keras.steady(json.load(f))
     accuracy = float((model.predict(test_x, batch_size=256, verbose=0).argmax(-1) == test_y).mean())
     return {"images_per_s": rate, "seconds": round(seconds, 1), "epochs": epochs, "accuracy": round(accuracy, 4),
+            "policy": keras.mixed_precision.global_policy().name,
             "training_mflops_per_image": trainer_vs_keras.training_flops_per_image(config) / 1e6,
             "parameters": model.count_params()}
 
@@ -131,7 +134,8 @@ def report(counts: dict, flags: list, summary: dict, keras_result: dict) -> None
           f"wall; stages (s): " + ", ".join(f"{s} {t:.0f}" for s, t in summary["stage_seconds"].items()))
     print(f"Trainer: {len(epochs)} epochs, {trainer_rate:.0f} images/s (median epoch after the first), "
           f"{trainer_rate * flops / peak:.1%} of fp32 peak at {flops / 1e6:.1f} MFLOP per training image")
-    print(f"Keras fit ({keras_result['epochs']} epochs, {keras_result['parameters']:,} parameters): "
+    print(f"Keras fit ({keras_result['epochs']} epochs, {keras_result['parameters']:,} parameters, "
+          f"{keras_result['policy']}): "
           f"{keras_result['images_per_s']:.0f} images/s, {keras_result['images_per_s'] * flops / peak:.1%} of peak, "
           f"held-out accuracy {keras_result['accuracy']:.4f}")
     print(f"Trainer / Keras fit images/s: {trainer_rate / keras_result['images_per_s']:.2f}x")
