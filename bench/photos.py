@@ -150,6 +150,24 @@ def report(counts: dict, flags: list, summary: dict, keras_result: dict) -> None
                       "keras": keras_result, "peak_gflops": round(peak / 1e9, 1)}))
 
 
+def _commit() -> str:
+    """HEAD's short hash, read from .git: the environment root has no git."""
+    git = os.path.join(paths.REPO_ROOT, ".git")
+    try:
+        with open(os.path.join(git, "HEAD")) as f:
+            head = f.read().strip()
+        if not head.startswith("ref: "):
+            return head[:7]
+        ref = head[5:]
+        if os.path.exists(os.path.join(git, ref)):
+            with open(os.path.join(git, ref)) as f:
+                return f.read().strip()[:7]
+        with open(os.path.join(git, "packed-refs")) as f:
+            return next(line.split()[0][:7] for line in f if line.strip().endswith(" " + ref))
+    except (OSError, StopIteration):
+        return "unknown"
+
+
 def record_run(flags: list, summary: dict, path: str = RUNS) -> None:
     """Adds this full run to the runs --plot draws."""
     import table
@@ -157,8 +175,7 @@ def record_run(flags: list, summary: dict, path: str = RUNS) -> None:
     from models.model import read_facts
     with open(os.path.join(summary["artifacts"]["model_run"], "throughput.json")) as f:
         epochs = len(json.load(f))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=paths.REPO_ROOT).stdout.strip()
+    commit = _commit()
     runs = files.read_json_if_exists(path) or []
     network = read_facts(summary["artifacts"]["model_run"])["config"]["architecture"]
     preset = flags[flags.index("--preset") + 1] if "--preset" in flags else "no preset"
@@ -224,6 +241,7 @@ def main() -> int:
         counts = split_folder(args.archive, work, args.per_class)
         data_root = os.path.join(work, "photos")
         summary = run_pipeline(data_root, os.path.join(work, "out"), flags)
+        print(json.dumps({"pipeline": summary}, default=str), flush=True)  # first: what follows may fail
         if args.per_class == 5000:
             record_run(flags, summary)
         with open(os.path.join(summary["artifacts"]["model_run"], "throughput.json")) as f:
