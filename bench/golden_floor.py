@@ -27,11 +27,6 @@ BROKEN = {
 }
 
 
-def cpu_model() -> str:
-    with open("/proc/cpuinfo") as f:
-        return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "unknown")
-
-
 def one_run(flags) -> dict:
     with tempfile.TemporaryDirectory() as output_dir:
         started = time.time()
@@ -50,7 +45,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--floor", type=float, default=0.95, help="the floor to judge: tests/golden.py's")
     args = parser.parse_args()
-    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; floor {args.floor}")
+    import table
+    print(f"CPU: {table.cpu_kind()}, {os.cpu_count()} cores; floor {args.floor}")
     runs = [("intact", []) for _ in range(args.repeats)] + list(BROKEN.items())
     for name, flags in runs:
         result = one_run(flags)

@@ -34,11 +34,10 @@ NETWORKS = {
 
 
 def cpu() -> dict:
-    with open("/proc/cpuinfo") as f:
-        info = f.read()
-    flags = set(next(line for line in info.splitlines() if line.startswith("flags")).split(":")[1].split())
-    model = next(line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name"))
-    return {"model": model, "bf16": bool(flags & {"avx512_bf16", "amx_bf16"}), "flags": flags}
+    """The CPU kind, and whether it has bfloat16 as the Trainer's --precision auto decides it."""
+    import table
+    from models.precision import cpu_has_bfloat16
+    return {"model": table.cpu_kind(), "bf16": cpu_has_bfloat16()}
 
 
 def load_images(count: int, work: str):

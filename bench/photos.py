@@ -168,13 +168,11 @@ def _commit() -> str:
         return "unknown"
 
 
-def record_run(flags: list, summary: dict, path: str = RUNS) -> None:
-    """Adds this full run to the runs --plot draws."""
+def record_run(flags: list, summary: dict, epochs: int, path: str = RUNS) -> None:
+    """Adds this full run (epochs: the Trainer's) to the runs --plot draws."""
     import table
     from models import files
     from models.model import read_facts
-    with open(os.path.join(summary["artifacts"]["model_run"], "throughput.json")) as f:
-        epochs = len(json.load(f))
     commit = _commit()
     runs = files.read_json_if_exists(path) or []
     network = read_facts(summary["artifacts"]["model_run"])["config"]["architecture"]
@@ -242,10 +240,11 @@ def main() -> int:
         data_root = os.path.join(work, "photos")
         summary = run_pipeline(data_root, os.path.join(work, "out"), flags)
         print(json.dumps({"pipeline": summary}, default=str), flush=True)  # first: what follows may fail
-        if args.per_class == 5000:
-            record_run(flags, summary)
         with open(os.path.join(summary["artifacts"]["model_run"], "throughput.json")) as f:
-            epochs = args.keras_epochs or len(json.load(f))
+            trained_epochs = len(json.load(f))
+        if args.per_class == 5000:
+            record_run(flags, summary, trained_epochs)
+        epochs = args.keras_epochs or trained_epochs
         child = subprocess.run([sys.executable, __file__, "--child-keras", data_root, str(epochs), work, "--", *flags],
                                capture_output=True, text=True, cwd=paths.REPO_ROOT)
         if child.returncode:

@@ -42,10 +42,14 @@ def timed(command) -> tuple:
     return time.time() - started, done.stdout
 
 
+def cpu_model() -> str:
+    with open("/proc/cpuinfo") as f:
+        return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), platform.machine())
+
+
 def machine() -> str:
     from importlib.metadata import version  # not importing TensorFlow: its start-up lines would go to stderr
-    with open("/proc/cpuinfo") as f:
-        model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), platform.machine())
+    model = cpu_model()
     with open("/proc/meminfo") as f:
         memory_gb = int(f.readline().split()[1]) / 1024 ** 2
     return (f"{model}, {os.cpu_count()} cores, {memory_gb:.0f} GB, no GPU used; {platform.system()} "
@@ -56,8 +60,7 @@ def cpu_kind() -> str:
     """The CPU kind as RESULTS.md names it: the model name, and whether it has AVX-512 (NOTES §8)."""
     with open("/proc/cpuinfo") as f:
         info = f.read()
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
-                 platform.machine())
+    model = cpu_model()
     return f"{model} with AVX-512" if " avx512f" in info else f"{model} with AVX2" if " avx2" in info else model
 
 
