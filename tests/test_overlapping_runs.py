@@ -1,8 +1,9 @@
 """Runs that meet on one output dir or one serving folder, each a real local runner in a process of its
 own, on a small folder of synthetic photos (three colours, 16x16, 1-2 epochs):
 
-1. two runs started a second apart with different settings: the second waits for the first, naming
-   it; each records and prints its own run, and serving/ holds what their records say they pushed;
+1. two runs with different settings, the second started once the first holds the lock: the second
+   waits for the first, naming it; each records and prints its own run, and serving/ holds what their
+   records say they pushed;
 2. the same settings and images as the champion's: `unchanged`, nothing trained or pushed;
 3. one image rewritten, and while that run is in its Trainer another process publishes a version: the
    run trains, but publishes nothing (`superseded`), naming both versions.
@@ -34,6 +35,21 @@ class Workspace:
                                  "--output-dir", self.output_dir, *SMALL, *flags], cwd=paths.REPO_ROOT,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
+    def wait_until_holding_the_lock(self, process, timeout=120):
+        """Until the run lock names `process`: started a fixed time apart, the second run, not yet
+        slowed by imports, can take the lock first on a loaded machine."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert process.poll() is None, process.communicate()
+            try:
+                with open(paths.run_lock(self.output_dir)) as f:
+                    if f"by process {process.pid}" in f.read():
+                        return
+            except FileNotFoundError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"process {process.pid} did not take the run lock in {timeout} s")
+
     def record_of(self, out: str) -> dict:
         """The run's own record, runs/<run>.json, found from the report path it printed last."""
         report = out.strip().splitlines()[-1]
@@ -58,7 +74,7 @@ def workspace(tmp_path_factory):
 @pytest.fixture(scope="module")
 def two_runs(workspace):
     first = workspace.start("--epochs", "1")
-    time.sleep(1)
+    workspace.wait_until_holding_the_lock(first)
     second = workspace.start("--epochs", "2")
     outs = [_finish(first), _finish(second)]
     return [(process, out, workspace.record_of(out)) for process, out in zip((first, second), outs)]
