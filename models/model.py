@@ -74,6 +74,10 @@ class ModelConfig:
         if not self.group_filters or min(self.group_filters) < 1 or not 1 <= self.whitening_patch <= 4:
             raise ValueError(f"group_filters must be positive and whitening_patch from 1 to 4, got "
                              f"{self.group_filters!r} and {self.whitening_patch!r}")
+        smallest = 2 ** len(self.group_filters) + self.whitening_patch - 1
+        if self.architecture == "dense" and min(self.input_shape[:2]) < smallest:
+            raise ValueError(f"the dense network's {len(self.group_filters)} groups each halve the image: it needs "
+                             f"images of at least {smallest}x{smallest} pixels, got {self.input_shape[:2]!r}")
         if not 0 < self.width <= 16:
             raise ValueError(f"width must be in (0, 16], got {self.width!r}")
         if not 1 <= self.depth <= 16:

@@ -57,6 +57,10 @@ def test_dense_network_parameter_count_is_pinned_by_hand():
     assert model.count_params() == 570_272
     assert not model.get_layer("whitening_conv").trainable
     assert model(np.zeros((2, 32, 32, 3), np.float32)).shape == (2, 10)
+    # the records' sizes (31 after the whitening, then 15, 7, 3): pooling drops an odd row, as theirs does
+    assert [model.get_layer(f"group{i}_conv2").output.shape[1:3] for i in range(3)] == [(15, 15), (7, 7), (3, 3)]
+    with pytest.raises(ValueError, match=r"needs images of at least 9x9 pixels"):
+        ModelConfig(architecture="dense", input_shape=(8, 32, 3), num_classes=10)
     wider = ModelConfig(architecture="dense", input_shape=(32, 32, 3), num_classes=10, group_filters=(64, 256, 256),
                         width=0.5)
     assert build_classifier(wider).count_params() == expected_parameter_count(wider)
