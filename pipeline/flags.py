@@ -108,6 +108,9 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
                         help="residual: depthwise-separable residual blocks (default); classic: Conv-BN-ReLU-Pool; "
                              "dense: a whitening layer the Transform step computes, dense 3x3 conv groups with "
                              "pooling and a max-pool head, the shape of the CIFAR-10 speed records (docs/model.md)")
+    parser.add_argument("--group-filters", type=at_least(1), nargs="+", metavar="FILTERS",
+                        help="dense: the conv groups' filters, one number per group (default 64 128 128, "
+                             "airbench93's; 64 256 256 is airbench94's)")
     parser.add_argument("--attention", choices=("se", "cbam", "none"),
                         help="attention in residual blocks: squeeze-excite (default), CBAM or none")
     parser.add_argument("--width", type=positive,
@@ -210,7 +213,7 @@ FLAG_FIELDS = {
     "backbone_weights": ("training", "backbone_weights"),
     **{name: ("model", name) for name in (
         "architecture", "attention", "width", "depth", "backbone", "weight_decay", "weight_decay_mode",
-        "bn_momentum")},
+        "bn_momentum", "group_filters")},
     **{name: ("data", name) for name in ("eval_percent", "strict", "max_class_drift", "max_image_pixels")},
     **{name: ("thresholds", name) for name in ("min_accuracy", "max_accuracy_drop", "min_class_accuracy")},
     "max_tflite_accuracy_drop": ("lite", "max_accuracy_drop"),

@@ -192,7 +192,8 @@ NOT_DEFAULT = {"image_size": [32, 32], "channels": 3, "epochs": 3, "batch_size":
                "max_tflite_accuracy_drop": 0.02, "tflite": ["int8"], "min_tflite_agreement": 0.95,
                "optimizer": "sgd", "schedule": "linear", "warmup_epochs": 2.0, "label_smoothing": 0.2, "ema": 0.99,
                "pad_mode": "reflect", "momentum": 0.85, "bias_lr_scale": 64.0, "lookahead": True,
-               "alternating_flip": True, "bn_momentum": 0.6, "precision": "auto"}
+               "alternating_flip": True, "bn_momentum": 0.6, "precision": "auto",
+               "group_filters": [32, 64]}
 AT_DEFAULT = {"backbone", "backbone_weights", "fine_tune_epochs"}  # only a backbone could change them
 EXCLUSIVE = {"ema": "lookahead"}  # two flags that cannot be set together: the first is checked apart
 
