@@ -1,4 +1,5 @@
 """The shared flags (pipeline/flags.py): presets, the flags that override them, and refusals."""
+import dataclasses
 import os
 
 import pytest
@@ -24,7 +25,7 @@ def test_the_photos_preset_sets_the_records_network_and_recipe_it_documents():
     assert (training.crop_pad, training.pad_mode, training.flip, training.test_time_flip) == (2, "reflect", True, True)
     assert (training.alternating_flip, training.test_time_shift, training.precision) == (True, 0, "auto")
     assert (training.shift_rotate, training.validation_percent, training.epochs, training.batch_size) == (
-        False, 0, 22, 1024)
+        False, 0, 16, 1024)
     assert (settings.lite.min_agreement, settings.thresholds.min_accuracy, settings.model.weight_decay) == (
         0.99, 0.8, 0.0089)
     assert _settings().lite.min_agreement == LiteBounds().min_agreement
@@ -32,6 +33,15 @@ def test_the_photos_preset_sets_the_records_network_and_recipe_it_documents():
     assert _settings("--preset", "photos", "--min-accuracy", "0.5").thresholds.min_accuracy == 0.5
     assert _settings("--preset", "photos", "--architecture", "residual").model.transform_options() == {}
     assert settings.image.shape == (32, 32, 3)
+
+
+def test_the_photos_wide_preset_is_photos_with_airbench94s_groups_for_fewer_epochs():
+    photos, wide = (_settings("--preset", preset, "--image-size", "32", "32", "--channels", "3")
+                    for preset in ("photos", "photos-wide"))
+    assert (wide.model.group_filters, wide.training.epochs, wide.training.warmup_epochs) == ((64, 256, 256), 14, 3.2)
+    assert dataclasses.replace(wide.training, epochs=16, warmup_epochs=3.7) == photos.training
+    assert dataclasses.replace(wide.model, group_filters=(64, 128, 128)) == photos.model
+    assert _settings("--preset", "photos-wide", "--group-filters", "32", "64", "64").model.group_filters == (32, 64, 64)
 
 
 def test_the_photos_residual_preset_keeps_the_residual_network_tuned_for_photos():
