@@ -58,6 +58,8 @@ PRESETS = {
                         "restarts": 0, "epochs": 27, "batch_size": 64, "weight_decay": 0.05, "min_accuracy": 0.8,
                         "min_tflite_agreement": 0.99},
 }
+# Presets sized for a CPU with bfloat16: on one without, the local runner says so before the run.
+PRESETS_FOR_BFLOAT16 = ("photos-wide",)
 
 # The Beam engine, named outright: Beam 2.77's DirectRunner tries the Prism runner first, which
 # downloads a binary at run time (a closed network makes it fall back; a cluster with internet access

@@ -156,6 +156,19 @@ def one_run_at_a_time(output_dir: str):
             fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
 
+def preset_note(preset: Optional[str], precision: str, cpuinfo: str = "/proc/cpuinfo") -> Optional[str]:
+    """A line for a preset sized for bfloat16 run on a CPU without it (or with --precision float32)."""
+    from pipeline import configs
+    from models.precision import cpu_has_bfloat16
+    if preset not in configs.PRESETS_FOR_BFLOAT16:
+        return None
+    if precision == "auto" and cpu_has_bfloat16(cpuinfo):
+        return None
+    why = "this CPU has no bfloat16" if precision == "auto" else "--precision float32"
+    return (f"note: --preset {preset} is sized for 45 minutes on a CPU with bfloat16; {why}, so it trains in "
+            f"float32, about twice as long (--preset photos fits 45 minutes on every CPU kind)")
+
+
 def download_imagenet_weights(settings) -> None:
     """--backbone-weights imagenet: fetched now (Keras keeps it in ~/.keras/models for the Trainer), so
     that without a network the run stops before its first stage, with the download command."""
@@ -180,6 +193,9 @@ def _run(args: argparse.Namespace) -> int:
             print(f"schema: created {args.schema} with this folder's classes {added}; later runs with it stop "
                   f"if the class set changes", flush=True)
         code_fingerprint = caching.project_fingerprint(args.schema)
+        note = preset_note(args.preset, settings.training.precision)
+        if note:
+            print(note, flush=True)
         image_cnn_pipeline = pipeline.create_pipeline(
             pipeline_name=configs.PIPELINE_NAME,
             pipeline_root=paths.pipeline_root(args.output_dir),

@@ -44,6 +44,19 @@ def test_the_photos_wide_preset_is_photos_with_airbench94s_groups_for_fewer_epoc
     assert _settings("--preset", "photos-wide", "--group-filters", "32", "64", "64").model.group_filters == (32, 64, 64)
 
 
+def test_photos_wide_on_a_cpu_without_bfloat16_says_it_trains_in_float32_for_longer(tmp_path):
+    with_bf16, without = tmp_path / "with", tmp_path / "without"
+    with_bf16.write_text("flags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    without.write_text("flags\t\t: fpu avx2 fma\n")
+    note = local_runner.preset_note("photos-wide", "auto", str(without))
+    assert note.startswith("note: --preset photos-wide is sized for 45 minutes on a CPU with bfloat16; this CPU has "
+                           "no bfloat16, so it trains in float32")
+    assert "--precision float32" in local_runner.preset_note("photos-wide", "float32", str(with_bf16))
+    assert local_runner.preset_note("photos-wide", "auto", str(with_bf16)) is None
+    assert local_runner.preset_note("photos", "auto", str(without)) is None
+    assert local_runner.preset_note(None, "auto", str(without)) is None
+
+
 def test_the_photos_residual_preset_keeps_the_residual_network_tuned_for_photos():
     settings = _settings("--preset", "photos-residual", "--image-size", "32", "32", "--channels", "3")
     model, training = settings.model, settings.training
