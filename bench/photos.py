@@ -181,7 +181,7 @@ def record_run(flags: list, summary: dict, epochs: int, path: str = RUNS) -> Non
                  "flags": " ".join(flags), "epochs": epochs, "accuracy": summary["evaluation"]["accuracy"],
                  "trainer_minutes": round(summary["stage_seconds"]["Trainer"] / 60, 1),
                  "cpu": table.cpu_kind(), "commit": commit, "date": time.strftime("%Y-%m-%d")})
-    files.write_json(path, runs)
+    files.write_json(path, runs, indent=1)  # a line per field: each run reads as one hunk in a diff
 
 
 def plot(runs_path: str = RUNS, png: str = PLOT) -> None:
