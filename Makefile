@@ -16,7 +16,7 @@ bench: setup
 	bin/in-env python bench/table.py $(ARGS)
 	bin/in-env python bench/quantization_aware.py  # the three int8 files of a digits run (a few minutes)
 	bin/in-env python bench/network_efficiency.py  # images/s and share of the CPU's peak per network (5 minutes)
-	bin/in-env python bench/photos.py  # CIFAR-10 from ../shared/datasets when present (about an hour)
+	bin/in-env python bench/photos.py  # CIFAR-10 from ../shared/datasets when present (about 20-35 minutes)
 
 # The Kubeflow pipeline image (pipeline/kubeflow/Dockerfile), built here or found cached; prints its tag last.
 image: setup
