@@ -13,10 +13,11 @@ a successful earlier execution's. Three things it does not see are added here:
   trained on; they always run.
 
 And one thing it sees that it should not: the stages after the RetrainGate run under a condition on
-its decision, which TFX adds to each of them as an input (`_RetrainGate.decision`). The gate makes a
-new decision artifact every run, so every stage's cache key would change every run and nothing would
-be reused. The decision only says whether a stage runs, never what it computes, so it is left out of
-the cache keys (decision_outside_cache_keys).
+its decision, which TFX adds to each of them as an input (`_RetrainGate.decision`), and LiteModels
+under one on the Evaluator's blessing too (`_Evaluator.blessing`). The gate and the Evaluator make a
+new artifact every run, so the cache keys would change every run and nothing would be reused. A
+condition only says whether a stage runs, never what it computes, so both are left out of the cache
+keys (conditions_outside_cache_keys).
 
 The Pusher runs under two nested conditions: the gate's decision, then the Evaluator's blessing. TFX
 evaluates a node's conditions in the order of a protobuf map, which varies from process to process;
@@ -70,12 +71,13 @@ def compile_for_local_run(pipeline, fingerprint: str, run_id: str = "") -> pipel
     return ir
 
 
-CONDITION_INPUT_KEY = "_RetrainGate.decision"  # the key TFX gives a Cond's channel: _<producer>.<output>
+# the keys TFX gives a Cond's channel that a stage does not also declare: _<producer>.<output>
+CONDITION_INPUT_KEYS = ("_RetrainGate.decision", "_Evaluator.blessing")
 
 
 @contextlib.contextmanager
-def decision_outside_cache_keys():
-    """While it lasts, TFX's launcher computes every cache key without the RetrainGate's decision.
+def conditions_outside_cache_keys():
+    """While it lasts, TFX's launcher computes every cache key without the conditions' inputs.
 
     TFX has no public way to leave an input out of a cache key: this wraps
     tfx.orchestration.portable.cache_utils.get_cache_context, which the launcher calls by module
@@ -86,7 +88,7 @@ def decision_outside_cache_keys():
                            "local stage reuse needs components/caching.py adapted to it")
 
     def get_cache_context(*args, input_artifacts=None, **kwargs):
-        kept = {key: value for key, value in (input_artifacts or {}).items() if key != CONDITION_INPUT_KEY}
+        kept = {key: value for key, value in (input_artifacts or {}).items() if key not in CONDITION_INPUT_KEYS}
         return original(*args, input_artifacts=kept, **kwargs)
 
     cache_utils.get_cache_context = get_cache_context

@@ -214,7 +214,7 @@ def _run(args: argparse.Namespace) -> int:
     print(f"Pipeline {configs.PIPELINE_NAME}: data {args.data_root} -> outputs {args.output_dir}", flush=True)
     error = None
     try:
-        with caching.decision_outside_cache_keys(), caching.conditions_in_nesting_order():
+        with caching.conditions_outside_cache_keys(), caching.conditions_in_nesting_order():
             tfx.orchestration.LocalDagRunner().run_with_ir(
                 caching.compile_for_local_run(image_cnn_pipeline, code_fingerprint, run_id))
     except Exception as caught:  # reported in last_run.json and below, then the exit code says failed

@@ -92,7 +92,7 @@ def _validation_stages(example_gen, schema_gen, *, schema_file: str, data_root, 
 def _training_stages(example_gen, schema_gen, data_gate, retrain_gate, *, serving_dir: str, state_root: str,
                      settings: PipelineSettings, thresholds: Thresholds, epochs, num_classes: int,
                      run_id: str) -> List[Any]:
-    """Transform, the champion, Trainer, LiteModels, Evaluator and the Pusher (under the blessing)."""
+    """Transform, the champion, Trainer, Evaluator, and under its blessing LiteModels and the Pusher."""
     image_spec, training, lite = settings.image, settings.training, settings.lite
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
@@ -113,9 +113,6 @@ def _training_stages(example_gen, schema_gen, data_gate, retrain_gate, *, servin
                        "training": {k: v for k, v in dataclasses.asdict(training).items() if k != "epochs"},
                        "model": settings.model.options(),
                        "checkpoint_root": os.path.join(state_root, "Trainer", "checkpoints")})
-    lite_models = LiteModels(model=trainer.outputs["model"], examples=example_gen.outputs["examples"],
-                             max_accuracy_drop=lite.max_accuracy_drop, min_agreement=lite.min_agreement,
-                             variants=",".join(lite.variants))
     evaluator = ChampionEvaluator(
         examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
         baseline_model=champion.outputs["champion"],
@@ -123,13 +120,17 @@ def _training_stages(example_gen, schema_gen, data_gate, retrain_gate, *, servin
                                 num_classes=num_classes, max_accuracy_drop=thresholds.max_accuracy_drop,
                                 min_class_accuracy=thresholds.min_class_accuracy),
         min_accuracy=thresholds.min_accuracy).with_id("Evaluator")
+    # only a blessed model can be pushed, so only its TFLite files are worth converting and scoring
     with tfx.dsl.Cond(evaluator.outputs["blessing"].future()[0].custom_property("blessed") == 1):
+        lite_models = LiteModels(model=trainer.outputs["model"], examples=example_gen.outputs["examples"],
+                                 max_accuracy_drop=lite.max_accuracy_drop, min_agreement=lite.min_agreement,
+                                 variants=",".join(lite.variants))
         pusher = ModelPusher(
             model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
             evaluation=evaluator.outputs["evaluation"], examples=example_gen.outputs["examples"],
             lite_models=lite_models.outputs["lite_models"], decision=retrain_gate.outputs["decision"],
             serving_dir=serving_dir, run_id=run_id, thresholds=thresholds).with_id("Pusher")
-    return [transform, trainer, lite_models, champion, evaluator, pusher]
+    return [transform, trainer, champion, evaluator, lite_models, pusher]
 
 
 def settings_fingerprint(code_fingerprint: str, settings: PipelineSettings) -> str:

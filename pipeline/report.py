@@ -311,7 +311,8 @@ def promotion_section(page: Page, summary: Dict[str, Any]) -> None:
 def tflite_section(page: Page, summary: Dict[str, Any]) -> None:
     quality = summary.get("tflite")
     if not quality:
-        page.add("tflite", "TFLite", "<p>No TFLite variants were made.</p>")
+        why = "" if summary.get("blessed") else ": they are made only for a blessed model, which alone can be pushed"
+        page.add("tflite", "TFLite", f"<p>No TFLite variants were made{why}.</p>")
         return
     def row(name: str, m: Dict[str, Any], pushed: str) -> list:
         return [name, m["size_bytes"], m["size_vs_float32"], m["accuracy"], m["agreement"], m["latency_ms_per_image"],

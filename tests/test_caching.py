@@ -53,27 +53,31 @@ def test_the_fingerprint_covers_the_code_that_runs_in_the_stages():
     assert len(names) == len(set(names))
 
 
-def test_the_conditions_input_is_the_key_tfx_gives_it_and_the_launcher_calls_the_wrapped_function(tmp_path):
-    """Pins what decision_outside_cache_keys relies on: every stage after the RetrainGate has its
-    decision under CONDITION_INPUT_KEY, and TFX's launcher computes cache keys through
-    cache_utils.get_cache_context, by module attribute, with input_artifacts= as a keyword."""
+def test_the_conditions_inputs_are_the_keys_tfx_gives_them_and_the_launcher_calls_the_wrapped_function(tmp_path):
+    """Pins what conditions_outside_cache_keys relies on: every stage after the RetrainGate has its
+    decision, and LiteModels the Evaluator's blessing, under CONDITION_INPUT_KEYS, and TFX's launcher
+    computes cache keys through cache_utils.get_cache_context, by module attribute, with
+    input_artifacts= as a keyword."""
     from tfx.orchestration.portable import cache_utils, launcher
     nodes = _compiled(tmp_path)
-    conditioned = {name for name, node in nodes.items() if caching.CONDITION_INPUT_KEY in node.inputs.inputs}
-    assert {"StatisticsGen", "Transform", "Trainer", "Evaluator", "Pusher"} <= conditioned
+    decision, blessing = caching.CONDITION_INPUT_KEYS
+    conditioned = {name for name, node in nodes.items() if decision in node.inputs.inputs}
+    assert {"StatisticsGen", "Transform", "Trainer", "Evaluator", "LiteModels", "Pusher"} <= conditioned
+    assert blessing in nodes["LiteModels"].inputs.inputs
     assert "input_artifacts" in inspect.signature(cache_utils.get_cache_context).parameters
     source = inspect.getsource(launcher)
     assert "cache_utils.get_cache_context(" in source and "input_artifacts=input_artifacts" in source
 
 
-def test_the_cache_key_leaves_out_the_retrain_decision_and_nothing_else():
+def test_the_cache_key_leaves_out_the_conditions_inputs_and_nothing_else():
     from tfx.orchestration.portable import cache_utils
     seen = []
     original = cache_utils.get_cache_context
     cache_utils.get_cache_context = lambda *args, input_artifacts=None, **kwargs: seen.append(input_artifacts)
     try:
-        with caching.decision_outside_cache_keys():
-            cache_utils.get_cache_context(None, input_artifacts={caching.CONDITION_INPUT_KEY: [1], "examples": [2],
+        with caching.conditions_outside_cache_keys():
+            decision, blessing = caching.CONDITION_INPUT_KEYS
+            cache_utils.get_cache_context(None, input_artifacts={decision: [1], blessing: [4], "examples": [2],
                                                                  "decision": [3]})
         assert cache_utils.get_cache_context.__name__ == "<lambda>"  # restored after the block
     finally:
@@ -81,21 +85,25 @@ def test_the_cache_key_leaves_out_the_retrain_decision_and_nothing_else():
     assert seen == [{"examples": [2], "decision": [3]}]
 
 
-def test_the_pushers_conditions_are_numbered_from_the_outermost_and_evaluated_so(tmp_path):
-    """Pins what conditions_in_nesting_order relies on: the Pusher's cond_1 reads the RetrainGate's
-    decision and cond_2 the Evaluator's blessing; under the context a false cond_1 skips the node
-    even though cond_2 cannot be evaluated (its blessing is missing), in either order of the map."""
+@pytest.mark.parametrize("node, decision_key, blessing_key", [("Pusher", "decision", "model_blessing"),
+                                                               ("LiteModels", "_RetrainGate.decision", "_Evaluator.blessing")])
+def test_the_blessing_conditions_are_numbered_from_the_outermost_and_evaluated_so(tmp_path, node, decision_key,
+                                                                                  blessing_key):
+    """Pins what conditions_in_nesting_order relies on: under the blessing, cond_1 reads the RetrainGate's
+    decision and cond_2 the Evaluator's blessing (under a declared input's key, else TFX's implicit one);
+    under the context a false cond_1 skips the node even though cond_2 cannot be evaluated (its blessing
+    is missing), in either order of the map."""
     from tfx.orchestration.portable.input_resolution import node_inputs_resolver
-    pusher = _compiled(tmp_path)["Pusher"]
-    conditions = {key: str(value) for key, value in pusher.inputs.conditionals.items()}
+    compiled = _compiled(tmp_path)[node]
+    conditions = {key: str(value) for key, value in compiled.inputs.conditionals.items()}
     assert sorted(conditions) == ["cond_1", "cond_2"]
-    assert '"decision"' in conditions["cond_1"] and "_Evaluator.blessing" in conditions["cond_2"]
+    assert f'"{decision_key}"' in conditions["cond_1"] and f'"{blessing_key}"' in conditions["cond_2"]
     assert list(inspect.signature(node_inputs_resolver._filter_conditionals).parameters) == [
         "artifact_maps", "conditionals"]
     decision = standard_artifacts.Model()  # any artifact: only its custom property is read
     decision.set_int_custom_property("retrain", 0)
-    maps = [{"decision": [decision], "_Evaluator.blessing": []}]
-    reversed_order = {key: pusher.inputs.conditionals[key] for key in ("cond_2", "cond_1")}
+    maps = [{decision_key: [decision], blessing_key: []}]
+    reversed_order = {key: compiled.inputs.conditionals[key] for key in ("cond_2", "cond_1")}
     with pytest.raises(Exception, match="Expected boolean type"):  # what TFX does unaided, blessing first
         node_inputs_resolver._filter_conditionals(maps, reversed_order)
     with caching.conditions_in_nesting_order():

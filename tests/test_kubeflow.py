@@ -21,10 +21,11 @@ from tests import helpers
 STEPS = {"ImageFolderExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator", "DataGate", "RetrainGate",
          "Transform", "Trainer", "LiteModels", "ChampionModel", "Evaluator", "Pusher"}
 # producer -> consumer edges that make the order ExampleGen -> validation -> Transform -> Trainer ->
-# Evaluator -> gated Pusher, with the champion step feeding the Evaluator
+# Evaluator -> gated LiteModels -> gated Pusher, with the champion step feeding the Evaluator
 ORDER = [("ImageFolderExampleGen", "StatisticsGen"), ("StatisticsGen", "ExampleValidator"),
          ("ExampleValidator", "DataGate"), ("DataGate", "Transform"), ("Transform", "Trainer"),
-         ("Trainer", "Evaluator"), ("ChampionModel", "Evaluator"), ("Evaluator", "Pusher"), ("LiteModels", "Pusher"),
+         ("Trainer", "Evaluator"), ("ChampionModel", "Evaluator"), ("Evaluator", "Pusher"), ("Evaluator", "LiteModels"),
+         ("LiteModels", "Pusher"),
          ("ImageFolderExampleGen", "RetrainGate"), ("RetrainGate", "StatisticsGen"), ("RetrainGate", "Trainer"),
          ("RetrainGate", "Pusher")]
 
@@ -93,6 +94,15 @@ def test_the_pusher_runs_only_for_a_blessed_model_named_by_a_declared_input(kfp_
     assert pusher.inputs.artifacts["decision"].task_output_artifact.producer_task == "RetrainGate"
 
 
+def test_lite_models_are_made_only_for_a_blessed_model(kfp_spec):
+    """A model the Evaluator does not bless cannot be pushed: its TFLite files are not converted at all."""
+    lite_models = kfp_spec.root.dag.tasks["LiteModels"]
+    assert lite_models.trigger_policy.condition == \
+        "(inputs.artifacts['_RetrainGate.decision'].artifacts[0].metadata['retrain'] == 1.0) && " \
+        "(inputs.artifacts['_Evaluator.blessing'].artifacts[0].metadata['blessed'] == 1.0)"
+    assert lite_models.inputs.artifacts["_Evaluator.blessing"].task_output_artifact.producer_task == "Evaluator"
+
+
 def test_every_step_after_the_retrain_gate_runs_only_when_something_changed(kfp_spec):
     """Validation, Transform and everything after them are conditioned on the gate's decision, each through an input
     it really has (the driver evaluates a condition over the step's own inputs)."""
@@ -100,7 +110,7 @@ def test_every_step_after_the_retrain_gate_runs_only_when_something_changed(kfp_
     assert set(conditioned) == {"StatisticsGen", "ExampleValidator", "DataGate", "Transform", "Trainer", "LiteModels",
                                 "ChampionModel", "Evaluator", "Pusher"}
     for name, task in conditioned.items():
-        if name == "Pusher":
+        if name in ("Pusher", "LiteModels"):
             continue
         assert task.trigger_policy.condition == \
             "(inputs.artifacts['_RetrainGate.decision'].artifacts[0].metadata['retrain'] == 1.0)"

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from pipeline import paths, report, report_figures
-from tests.helpers import SECTION_IDS, embedded_images, table_rows
+from tests.helpers import SECTION_IDS, embedded_images, parse_page, table_rows
 
 SUMMARY = {
     "run_id": "2026-11-22T10:00:00", "status": "not_blessed", "blessed": False, "error": None,
@@ -61,6 +61,16 @@ def test_the_report_has_every_section_the_evaluators_counts_and_escapes_file_nam
     assert [(row[0], row[2]) for row in table_rows(page, "timings")] == [
         ("ImageFolderExampleGen", "cached: an earlier run's outputs reused"), ("Trainer", ""), ("Evaluator", ""),
         ("whole run", "")]
+
+
+@pytest.mark.parametrize("blessed, says", [
+    (False, "No TFLite variants were made: they are made only for a blessed model, which alone can be pushed."),
+    (True, "No TFLite variants were made.")])
+def test_the_tflite_section_says_why_there_are_no_files(tmp_path, blessed, says):
+    summary = {key: value for key, value in SUMMARY.items() if key != "tflite"}
+    with open(report.render({**summary, "blessed": blessed}, str(tmp_path / "run"))) as f:
+        page = f.read()
+    assert f"<p>{says}</p>" in page and "tflite" not in parse_page(page).tables
 
 
 def test_every_plot_is_embedded_and_written_beside_the_report(tmp_path):
