@@ -126,7 +126,7 @@ def test_a_rerun_on_what_the_champion_was_trained_on_ends_unchanged_after_ingest
     assert rerun.ran == {"RetrainGate"} and rerun.reused == {"ImageFolderExampleGen", "ImportSchemaGen"}
     version = promotion.champion(golden.workspace.serving_dir)["version"]
     reason = f"data, settings and code are those champion version {version} was trained on"
-    assert f"RetrainGate finished in " in rerun.out and f"unchanged: {reason}" in rerun.out
+    assert "RetrainGate finished in " in rerun.out and f"unchanged: {reason}" in rerun.out
     assert "Trainer skipped (its condition was not met)" in rerun.out
     assert rerun.summary["retrain"]["reason"].startswith(reason)
     assert _tree_digest(golden.workspace.serving_dir) == serving_before
