@@ -28,6 +28,7 @@ def test_the_photos_preset_sets_the_records_network_and_recipe_it_documents():
         False, 0, 16, 1024)
     assert (settings.lite.min_agreement, settings.thresholds.min_accuracy, settings.model.weight_decay) == (
         0.99, 0.8, 0.0089)
+    assert settings.data.eval_percent == 10 and _settings().data.eval_percent == DataOptions().eval_percent
     assert _settings().lite.min_agreement == LiteBounds().min_agreement
     assert _settings().thresholds.min_accuracy == Thresholds().min_accuracy
     assert _settings("--preset", "photos", "--min-accuracy", "0.5").thresholds.min_accuracy == 0.5
