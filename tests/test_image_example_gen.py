@@ -1,5 +1,6 @@
 """ImageFolderExampleGen at three levels: the PTransform, Executor.Do, and the component."""
 import json
+import logging
 import os
 
 import apache_beam as beam
@@ -12,7 +13,7 @@ from tfx.utils import proto_utils
 
 from components.image_example_gen import executor, folder_layout
 from components.image_example_gen.component import ImageFolderExampleGen, hash_split_config
-from models import features
+from models import features, progress
 from tests.helpers import make_class_folder
 from tests.odd_files import INGESTED, make_messy_folder
 
@@ -66,10 +67,12 @@ def _count_records(split_dir: str) -> int:
     return sum(1 for _ in tf.data.TFRecordDataset(files, compression_type="GZIP"))
 
 
-def test_executor_writes_presplit_folders_as_train_and_eval(tmp_path):
+def test_executor_writes_presplit_folders_as_train_and_eval(tmp_path, caplog):
     make_class_folder(str(tmp_path / "data" / "train"), per_class=4)
     make_class_folder(str(tmp_path / "data" / "test"), per_class=2, seed=1)
-    examples = _run_executor(str(tmp_path / "data"), str(tmp_path / "out"))
+    with caplog.at_level(logging.INFO, logger=progress.LOGGER_NAME):
+        examples = _run_executor(str(tmp_path / "data"), str(tmp_path / "out"))
+    assert caplog.messages[-1] == "18 images (eval 6, train 12) in 3 classes; 0 rejected, 0 ignored"
     assert artifact_utils.decode_split_names(examples.split_names) == ["train", "eval"]
     assert _count_records(features.split_dir(str(tmp_path / "out"), "train")) == 12
     assert _count_records(features.split_dir(str(tmp_path / "out"), "eval")) == 6
@@ -78,9 +81,12 @@ def test_executor_writes_presplit_folders_as_train_and_eval(tmp_path):
     assert report["layout"] == "pre-split" and report["rejected"] == []
 
 
-def test_executor_hash_splits_a_flat_folder_deterministically(tmp_path):
+def test_executor_hash_splits_a_flat_folder_deterministically(tmp_path, caplog):
     make_class_folder(str(tmp_path / "data"), per_class=20)
-    first = _run_executor(str(tmp_path / "data"), str(tmp_path / "out1"))
+    with caplog.at_level(logging.INFO, logger=progress.LOGGER_NAME):
+        first = _run_executor(str(tmp_path / "data"), str(tmp_path / "out1"))
+    assert caplog.messages[-1].startswith(
+        "60 images (all 60, split by a hash of each file's path: train 80 %, eval 20 %) in 3 classes; ")
     _run_executor(str(tmp_path / "data"), str(tmp_path / "out2"))
     assert artifact_utils.decode_split_names(first.split_names) == ["train", "eval"]
     counts = [_count_records(features.split_dir(str(tmp_path / "out1"), s)) for s in ("train", "eval")]

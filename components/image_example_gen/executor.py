@@ -258,6 +258,15 @@ def summarize_ingest(report_dir: str, layout: folder_layout.FolderLayout,
     }
 
 
+def hash_split_shares(exec_properties: Dict[str, Any]) -> str:
+    """'train 90 %, eval 10 %': a flat folder's split, which its progress line would otherwise not show."""
+    output_config = proto_utils.json_to_proto(exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY],
+                                              example_gen_pb2.Output())
+    splits = output_config.split_config.splits
+    total = sum(split.hash_buckets for split in splits)
+    return ", ".join(f"{split.name} {100 * split.hash_buckets / total:g} %" for split in splits)
+
+
 class Executor(base_example_gen_executor.BaseExampleGenExecutor):
     """Resolves the folder layout, runs the PTransform, then writes labels.txt and the ingest report.
 
@@ -290,6 +299,8 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         write_labels(os.path.join(examples_uri, features.LABELS_FILENAME), layout.class_names)
         counts = summary["counts"]
         per_split = ", ".join(f"{split} {sum(classes.values())}" for split, classes in sorted(summary["accepted"].items()))
+        if not layout.presplit:
+            per_split += f", split by a hash of each file's path: {hash_split_shares(exec_properties)}"
         leaks = f"; {summary['split_leaks']} image(s) in more than one split" if summary["split_leaks"] else ""
         key_figure(f"{counts['ingested']} images ({per_split}) in {len(layout.class_names)} classes; "
                    f"{counts['rejected']} rejected, {counts['ignored']} ignored{leaks}")
