@@ -85,22 +85,18 @@ def test_kfp_spec_has_no_resolver_only_containers(kfp_spec, executors):
     assert not any("resolver" in label.lower() for label in executors)
 
 
-def test_the_pusher_runs_only_for_a_blessed_model_named_by_a_declared_input(kfp_spec):
-    pusher = kfp_spec.root.dag.tasks["Pusher"]
-    assert pusher.trigger_policy.condition == \
-        "(inputs.artifacts['decision'].artifacts[0].metadata['retrain'] == 1.0) && " \
-        "(inputs.artifacts['model_blessing'].artifacts[0].metadata['blessed'] == 1.0)"
-    assert pusher.inputs.artifacts["model_blessing"].task_output_artifact.producer_task == "Evaluator"
-    assert pusher.inputs.artifacts["decision"].task_output_artifact.producer_task == "RetrainGate"
-
-
-def test_lite_models_are_made_only_for_a_blessed_model(kfp_spec):
-    """A model the Evaluator does not bless cannot be pushed: its TFLite files are not converted at all."""
-    lite_models = kfp_spec.root.dag.tasks["LiteModels"]
-    assert lite_models.trigger_policy.condition == \
-        "(inputs.artifacts['_RetrainGate.decision'].artifacts[0].metadata['retrain'] == 1.0) && " \
-        "(inputs.artifacts['_Evaluator.blessing'].artifacts[0].metadata['blessed'] == 1.0)"
-    assert lite_models.inputs.artifacts["_Evaluator.blessing"].task_output_artifact.producer_task == "Evaluator"
+@pytest.mark.parametrize("task, decision, blessing", [
+    ("Pusher", "decision", "model_blessing"),  # inputs it declares
+    # A model the Evaluator does not bless cannot be pushed: its TFLite files are not converted at all.
+    ("LiteModels", "_RetrainGate.decision", "_Evaluator.blessing"),  # inputs TFX adds for the conditions
+])
+def test_the_stages_that_push_run_only_for_a_blessed_model(kfp_spec, task, decision, blessing):
+    stage = kfp_spec.root.dag.tasks[task]
+    assert stage.trigger_policy.condition == \
+        f"(inputs.artifacts['{decision}'].artifacts[0].metadata['retrain'] == 1.0) && " \
+        f"(inputs.artifacts['{blessing}'].artifacts[0].metadata['blessed'] == 1.0)"
+    assert stage.inputs.artifacts[blessing].task_output_artifact.producer_task == "Evaluator"
+    assert stage.inputs.artifacts[decision].task_output_artifact.producer_task == "RetrainGate"
 
 
 def test_every_step_after_the_retrain_gate_runs_only_when_something_changed(kfp_spec):
