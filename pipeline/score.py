@@ -4,31 +4,48 @@
 
 Prints the SavedModel's accuracy (serve_image_bytes on raw file bytes) and, for each pushed TFLite
 variant (tflite/*.tflite), its accuracy and how often it gives the SavedModel's top-1 class.
-Images are read from <data-root>/<split>/<class>/ (or <data-root>/<class>/).
+Images are read from <data-root>/<split>/<class>/ (or <data-root>/<class>/); every file not
+scored (not an image, unreadable, outside any class folder) is listed under "skipped" with its reason.
 """
 import argparse
 import glob
 import json
 import os
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 
-def labelled_files(folder: str, label_names: Sequence[str]) -> List[tuple]:
-    """(path, class) of every file below folder/<class>/ that ingestion would accept."""
+def labelled_files(folder: str, label_names: Sequence[str], batch_size: int = 256) -> Tuple[List[tuple], List[dict]]:
+    """(path, class) of every file below folder/<class>/ that ingestion would accept, and a
+    {"file", "reason"} for every other file, so that none is left out without a word."""
     from components.image_example_gen import folder_layout, image_check
-    files = []
-    for name in folder_layout.entries(folder, folder)[0]:
+    class_folders, top_files, skipped_entries = folder_layout.entries(folder, folder)
+    skipped = [{"file": e.path, "reason": e.reason} for e in skipped_entries]
+    skipped += [{"file": os.path.join(folder, f), "reason": "file outside any class folder"} for f in top_files]
+    candidates = []
+    for name in class_folders:
         if name not in label_names:
             raise ValueError(f"class folder {name!r} in {folder} is not one of the model's classes {list(label_names)}")
         for entry in folder_layout.walk(os.path.join(folder, name), folder):
             if entry.kind == folder_layout.FILE:
-                with open(entry.path, "rb") as f:
-                    if not image_check.check_image(f.read())[1]:
-                        files.append((entry.path, name))
-    return files
+                candidates.append((entry.path, name))
+            else:
+                skipped.append({"file": entry.path, "reason": entry.reason})
+    files = []
+    for start in range(0, len(candidates), batch_size):  # one parallel decode a batch: memory stays flat
+        batch = candidates[start:start + batch_size]
+        contents = []
+        for path, _ in batch:
+            with open(path, "rb") as f:
+                contents.append(f.read())
+        for (path, name), (_, reason, _) in zip(batch, image_check.check_images(contents)):
+            if reason:
+                skipped.append({"file": path, "reason": reason})
+            else:
+                files.append((path, name))
+    return files, skipped
 
 
 def saved_model_predictions(model_dir: str, paths: Sequence[str], batch_size: int = 256) -> Dict[str, np.ndarray]:
@@ -59,16 +76,18 @@ def tflite_top1(tflite_path: str, paths: Sequence[str], batch_size: int = 256) -
     return np.concatenate(top1)
 
 
-def score(model_dir: str, folder: str) -> Dict[str, float]:
+def score(model_dir: str, folder: str) -> Dict[str, Any]:
     from models import features
     from models.labels import read_labels
     label_names = read_labels(os.path.join(model_dir, features.LABELS_FILENAME))
-    files = labelled_files(folder, label_names)
+    files, skipped = labelled_files(folder, label_names)
     if not files:
-        raise ValueError(f"no images under {folder}/<class>/")
+        why = f"; {len(skipped)} file(s) not scored, first {skipped[0]['file']}: {skipped[0]['reason']}" if skipped else ""
+        raise ValueError(f"no images under {folder}/<class>/{why}")
     paths, truth = [p for p, _ in files], np.array([n for _, n in files])
     saved = saved_model_predictions(model_dir, paths)
-    result = {"images": len(paths), "saved_model_accuracy": float(np.mean(saved["class_name"] == truth)), "tflite": {}}
+    result = {"images": len(paths), "saved_model_accuracy": float(np.mean(saved["class_name"] == truth)), "tflite": {},
+              "skipped": skipped}
     for tflite_path in sorted(glob.glob(os.path.join(model_dir, "tflite", "*.tflite"))):
         lite = tflite_top1(tflite_path, paths)
         result["tflite"][os.path.basename(tflite_path)[:-len(".tflite")]] = {
@@ -94,6 +113,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2))
+    if result["skipped"]:
+        print(f"note: {len(result['skipped'])} file(s) not scored, each with its reason under \"skipped\"", file=sys.stderr)
     return 0
 
 
