@@ -55,6 +55,11 @@ class ThroughputLogger(keras.callbacks.Callback):
         self._epochs: List[Dict[str, float]] = []
         self._started = self._last_batch_end = 0.0
 
+    @property
+    def epochs(self) -> List[Dict[str, float]]:
+        """Each epoch's {"epoch", "seconds", "images_per_s"}, as throughput.json holds them."""
+        return list(self._epochs)
+
     def on_epoch_begin(self, epoch, logs=None):
         self._started = time.perf_counter()
 
