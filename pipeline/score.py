@@ -22,8 +22,8 @@ def labelled_files(folder: str, label_names: Sequence[str], batch_size: int = 25
     {"file", "reason"} for every other file, so that none is left out without a word."""
     from components.image_example_gen import folder_layout, image_check
     class_folders, top_files, skipped_entries = folder_layout.entries(folder, folder)
-    skipped = [{"file": e.path, "reason": e.reason} for e in skipped_entries]
-    skipped += [{"file": os.path.join(folder, f), "reason": "file outside any class folder"} for f in top_files]
+    skipped = [{"file": e.path, "reason": e.reason}
+               for e in list(skipped_entries) + folder_layout.stray_files(folder, top_files)]
     candidates = []
     for name in class_folders:
         if name not in label_names:

@@ -163,6 +163,11 @@ def class_order(known_classes: Sequence[str], folder_classes: Sequence[str]) -> 
     return tuple(known_classes) + tuple(sorted(set(folder_classes) - set(known_classes)))
 
 
+def stray_files(folder: str, names: Sequence[str]) -> List[Entry]:
+    """Files beside the class folders of folder: rejected, since no class folder names them."""
+    return [Entry(os.path.join(folder, name), REJECTED, "file outside any class folder") for name in names]
+
+
 def discover(root: str, known_classes: Sequence[str] = ()) -> FolderLayout:
     """Reads folder names (and what lies beside the class folders), never the images themselves."""
     if not tf.io.gfile.exists(root):
@@ -183,13 +188,12 @@ def discover(root: str, known_classes: Sequence[str] = ()) -> FolderLayout:
         splits = ((TRAIN_SPLIT, train_dirs[0]), (EVAL_SPLIT, eval_dirs[0]))
     else:
         splits = ((UNSPLIT, train_dirs[0] if train_dirs and top_dirs == train_dirs else ""),)
-    outside += [Entry(os.path.join(root, f), REJECTED, "file outside any class folder") for f in top_files]
+    outside += stray_files(root, top_files)
     class_dirs: List[str] = []
     for split_index, (_, split_dir) in enumerate(splits):
         split_path = os.path.join(root, split_dir)
         split_classes, split_files, skipped = entries(split_path, root) if split_dir else (top_dirs, [], [])
-        outside += skipped + [Entry(os.path.join(split_path, f), REJECTED, "file outside any class folder")
-                              for f in split_files]
+        outside += skipped + stray_files(split_path, split_files)
         for name in split_classes:
             if has_files(os.path.join(split_path, name), root):
                 if split_index == 0:
