@@ -7,9 +7,9 @@ Keras' mixed_bfloat16 policy.
     bin/in-env python bench/network_efficiency.py [--images 4096] [--batch-size 512] [--repeats 2]
 
 The images are CIFAR-10 training photos when ../shared/datasets/cifar10-train.tar.gz is there, else
-random pixels (the speed does not depend on them). One epoch of warm-up, then --repeats epochs, the median one's time taken; each
-network in a process of its own. FLOPs per training image are 3x the forward FLOPs TensorFlow
-counts. Prints the CPU and one line per network.
+random pixels (the speed does not depend on them). One epoch of warm-up, then --repeats epochs, the
+median one's time taken; each network in a process of its own. FLOPs per training image are 3x the
+forward FLOPs TensorFlow counts. Prints the CPU and one line per network.
 """
 import argparse
 import glob
