@@ -56,7 +56,10 @@ def eval_config(*, label_key: str, class_key: str, num_classes: int,
         accuracy_thresholds.append(config_pb2.PerSliceMetricThreshold(
             slicing_specs=[per_class], threshold=tfma.MetricThreshold(
                 value_threshold=tfma.GenericValueThreshold(lower_bound={"value": min_class_accuracy}))))
-    model_spec = dict(signature_name="serving_default", label_key=label_key, prediction_key="probabilities")
+    # The model type named, not inferred: TFMA would otherwise try to load each model as a Keras one
+    # first, a full Keras revive, only to serve it by its signature anyway (TF_GENERIC).
+    model_spec = dict(signature_name="serving_default", label_key=label_key, prediction_key="probabilities",
+                      model_type=tfma.TF_GENERIC)
     return tfma.EvalConfig(
         model_specs=[tfma.ModelSpec(name=CANDIDATE, **model_spec),
                      tfma.ModelSpec(name=BASELINE, is_baseline=True, **model_spec)],

@@ -167,12 +167,19 @@ def whitening_filters(tf_transform_output: tft.TFTransformOutput, spec: ImageSpe
     return flat.reshape(size, size)
 
 
+def save(model: keras.Model, export_dir: str, signatures: Dict[str, tf.types.experimental.PolymorphicFunction]) -> None:
+    """The SavedModel of model with these signatures, without a trace of every Keras layer's call:
+    everything that reads it (TFMA, TFLite, the report, pipeline.score, a model server) calls the
+    signatures, and a warm start reads the variables. The traces made the export and every load
+    several times slower (bench/RESULTS.md, "Export without layer traces")."""
+    model.save(export_dir, save_format="tf", save_traces=False, signatures=signatures)
+
+
 def export_serving_model(model: keras.Model, tf_transform_output: tft.TFTransformOutput,
                          label_names: Sequence[str], spec: ImageSpec, export_dir: str,
                          views: InferenceViews = InferenceViews()) -> None:
     """Writes the SavedModel and labels.txt into export_dir (TFLite variants: models/lite.py)."""
-    tf.saved_model.save(model, export_dir, signatures=serving_signatures(model, tf_transform_output, label_names, spec,
-                                                                         views))
+    save(model, export_dir, serving_signatures(model, tf_transform_output, label_names, spec, views))
     write_labels(os.path.join(export_dir, features.LABELS_FILENAME), label_names)
 
 
@@ -192,5 +199,4 @@ def export_images_model(model: keras.Model, tf_transform_output: tft.TFTransform
     quantization-aware copy, whose layers carry other names than Grad-CAM looks for."""
     mean, std = normalization_constants(tf_transform_output, spec)
     model.label_names = tf.Variable(list(label_names), trainable=False, name="label_names")
-    tf.saved_model.save(model, export_dir,
-                        signatures={"serve_images": _serve_images(model, mean, std, spec, views)})
+    save(model, export_dir, {"serve_images": _serve_images(model, mean, std, spec, views)})

@@ -24,6 +24,14 @@ def test_the_run_time_bound_goes_on_overall_accuracy_and_keeps_the_other_thresho
     assert not _thresholds(config)["overall"].HasField("value_threshold")  # the input is left as it was
 
 
+def test_both_models_are_served_by_their_signature_named_not_probed_as_keras_models():
+    """Left unset, TFMA loads each model as a Keras model first, only to decide how to call it."""
+    import tensorflow_model_analysis as tfma
+    config = eval_config(label_key="label", class_key="class_name", num_classes=3, max_accuracy_drop=0.01)
+    assert [(spec.model_type, spec.signature_name) for spec in config.model_specs] == [
+        (tfma.TF_GENERIC, "serving_default")] * 2
+
+
 @pytest.mark.parametrize("value", [1.5, -0.1])
 def test_a_run_time_bound_out_of_range_names_itself(value):
     config = eval_config(label_key="label", class_key="class_name", num_classes=3, max_accuracy_drop=0.01)

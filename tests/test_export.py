@@ -61,6 +61,19 @@ def test_the_saved_model_loads_and_serves_in_a_fresh_process_with_only_tensorflo
     assert loaded["class_name"] in LABELS
 
 
+def test_the_saved_model_holds_the_signatures_functions_and_no_trace_of_each_layers_call(exported):
+    """Keras' per-layer call traces made the export and every load of it several times slower, and
+    nothing reads them (export.save)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+    export_dir, _ = exported
+    saved = saved_model_pb2.SavedModel()
+    with open(os.path.join(export_dir, "saved_model.pb"), "rb") as f:
+        saved.ParseFromString(f.read())
+    names = [function.signature.name for function in saved.meta_graphs[0].graph_def.library.function]
+    assert any(name.startswith("__inference_explain_images") for name in names), names
+    assert not [name for name in names if "layer_call" in name]
+
+
 def test_explain_images_gives_serve_images_outputs_and_a_heatmap_per_image(exported):
     export_dir, pixels = exported
     signatures = tf.saved_model.load(export_dir).signatures
