@@ -68,4 +68,8 @@ PRESETS_FOR_BFLOAT16 = ("photos-wide",)
 # downloads a binary at run time (a closed network makes it fall back; a cluster with internet access
 # would run an engine never tested here). FnApiRunner is what DirectRunner falls back to for batch.
 BEAM_RUNNER = "--runner=FnApiRunner"
-BEAM_PIPELINE_ARGS = (BEAM_RUNNER, "--direct_running_mode=in_memory")
+# Without a dependency flag, TFX builds an sdist of itself before every Beam stage and Beam stages it,
+# for remote workers the direct runner never starts: its in-process and subprocess workers run in the
+# step's own environment. Naming an SDK container image counts as one, and neither kind reads it.
+BEAM_NO_TFX_SDIST = "--sdk_container_image=unused-by-the-direct-runner"
+BEAM_PIPELINE_ARGS = (BEAM_RUNNER, "--direct_running_mode=in_memory", BEAM_NO_TFX_SDIST)

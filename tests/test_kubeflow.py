@@ -181,6 +181,7 @@ def test_the_direct_target_names_the_engine_the_tests_run(kfp_spec, executors):
     args = list(executors["StatisticsGen_executor"].container.args)
     assert "--runner=FnApiRunner" in args and not any(arg.startswith("--runner=Direct") for arg in args)
     assert "--direct_running_mode=multi_processing" in args
+    assert "--sdk_container_image=unused-by-the-direct-runner" in args  # no sdist of TFX per Beam step
 
 
 def test_beam_targets_and_no_gpu_option(tmp_path, capsys):

@@ -124,6 +124,9 @@ def test_every_step_runs_in_a_container_and_the_model_is_pushed(first_run, volum
     with open(serving / "promotions.jsonl") as f:
         (promotion,) = [json.loads(line) for line in f]
     assert (promotion["version"], promotion["run_id"]) == (version, record["run_id"])  # the KFP run's own id
+    for step in record["steps"]:  # the direct runner's workers run in the step's own environment
+        with open(step["log"]) as f:
+            assert "Creating temporary sdist package" not in f.read(), step["step"]
 
 
 @pytest.mark.e2e

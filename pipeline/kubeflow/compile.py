@@ -37,7 +37,8 @@ def beam_args(args: argparse.Namespace) -> List[str]:
     missing, unless it can work as compiled (docs/kubeflow.md: Scale-out hooks)."""
     target, extra = args.beam_target, list(args.beam_arg)
     if target == "direct":  # in the step's pod, on the engine the tests run (configs.BEAM_PIPELINE_ARGS)
-        return [configs.BEAM_RUNNER, "--direct_running_mode=multi_processing", "--direct_num_workers=0", *extra]
+        return [configs.BEAM_RUNNER, "--direct_running_mode=multi_processing", "--direct_num_workers=0",
+                configs.BEAM_NO_TFX_SDIST, *extra]
     if target == "dataflow":
         if not args.pipeline_root.startswith("gs://"):
             raise UsageError(f"--beam-target dataflow needs a gs:// --pipeline-root (Dataflow's workers read and write "
