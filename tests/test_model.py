@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from models import export
 from models.model import ModelConfig, build_classifier, depthwise_separable_block
 import tf_keras as keras
 from tests.helpers import expected_parameter_count
@@ -146,7 +147,7 @@ def test_save_and_load_round_trip_gives_the_same_outputs(tmp_path, options):
     def serve(x):
         return {"logits": model(x, training=False)}
 
-    tf.saved_model.save(model, str(tmp_path), signatures={"serving_default": serve})
+    export.save(model, str(tmp_path), {"serving_default": serve})  # as the Trainer exports
     loaded = tf.saved_model.load(str(tmp_path))
     np.testing.assert_allclose(loaded.signatures["serving_default"](tf.constant(images))["logits"].numpy(),
                                expected, rtol=1e-5, atol=1e-5)
