@@ -56,14 +56,14 @@ def run_keras(data_root: str) -> int:
 def run_example_gen(data_root: str, work_dir: str) -> int:
     from tfx import v1 as tfx
     from components.image_example_gen.component import ImageFolderExampleGen
-    from pipeline import local_runner, schema
+    from pipeline import configs, schema
     example_gen = ImageFolderExampleGen(input_base=data_root,
                                         known_classes=schema.class_names(schema.load(schema.EMBEDDED_SCHEMA)))
     tfx.orchestration.LocalDagRunner().run(tfx.dsl.Pipeline(
         pipeline_name="ingest-bench", pipeline_root=os.path.join(work_dir, "root"), components=[example_gen],
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
             os.path.join(work_dir, "metadata.sqlite")),
-        beam_pipeline_args=local_runner.beam_pipeline_args()))
+        beam_pipeline_args=list(configs.BEAM_PIPELINE_ARGS)))
     report_path = next(os.path.join(d, "ingest_report.json") for d, _, files in os.walk(work_dir)
                        if "ingest_report.json" in files)
     with open(report_path) as f:

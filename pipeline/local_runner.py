@@ -41,12 +41,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return args
 
 
-def beam_pipeline_args() -> List[str]:
-    """The local runner's: the in-process direct runner, no sdist of TFX (configs.BEAM_NO_TFX_SDIST)."""
-    from pipeline import configs
-    return list(configs.BEAM_PIPELINE_ARGS)
-
-
 class StageProgress(logging.Handler):
     """Turns the orchestrator's 'Component X is running/finished' logs into one line per stage, ending
     with the key figure the stage reported (models/progress.py); a stage its condition skipped
@@ -199,7 +193,7 @@ def _run(args: argparse.Namespace) -> int:
             pipeline_root=paths.pipeline_root(args.output_dir),
             data_root=args.data_root, schema_file=args.schema,
             serving_dir=paths.serving_dir(args.output_dir),
-            settings=settings, code_fingerprint=code_fingerprint, beam_pipeline_args=beam_pipeline_args(), enable_cache=not args.no_cache,
+            settings=settings, code_fingerprint=code_fingerprint, beam_pipeline_args=configs.BEAM_PIPELINE_ARGS, enable_cache=not args.no_cache,
             metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path))
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
