@@ -73,12 +73,13 @@ def main() -> None:
     spec = ImageSpec(*config.input_shape)
     model = build_classifier(config, export.normalization_constants(transform, spec))
     scratch = tempfile.mkdtemp(prefix="export-traces-")
-    seconds = {name: {"export": [], "load": []} for name in _exporters()}
+    exporters = _exporters()
+    seconds = {name: {"export": [], "load": []} for name in exporters}
     shape = {}
     try:
         for repeat in range(args.repeats + 1):  # the first round warms both up, and is not counted
-            for name, save in _exporters().items():
-                export_dir = os.path.join(scratch, f"{repeat}-{len(shape)}-{name.split()[0]}")
+            for index, (name, save) in enumerate(exporters.items()):
+                export_dir = os.path.join(scratch, f"{repeat}-{index}")
                 started = time.perf_counter()
                 save(model, export_dir, export.serving_signatures(model, transform, labels, spec))
                 exported = time.perf_counter() - started
