@@ -14,10 +14,13 @@ from tfx.utils import proto_utils
 from components.image_example_gen import executor, folder_layout
 from components.image_example_gen.component import ImageFolderExampleGen, hash_split_config
 from models import features, progress
+from pipeline import configs
 from tests.helpers import make_class_folder
 from tests.odd_files import INGESTED, make_messy_folder
 
-BEAM_ARGS = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
+# The pipeline's own engine and flags: Beam's DirectRunner would try Prism first, and TFX would build
+# (and leave in the temp folder) an sdist of itself for workers that never start.
+BEAM_ARGS = list(configs.BEAM_PIPELINE_ARGS)
 
 
 def _summary(example: tf.train.Example):
