@@ -25,5 +25,11 @@ check "a killed command fails" "1" "$([ "$code" -ne 0 ] && echo 1 || echo 0)"
 check "a nested call runs the command as it is" "nested 1" "$("$IN_ENV" "$IN_ENV" sh -c 'echo nested $TFXENV_INSIDE')"
 if host_is_native; then leftover=0; else leftover=$(grep -cE " $ROOT_DIR[ /]" /proc/self/mounts || true); fi
 check "no mount left on the host" "0" "$leftover"
+# A disk too small for the environment: one message naming the cause, before anything is built.
+small=$(unshare --mount sh -c "mount -t tmpfs -o size=16m tmpfs '$scratch' && \
+  TFXENV_DIR='$scratch/env' bash '$REPO_DIR/bin/setup-env' 2>&1; echo \"exit \$? left: \$(ls -A '$scratch/env')\"")
+check "setup-env on a full disk names the cause" "1" \
+  "$(echo "$small" | grep -c '^\[setup-env\] not enough disk space: the environment needs about 5 GB in ')"
+check "and fails, leaving only its lock" "exit 1 left: .lock" "$(echo "$small" | tail -1)"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
