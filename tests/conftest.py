@@ -22,18 +22,18 @@ def image_folder(tmp_path):
 
 
 # pytest-xdist hands whole files to the workers in collection order (pytest.ini: --dist loadfile
-# --no-loadscope-reorder), so the longest file, the golden run and its scenarios, starts at once on one
-# worker and the container run (its image build) on the other, then the overlapping runs (the next
-# longest) on whichever frees first; the files that read the golden run come last, so they do not hold
-# a worker waiting for it to be made.
-FIRST_FILES = ("test_e2e.py", "test_kubeflow_containers.py", "test_overlapping_runs.py")
-LAST_FILES = ("test_golden_artifacts.py",)
+# --no-loadscope-reorder), and the next one to a worker when its current file has two tests left. So the
+# longest file, the golden run and its scenarios, starts at once on one worker and the container run
+# (its image build) on the other; then the next longest, the overlapping runs and the tests that read
+# the golden run (made by then, the e2e file's first test); the short files last, so that the two
+# workers end close together rather than one waiting on a long file alone.
+FIRST_FILES = ("test_e2e.py", "test_kubeflow_containers.py", "test_overlapping_runs.py", "test_golden_artifacts.py")
 
 
 def pytest_collection_modifyitems(items):
     def rank(item):
         name = item.path.name
-        return (FIRST_FILES.index(name) if name in FIRST_FILES else len(FIRST_FILES) + (name in LAST_FILES))
+        return FIRST_FILES.index(name) if name in FIRST_FILES else len(FIRST_FILES)
     items.sort(key=rank)  # stable: within a rank, the collection order
 
 
