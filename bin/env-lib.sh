@@ -15,6 +15,17 @@ export TF_ENABLE_ONEDNN_OPTS="${TF_ENABLE_ONEDNN_OPTS:-1}"
 # Top-level host folders that stay the root's own; every other one is bind-mounted at the same path.
 SYSTEM_DIRS=" bin boot dev etc lib lib32 lib64 libx32 lost+found proc run sbin sys usr var "
 
+# A minimal Debian 13 root at $1 with the packages $3 (comma-separated), mmdebstrap's output in $2.
+# mmdebstrap, not debootstrap: one apt run that downloads in parallel, in about half the time
+# (bench/RESULTS.md, "The Debian root with mmdebstrap").
+make_debian_root() {
+  local root=$1 log=$2 packages=$3
+  command -v mmdebstrap >/dev/null \
+    || { apt-get update -qq && apt-get install -y -qq --no-install-recommends mmdebstrap >/dev/null; }
+  rm -rf "$root"
+  mmdebstrap --variant=minbase --include="$packages" trixie "$root" http://deb.debian.org/debian >"$log" 2>&1
+}
+
 glibc_version() { getconf GNU_LIBC_VERSION 2>/dev/null | awk '{print $2}'; }
 
 host_is_native() {
