@@ -26,7 +26,8 @@ _TWO_LOGICAL_CPUS = textwrap.dedent("""
     from models.recipe import TrainingConfig
     from models.run_fn import fine_tune_quantization_aware
     batches = tf.data.Dataset.from_tensor_slices((images, np.arange(16) % 3)).batch(8).repeat()
-    scratch = tempfile.mkdtemp()
+    scratch_dir = tempfile.TemporaryDirectory()  # removed when the process ends
+    scratch = scratch_dir.name
     copy = fine_tune_quantization_aware(model, ModelConfig(input_shape=(16, 16, 1), num_classes=3),
                                         TrainingConfig(quantization_aware_epochs=1, batch_size=4), strategy, batches,
                                         None, 2, scratch + "/checkpoints", scratch + "/logs")
