@@ -2,6 +2,7 @@
 import json
 import logging
 import os
+import tempfile
 
 import apache_beam as beam
 from apache_beam.testing.util import assert_that, equal_to
@@ -70,11 +71,17 @@ def _count_records(split_dir: str) -> int:
     return sum(1 for _ in tf.data.TFRecordDataset(files, compression_type="GZIP"))
 
 
-def test_executor_writes_presplit_folders_as_train_and_eval(tmp_path, caplog):
+def test_executor_writes_presplit_folders_as_train_and_eval(tmp_path, caplog, monkeypatch):
     make_class_folder(str(tmp_path / "data" / "train"), per_class=4)
     make_class_folder(str(tmp_path / "data" / "test"), per_class=2, seed=1)
+    (tmp_path / "temp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "temp"))
     with caplog.at_level(logging.INFO, logger=progress.LOGGER_NAME):
         examples = _run_executor(str(tmp_path / "data"), str(tmp_path / "out"))
+    # Without the pipeline's sdist flag, TFX builds a package of itself in a temp folder it
+    # never removes, at every Beam stage of every run.
+    left = [root for root, dirs, _ in os.walk(tmp_path / "temp") if "tfx" in dirs]
+    assert not left, f"a TFX package was built and left in the temp folder: {left}"
     assert caplog.messages[-1] == "18 images (eval 6, train 12) in 3 classes; 0 rejected, 0 ignored"
     assert artifact_utils.decode_split_names(examples.split_names) == ["train", "eval"]
     assert _count_records(features.split_dir(str(tmp_path / "out"), "train")) == 12
