@@ -57,10 +57,13 @@ def machine() -> str:
 
 
 def cpu_kind() -> str:
-    """The CPU kind as RESULTS.md names it: the model name, and whether it has AVX-512 (NOTES §8)."""
+    """The CPU kind as RESULTS.md names it: the model name, and whether it has AVX-512 (NOTES §8). AMD's
+    Zen 5 is named apart: the same model name as the Zen 4 kind, twice its AVX-512 width."""
     with open("/proc/cpuinfo") as f:
         info = f.read()
     model = cpu_model()
+    if trainer_vs_keras.amd_family(info) >= trainer_vs_keras.ZEN5_FAMILY:
+        model += " Zen 5"
     return f"{model} with AVX-512" if " avx512f" in info else f"{model} with AVX2" if " avx2" in info else model
 
 

@@ -139,13 +139,25 @@ def training_flops_per_image(config=None) -> float:
     return 3.0 * tf.compat.v1.profiler.profile(graph, options=options).total_float_ops
 
 
+ZEN5_FAMILY = 26  # AMD's Zen 5 (EPYC 9005): AVX-512 on full 512-bit units, where Zen 4 (family 25) splits it
+
+
+def amd_family(info: str) -> int:
+    """AMD's CPU family number in /proc/cpuinfo's text; 0 for any other vendor."""
+    if "AuthenticAMD" not in info:
+        return 0
+    return int(next((line.split(":")[1] for line in info.splitlines() if line.startswith("cpu family")), "0"))
+
+
 def cpu_peak_flops() -> float:
-    """cores x clock x fp32 FLOPs per cycle: two FMA units, 32 with AVX2, 64 with Intel's AVX-512. AMD's
-    Zen 4 has AVX-512 instructions but runs each on 256-bit units: 32, as with AVX2."""
+    """cores x clock x fp32 FLOPs per cycle: two FMA units, 32 with AVX2, 64 with AVX-512 on 512-bit units
+    (Intel's, AMD's Zen 5). AMD's Zen 4 has AVX-512 instructions but runs each on 256-bit units: 32, as
+    with AVX2."""
     with open("/proc/cpuinfo") as f:
         info = f.read()
     mhz = float(next(line.split(":")[1] for line in info.splitlines() if line.startswith("cpu MHz")))
-    per_cycle = 64 if " avx512f" in info and "GenuineIntel" in info else 32 if " fma" in info else 16
+    full_width = "GenuineIntel" in info or amd_family(info) >= ZEN5_FAMILY
+    per_cycle = 64 if " avx512f" in info and full_width else 32 if " fma" in info else 16
     return os.cpu_count() * mhz * 1e6 * per_cycle
 
 
