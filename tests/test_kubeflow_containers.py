@@ -23,6 +23,10 @@ STEPS_WITH_INPUTS = {"RetrainGate", "StatisticsGen", "ExampleValidator", "DataGa
 # The test is about the containers, not the recipe (tests/golden.py trains that): a subset of the digits,
 # one epoch, and no accuracy bar, so the model is blessed and the Pusher runs.
 PER_CLASS = {"train": 30, "test": 10}
+# One Beam worker process per Beam step rather than the compiled one per core: each worker process
+# imports TensorFlow and TFX again, and the step shares this 2-core machine with the other pytest
+# worker. The steps still run Beam in multi_processing mode, as compiled.
+ONE_BEAM_WORKER = "--beam-arg=--direct_num_workers=1"
 
 
 def _run(*command, timeout):
@@ -40,7 +44,8 @@ def image():
 
 def _run_local(volume, image, *flags):
     started = time.time()
-    code = kubeflow_runner.main(["run-local", "--image", image, "--volume", str(volume), "--gpus", "0", *flags])
+    code = kubeflow_runner.main(["run-local", "--image", image, "--volume", str(volume), "--gpus", "0",
+                                 ONE_BEAM_WORKER, *flags])
     (run_dir,) = sorted((volume / "kfp-local").iterdir(), key=os.path.getmtime)[-1:]
     with open(run_dir / "run.json") as f:
         return code, {**json.load(f), "wall_seconds": time.time() - started}
