@@ -4,7 +4,7 @@
 
 Prints the SavedModel's accuracy (serve_image_bytes on raw file bytes) and, for each pushed TFLite
 variant (tflite/*.tflite), its accuracy and how often it gives the SavedModel's top-1 class.
-Images are read from <data-root>/<split>/<class>/ (or <data-root>/<class>/); every file not
+Images are read from <data-root>/<split>/<class>/ (or <data-root>/<class>/ with --split ''); every file not
 scored (not an image, unreadable, outside any class folder) is listed under "skipped" with its reason.
 """
 import argparse
@@ -105,7 +105,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     folder = os.path.join(args.data_root, args.split) if args.split else args.data_root
     for path, what in ((args.model, "model folder"), (folder, "image folder")):
         if not os.path.isdir(path):
-            print(f"error: {what} {path!r} does not exist", file=sys.stderr)
+            hint = (f"; to score the class folders of {args.data_root!r} themselves, pass --split ''"
+                    if path == folder and args.split and os.path.isdir(args.data_root) else "")
+            print(f"error: {what} {path!r} does not exist{hint}", file=sys.stderr)
             return 2
     try:
         result = score(args.model, folder)

@@ -32,3 +32,12 @@ def test_a_folder_with_nothing_to_score_is_refused_with_the_reason(tmp_path):
     (tmp_path / "photos" / "cat" / "notes.txt").write_text("not a photo")
     with pytest.raises(ValueError, match=r"no images under .*; 1 file\(s\) not scored, first .*notes.txt: not an image"):
         score.score(str(tmp_path / "model"), str(tmp_path / "photos"))
+
+
+def test_a_data_root_without_the_split_folder_is_refused_naming_the_flag_that_scores_it_as_it_is(tmp_path, capsys):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "photos" / "cat").mkdir(parents=True)
+    assert score.main(["--model", str(tmp_path / "model"), "--data-root", str(tmp_path / "photos")]) == 2
+    error = capsys.readouterr().err
+    assert f"image folder {str(tmp_path / 'photos' / 'test')!r} does not exist" in error
+    assert "pass --split ''" in error
