@@ -12,10 +12,14 @@ _TWO_LOGICAL_CPUS = textwrap.dedent("""
     from models.distribution import training_strategy
     from models.model import ModelConfig, build_classifier
     strategy = training_strategy()
+    # every kind of layer the default network has (stem, residual blocks with and without a stride, SE,
+    # head), fewer of each: tracing under the strategy, most of this test's time, grows with the layers
+    config = ModelConfig(input_shape=(16, 16, 1), num_classes=3, stem_filters=8, stage_filters=(8, 16),
+                         stage_strides=(1, 2))
     assert isinstance(strategy, tf.distribute.MirroredStrategy), type(strategy)
     assert strategy.num_replicas_in_sync == 2, strategy.num_replicas_in_sync
     with strategy.scope():
-        model = build_classifier(ModelConfig(input_shape=(16, 16, 1), num_classes=3))
+        model = build_classifier(config)
         model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     images = np.random.default_rng(0).normal(size=(16, 16, 16, 1)).astype("float32")
     history = model.fit(images, np.arange(16) % 3, batch_size=8, epochs=2, verbose=0)
@@ -28,7 +32,7 @@ _TWO_LOGICAL_CPUS = textwrap.dedent("""
     batches = tf.data.Dataset.from_tensor_slices((images, np.arange(16) % 3)).batch(8).repeat()
     scratch_dir = tempfile.TemporaryDirectory()  # removed when the process ends
     scratch = scratch_dir.name
-    copy = fine_tune_quantization_aware(model, ModelConfig(input_shape=(16, 16, 1), num_classes=3),
+    copy = fine_tune_quantization_aware(model, config,
                                         TrainingConfig(quantization_aware_epochs=1, batch_size=4), strategy, batches,
                                         None, 2, scratch + "/checkpoints", scratch + "/logs")
     assert any(layer.name.startswith("quant_") for layer in copy.layers)
