@@ -197,7 +197,7 @@ def plot(runs_path: str = RUNS, png: str = PLOT) -> None:
     import matplotlib.pyplot as plt
     from models import files
     runs = files.read_json(runs_path)
-    figure, axes = plt.subplots(figsize=(8, 5))
+    figure, axes = plt.subplots(figsize=(8, 7))
     for recipe in sorted({run["recipe"] for run in runs}):
         points = sorted((run for run in runs if run["recipe"] == recipe), key=lambda run: run["trainer_minutes"])
         style = "s--" if recipe.startswith(REFERENCE) else "o-"
@@ -213,7 +213,8 @@ def plot(runs_path: str = RUNS, png: str = PLOT) -> None:
     axes.set_title("bench/photos.py: held-out accuracy against training time")
     axes.grid(alpha=0.3)
     axes.margins(x=0.25, y=0.1)
-    axes.legend(title="network, recipe", fontsize=8)
+    # below the axes: inside, it covered points wherever it went
+    axes.legend(title="network, recipe", fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13))
     figure.tight_layout()
     figure.savefig(png, dpi=100)
     print(f"bench/photos.py: {len(runs)} runs drawn into {png}")
