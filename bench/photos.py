@@ -8,8 +8,9 @@ images/s beside plain Keras `fit` of the same network for the same epochs.
 Each full run (--per-class 5000) is added to bench/photos_runs.json: network, epochs, held-out accuracy,
 the Trainer's minutes, the CPU. --plot draws them, held-out accuracy against training minutes for each
 network, into bench/photos_accuracy.png (the runs there were made on different CPU kinds; each point
-names its own). Runs of the records' own code on the same split are added to the file by hand
-(bench/RESULTS.md, "The records' own code on these photos", says how they were made); they are drawn dashed.
+names its own). Runs of the records' own code on the same split are added to the file by hand, each
+with a "record" field naming the record (bench/RESULTS.md, "The records' own code on these photos", says
+how they were made); they are drawn dashed, as they are not pipeline runs.
 
 Reads ../shared/datasets/cifar10-train.tar.gz (the 50,000 CIFAR-10 training photos as JPEG class
 folders); without it, says so and exits 0. Holds out a tenth of each class (a fixed shuffle: 45,000
@@ -40,9 +41,6 @@ HELD_OUT = 0.1
 RUNS = os.path.join(BENCH_DIR, "photos_runs.json")
 PLOT = os.path.join(BENCH_DIR, "photos_accuracy.png")
 GOAL = 0.93  # issue 34's held-out accuracy for --preset photos, drawn as a line
-# Runs of the records' own code (KellerJordan/cifar10-airbench, PyTorch) on the same split, recorded by
-# hand in photos_runs.json with this recipe name: drawn dashed, as they are not pipeline runs
-REFERENCE = "the records' own code"
 
 
 def split_folder(archive: str, root: str, per_class: int, seed: int = 0, held_out: float = HELD_OUT) -> dict:
@@ -200,7 +198,7 @@ def plot(runs_path: str = RUNS, png: str = PLOT) -> None:
     figure, axes = plt.subplots(figsize=(8, 7))
     for recipe in sorted({run["recipe"] for run in runs}):
         points = sorted((run for run in runs if run["recipe"] == recipe), key=lambda run: run["trainer_minutes"])
-        style = "s--" if recipe.startswith(REFERENCE) else "o-"
+        style = "s--" if "record" in points[0] else "o-"
         axes.plot([p["trainer_minutes"] for p in points], [p["accuracy"] for p in points], style, label=recipe)
         for p in points:
             # a reference run's CPU is in its recipe's name: the label stays short where the points crowd
